@@ -1,0 +1,53 @@
+"""AniRender: anime-style neural rendering for Blender.
+
+This file is both the Blender extension entry point and the root of the Python package
+``anirender``. It holds only ``register()`` / ``unregister()``; ``bpy`` is imported inside
+them so that ``import anirender.models`` works where Blender is absent.
+"""
+
+# Registration order matters: property groups before the properties that point at them,
+# operators before the panels and menus that draw them.
+_CLASSES = (
+    "addon.prefs:AniRenderPreferences",
+    "addon.props:CharacterSheetImage",
+    "addon.props:CharacterSettings",
+    "addon.props:PassSettings",
+    "ops.passes:ANIRENDER_OT_render_udp_passes",
+    "ops.canonical:ANIRENDER_OT_set_canonical_pose",
+    "panels.sidebar:ANIRENDER_PT_main",
+    "panels.sidebar:ANIRENDER_PT_passes",
+)
+
+
+def _resolve(entry):
+    import importlib
+
+    module_name, class_name = entry.split(":")
+    module = importlib.import_module("." + module_name, __package__)
+    return getattr(module, class_name)
+
+
+def register():
+    import bpy
+
+    from .addon import props
+    from .panels import menus
+
+    for entry in _CLASSES:
+        bpy.utils.register_class(_resolve(entry))
+    props.attach()
+    menus.add()
+
+
+def unregister():
+    import bpy
+
+    from .addon import props
+    from .panels import menus
+
+    menus.remove()
+    props.detach()
+    for entry in reversed(_CLASSES):
+        cls = _resolve(entry)
+        if getattr(cls, "is_registered", False):
+            bpy.utils.unregister_class(cls)

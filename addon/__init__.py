@@ -1,0 +1,1 @@
+"""Blender-side logic: bpy + numpy, no UI, no torch."""

@@ -1,0 +1,1 @@
+"""Networks and numeric code: torch/numpy, never bpy."""

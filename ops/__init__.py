@@ -1,0 +1,1 @@
+"""Operators: thin classes that check input and call into ``addon``."""

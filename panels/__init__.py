@@ -1,0 +1,1 @@
+"""Panels, lists and menus: drawing only."""

@@ -1,0 +1,58 @@
+"""Test harness: real Blender through the ``bpy`` module.
+
+``bpy`` can be imported once per process, so every Blender test shares it; the
+``blender`` fixture gives each test a fresh factory scene and its own temporary
+``BLENDER_USER_RESOURCES`` folder.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "out" / "test-artifacts"
+
+# Blender reads the user resource folder from the environment; set it before bpy loads so
+# the test run never touches the real user's configuration.
+_SESSION_USER = tempfile.mkdtemp(prefix="anirender-user-")
+os.environ["BLENDER_USER_RESOURCES"] = _SESSION_USER
+os.environ.setdefault("ANIRENDER_CACHE", str(REPO / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Folder for pictures a person should look at after the run (out/test-artifacts)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def blender(tmp_path, monkeypatch):
+    """A fresh factory scene and a private BLENDER_USER_RESOURCES for one test."""
+    import bpy
+
+    user = tmp_path / "blender-user"
+    user.mkdir()
+    monkeypatch.setenv("BLENDER_USER_RESOURCES", str(user))
+    bpy.ops.wm.read_factory_settings(use_empty=False)
+    yield bpy
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+@pytest.fixture
+def addon(blender):
+    """The add-on registered from the source tree for one test."""
+    import anirender
+
+    anirender.register()
+    try:
+        yield anirender
+    finally:
+        anirender.unregister()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_USER, ignore_errors=True)
