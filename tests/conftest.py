@@ -36,10 +36,24 @@ def blender(tmp_path, monkeypatch):
 
     user = tmp_path / "blender-user"
     user.mkdir()
-    monkeypatch.setenv("BLENDER_USER_RESOURCES", str(user))
-    bpy.ops.wm.read_factory_settings(use_empty=False)
+    _switch_user_resources(bpy, str(user), monkeypatch.setenv)
     yield bpy
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    _switch_user_resources(bpy, _SESSION_USER, os.environ.__setitem__)
+
+
+def _switch_user_resources(bpy, folder, setenv):
+    """Point Blender at another user folder and reload factory settings.
+
+    Factory settings re-read the repository folders from the environment, but the
+    ``bl_ext.<repo>`` module paths only follow through the hooks Blender runs when
+    preferences change.
+    """
+    import addon_utils
+
+    setenv("BLENDER_USER_RESOURCES", folder)
+    bpy.ops.wm.read_factory_settings(use_empty=False)
+    addon_utils._initialize_extension_repos_pre()
+    addon_utils._initialize_extension_repos_post()
 
 
 @pytest.fixture
@@ -52,6 +66,22 @@ def addon(blender):
         yield anirender
     finally:
         anirender.unregister()
+
+
+@pytest.fixture
+def toy_character(blender):
+    """The toy test character opened from the cache (addon/character_cache.py): its armature."""
+    from anirender.addon.character_cache import load_character
+
+    return load_character("toy")
+
+
+@pytest.fixture
+def makehuman_character(blender):
+    """The MakeHuman test character opened from the cache: its armature."""
+    from anirender.addon.character_cache import load_character
+
+    return load_character("makehuman")
 
 
 def pytest_sessionfinish(session, exitstatus):
