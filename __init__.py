@@ -12,10 +12,8 @@ _CLASSES = (
     "addon.props:CharacterSheetImage",
     "addon.props:CharacterSettings",
     "addon.props:PassSettings",
-    "ops.passes:ANIRENDER_OT_render_udp_passes",
-    "ops.canonical:ANIRENDER_OT_set_canonical_pose",
+    "addon.props:SceneSettings",
     "panels.sidebar:ANIRENDER_PT_main",
-    "panels.sidebar:ANIRENDER_PT_passes",
 )
 
 

@@ -1,0 +1,70 @@
+"""Property groups: all add-on data hangs off one PointerProperty per ID type.
+
+``Object.anirender`` holds a character's settings (stored on its armature, or on its
+first mesh when it has none); ``Scene.anirender`` holds per-scene defaults for the
+operators. Feature modules nest their own groups here with a PointerProperty.
+"""
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+
+class CharacterSheetImage(bpy.types.PropertyGroup):
+    """One reference drawing of the character (a Blender image or a file on disk)."""
+
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    filepath: StringProperty(name="File", subtype="FILE_PATH")
+
+
+class CharacterSettings(bpy.types.PropertyGroup):
+    sheet: CollectionProperty(name="Character Sheet", type=CharacterSheetImage)
+    sheet_index: IntProperty(name="Active Sheet Image", default=0, min=0)
+
+
+class PassSettings(bpy.types.PropertyGroup):
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        default="//passes/",
+        description="Folder the passes are written to (// is relative to the .blend)",
+    )
+    passes: EnumProperty(
+        name="Passes",
+        options={"ENUM_FLAG"},
+        items=(
+            ("UDP", "UDP", "Canonical-pose position (XYZ) plus occupancy, for CoNR"),
+            ("UV", "UV", "UV coordinates of the active map, unfiltered"),
+            ("NORMAL", "Normal", "Camera-space normals"),
+            ("DEPTH", "Depth", "Distance from the camera"),
+            ("OCCUPANCY", "Occupancy", "Where the character covers the frame"),
+        ),
+        default={"UDP"},
+    )
+    use_fast: BoolProperty(
+        name="Fast Renderer",
+        default=True,
+        description="Rasterise the evaluated meshes directly instead of rendering with Cycles",
+    )
+    overwrite: BoolProperty(name="Overwrite", default=False)
+
+
+class SceneSettings(bpy.types.PropertyGroup):
+    passes: PointerProperty(type=PassSettings)
+
+
+def attach():
+    bpy.types.Object.anirender = PointerProperty(type=CharacterSettings)
+    bpy.types.Scene.anirender = PointerProperty(type=SceneSettings)
+
+
+def detach():
+    for owner in (bpy.types.Object, bpy.types.Scene):
+        if hasattr(owner, "anirender"):
+            del owner.anirender
