@@ -1,0 +1,428 @@
+"""Render UDP and deferred-shading passes of a rigged character, frame by frame.
+
+Passes (every one an H x W x 4 float32 image, row 0 at the top, background all 0, the
+fourth channel the occupancy V in {0, 1}):
+
+- ``udp``: canonical position XYZ in [0, 1] (see ``addon.canonical``) and V; the CoNR
+  target-pose input.
+- ``uv``: U, V of each mesh's active render UV map, 0, occupancy. Never filtered, so a
+  pixel never blends two sides of a seam.
+- ``normal``: the shading normal in *camera space* (Blender's camera object axes:
+  +X right, +Y up, +Z towards the viewer, so visible surfaces have Z > 0), unit length,
+  turned towards the camera on back faces as Cycles does; raw values in [-1, 1].
+- ``depth``: camera-space Z distance in scene units (distance from the camera plane
+  along the view axis, not along the ray) in R, G and B; 0 where empty.
+- ``occupancy``: V in every channel.
+
+Formats, one file per pass and frame in ``OUT/<pass>/<pass>_<frame:04d>.<ext>``:
+``exr`` (float32 RGBA, lossless ZIP), ``npz`` (``numpy.load(f)["i"]`` is the H x W x 4
+float32 array, the official CoNR layout), ``png`` (8-bit RGB preview for looking:
+normals as ``n * 0.5 + 0.5``, depth as near = bright).
+
+Two renderers give the same images: ``addon.passes_cycles`` (Cycles with one sample
+through override emission materials: anything Blender deforms, render-time modifier
+settings) and ``addon.passes_fast`` (the depsgraph's evaluated meshes rasterised by
+``models.raster``: viewport modifier settings, needs torch). Both render from a
+temporary scene that links the character and the camera, so the user's scene keeps its
+render settings, materials and frame; the temporary scene is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ..errors import AniRenderError
+from . import canonical
+from .scene import find_character, require_camera
+
+PASSES = ("udp", "uv", "normal", "depth", "occupancy")
+FORMATS = ("exr", "npz", "png")
+
+
+@dataclass
+class PassRequest:
+    """What to render: frames, passes, formats, where, and how."""
+
+    out_dir: Path
+    frames: list[int]
+    passes: tuple[str, ...] = ("udp",)
+    formats: tuple[str, ...] = ("exr", "npz", "png")
+    fast: bool = False
+    size: tuple[int, int] | None = None  # (width, height); None: the scene's resolution
+    overwrite: bool = False
+    frame_folders: dict = field(default_factory=dict)
+
+    def path(self, pass_name: str, frame: int, fmt: str) -> Path:
+        return Path(self.out_dir) / pass_name / f"{pass_name}_{frame:04d}.{fmt}"
+
+    def done(self, frame: int) -> bool:
+        """Every requested file of ``frame`` is already on disk."""
+        return all(self.path(p, frame, f).is_file() for p in self.passes for f in self.formats)
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"1-48"``, ``"5"``, ``"1-10,20,30-32"`` -> sorted frame numbers."""
+    frames = set()
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        try:
+            if "-" in part[1:]:
+                cut = part.index("-", 1)
+                first, last = int(part[:cut]), int(part[cut + 1 :])
+                if last < first:
+                    raise ValueError
+                frames.update(range(first, last + 1))
+            else:
+                frames.add(int(part))
+        except ValueError:
+            raise AniRenderError(
+                f"Cannot read the frame range {text!r}; write it like 1-48 or 1-10,20."
+            ) from None
+    if not frames:
+        raise AniRenderError("No frames to render; give a range such as 1-48.")
+    return sorted(frames)
+
+
+def parse_choices(text, allowed, what: str) -> tuple[str, ...]:
+    items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t]
+    unknown = [t for t in items if t not in allowed]
+    if unknown or not items:
+        raise AniRenderError(
+            f"Unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}."
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def scene_character(scene, name: str | None = None):
+    """The character to render: the named armature, else the only rigged one in ``scene``."""
+    if name:
+        obj = scene.objects.get(name)
+        if obj is None:
+            raise AniRenderError(f'No object named "{name}" in scene "{scene.name}".')
+        return find_character(obj)
+    armatures = [
+        o for o in scene.objects if o.type == "ARMATURE" and canonical.deformed_meshes(o, scene)
+    ]
+    if not armatures:
+        raise AniRenderError(
+            f'Scene "{scene.name}" has no character: no armature that deforms a mesh. '
+            "Rig the character (Armature modifier or parenting) and try again."
+        )
+    if len(armatures) > 1:
+        names = ", ".join(a.name for a in armatures)
+        raise AniRenderError(
+            f'Scene "{scene.name}" has several characters ({names}); name the one to render.'
+        )
+    return find_character(armatures[0])
+
+
+def output_size(scene, size) -> tuple[int, int]:
+    if size is not None:
+        width, height = (int(size[0]), int(size[1]))
+    else:
+        pct = scene.render.resolution_percentage / 100.0
+        width = int(scene.render.resolution_x * pct)
+        height = int(scene.render.resolution_y * pct)
+    if width <= 0 or height <= 0:
+        raise AniRenderError(
+            f"The pass resolution is {width} x {height}; set a width and height of at "
+            "least 1 pixel (Output Properties > Format, or the size override)."
+        )
+    return width, height
+
+
+def check_output_folder(folder) -> Path:
+    folder = Path(bpy.path.abspath(str(folder))) if str(folder).startswith("//") else Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".anirender-probe-", delete=False)
+        probe.close()
+        os.unlink(probe.name)
+    except OSError as exc:
+        raise AniRenderError(
+            f"Cannot write passes to {folder} ({exc.strerror or exc}). "
+            "Choose an output folder you can write to."
+        ) from None
+    return folder
+
+
+class PassRenderer:
+    """Renders and writes the passes of one character, frame by frame.
+
+    Construction checks the input and changes nothing; ``with`` builds the temporary
+    scene and removes it (and every temporary material and image) on exit.
+    """
+
+    def __init__(self, scene, armature, request: PassRequest):
+        self.scene = scene
+        self.request = request
+        require_camera(scene)
+        self.camera = scene.camera
+        self.width, self.height = output_size(scene, request.size)
+        request.passes = parse_choices(request.passes, PASSES, "pass")
+        request.formats = parse_choices(request.formats, FORMATS, "format")
+        if not request.frames:
+            raise AniRenderError("No frames to render; give a frame range.")
+        character = find_character(armature)
+        if character.armature is None:
+            raise AniRenderError(
+                f'"{character.name}" has no armature; UDP passes need the rigged character.'
+            )
+        self.armature = character.armature
+        self.meshes = [m for m in canonical.deformed_meshes(self.armature, scene)]
+        if not self.meshes:
+            raise AniRenderError(
+                f'Armature "{self.armature.name}" deforms no mesh in scene "{scene.name}".'
+            )
+        request.out_dir = check_output_folder(request.out_dir)
+        if request.fast:
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise AniRenderError(
+                    "The fast renderer needs PyTorch, which this Python lacks; "
+                    "untick Fast Renderer to render with Cycles."
+                ) from None
+        self.todo = self.frames_to_render()
+        self.temp = None
+        self._made = []  # temporary data-blocks, removed on exit
+        self._scratch = None
+
+    # temporary scene -----------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self._build_temp_scene()
+            self._check_in_view()
+            if "udp" in self.request.passes:
+                canonical.ensure_canonical(self.armature, self.scene)
+            if self.request.fast:
+                from . import passes_fast
+
+                self._backend = passes_fast.FastBackend(self)
+            else:
+                from . import passes_cycles
+
+                self._backend = passes_cycles.CyclesBackend(self)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _build_temp_scene(self):
+        temp = self.temp = bpy.data.scenes.new("AniRender passes (temporary)")
+        temp.render.resolution_x, temp.render.resolution_y = self.width, self.height
+        temp.render.resolution_percentage = 100
+        temp.render.pixel_aspect_x = self.scene.render.pixel_aspect_x
+        temp.render.pixel_aspect_y = self.scene.render.pixel_aspect_y
+        temp.render.fps, temp.render.fps_base = self.scene.render.fps, self.scene.render.fps_base
+        temp.view_settings.view_transform = "Raw"
+        temp.view_settings.look = "None"
+        temp.view_settings.exposure = 0.0
+        temp.view_settings.gamma = 1.0
+        temp.view_settings.use_curve_mapping = False
+        for obj in (self.armature, self.camera, *self.meshes):
+            if temp.collection.objects.get(obj.name) is None:
+                temp.collection.objects.link(obj)
+        temp.camera = self.camera
+        temp.frame_set(self.request.frames[0])
+
+    def close(self):
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            backend.close()
+            self._backend = None
+        for idb in reversed(self._made):
+            try:
+                getattr(bpy.data, _collection_of(idb)).remove(idb)
+            except (ReferenceError, KeyError):
+                pass
+        self._made.clear()
+        if self.temp is not None:
+            bpy.data.scenes.remove(self.temp)
+            self.temp = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def made(self, idb):
+        """Record a temporary data-block to remove on exit."""
+        self._made.append(idb)
+        return idb
+
+    @property
+    def scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="anirender-passes-")
+        return Path(self._scratch.name)
+
+    # camera --------------------------------------------------------------------------
+    def camera_matrices(self, depsgraph):
+        """(projection @ world-to-camera, camera-to-world) as float64 numpy 4x4."""
+        camera = self.camera.evaluated_get(depsgraph)
+        render = self.temp.render
+        projection = camera.calc_matrix_camera(
+            depsgraph,
+            x=self.width,
+            y=self.height,
+            scale_x=render.pixel_aspect_x,
+            scale_y=render.pixel_aspect_y,
+        )
+        to_world = np.array(camera.matrix_world, dtype=np.float64)
+        # unit axes: a scaled camera must not scale normals or depth
+        to_world[:3, :3] /= np.linalg.norm(to_world[:3, :3], axis=0)
+        view = np.linalg.inv(to_world)
+        return np.array(projection, dtype=np.float64) @ view, to_world
+
+    def set_frame(self, frame: int):
+        self.temp.frame_set(frame)
+        return self.temp.view_layers[0].depsgraph
+
+    def visible_meshes(self):
+        return [m for m in self.meshes if not m.hide_render]
+
+    def _check_in_view(self):
+        frames = self.request.frames
+        for frame in dict.fromkeys((frames[0], frames[len(frames) // 2], frames[-1])):
+            depsgraph = self.set_frame(frame)
+            to_clip, _ = self.camera_matrices(depsgraph)
+            for mesh_obj in self.visible_meshes():
+                evaluated = mesh_obj.evaluated_get(depsgraph)
+                corners = np.array([tuple(c) + (1.0,) for c in evaluated.bound_box])
+                clip = corners @ (to_clip @ np.array(evaluated.matrix_world)).T
+                front = clip[:, 3] > 1e-6
+                if not front.any():
+                    continue
+                ndc = clip[front, :2] / clip[front, 3:4]
+                if (ndc.max(axis=0) >= -1).all() and (ndc.min(axis=0) <= 1).all():
+                    return
+        raise AniRenderError(
+            f'Character "{self.armature.name}" is outside the view of camera '
+            f'"{self.camera.name}" (checked frames {frames[0]}, {frames[len(frames) // 2]}, '
+            f"{frames[-1]}). Aim the camera at the character."
+        )
+
+    # frames --------------------------------------------------------------------------
+    def frames_to_render(self) -> list[int]:
+        request = self.request
+        if request.overwrite:
+            return list(request.frames)
+        return [f for f in request.frames if not request.done(f)]
+
+    def render_frame(self, frame: int) -> dict[str, np.ndarray]:
+        """The requested passes of ``frame`` as H x W x 4 float32 arrays."""
+        return self._backend.render(frame)
+
+    def write_frame(self, frame: int, images: dict[str, np.ndarray]) -> None:
+        for name, pixels in images.items():
+            for fmt in self.request.formats:
+                path = self.request.path(name, frame, fmt)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if fmt == "npz":
+                    with open(path, "wb") as handle:
+                        np.savez_compressed(handle, i=pixels.astype(np.float32))
+                elif fmt == "exr" and not self._backend.wrote_exr(name, frame):
+                    self.write_image(path, pixels, "exr")
+                elif fmt == "png":
+                    self.write_image(path, preview(name, pixels), "png")
+
+    def write_image(self, path: Path, pixels: np.ndarray, fmt: str) -> None:
+        """Write float32 (H, W, 4) through a Blender image: EXR float ZIP or 8-bit PNG."""
+        height, width = pixels.shape[:2]
+        image = self._image(width, height)
+        image.pixels.foreach_set(np.ascontiguousarray(pixels[::-1], dtype=np.float32).ravel())
+        set_file_format(self.temp, fmt)
+        image.save_render(str(path), scene=self.temp)
+
+    def _image(self, width, height):
+        image = getattr(self, "_writer_image", None)
+        if image is None or tuple(image.size) != (width, height):
+            image = self.made(
+                bpy.data.images.new("AniRender pass", width, height, alpha=True, float_buffer=True)
+            )
+            image.colorspace_settings.is_data = True
+            self._writer_image = image
+        return image
+
+    def render_and_write(self, frame: int) -> dict[str, np.ndarray]:
+        images = self.render_frame(frame)
+        self.write_frame(frame, images)
+        return images
+
+
+def set_file_format(scene, fmt: str) -> None:
+    settings = scene.render.image_settings
+    if fmt == "exr":
+        settings.file_format = "OPEN_EXR"
+        settings.color_mode = "RGBA"
+        settings.color_depth = "32"
+        settings.exr_codec = "ZIP"
+    else:
+        settings.file_format = "PNG"
+        settings.color_mode = "RGB"
+        settings.color_depth = "8"
+        settings.compression = 15
+
+
+def preview(name: str, pixels: np.ndarray) -> np.ndarray:
+    """An RGBA image in [0, 1] for looking at a pass (background black)."""
+    occupancy = pixels[..., 3:4] > 0.5
+    rgb = pixels[..., :3].copy()
+    if name == "normal":
+        rgb = rgb * 0.5 + 0.5
+    elif name == "depth":
+        depth = pixels[..., 0]
+        covered = depth[occupancy[..., 0]]
+        if covered.size:
+            near, far = float(covered.min()), float(covered.max())
+            shade = 1.0 - 0.8 * (depth - near) / max(far - near, 1e-9)
+            rgb = np.repeat(shade[..., None], 3, axis=2)
+    rgb = np.where(occupancy, np.clip(rgb, 0.0, 1.0), 0.0)
+    return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2).astype(np.float32)
+
+
+def read_blender_image(path: Path) -> np.ndarray:
+    """Load an image file through Blender as raw float32 (H, W, 4), row 0 at the top."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        image.colorspace_settings.is_data = True
+        width, height = image.size
+        pixels = np.empty(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    return pixels.reshape(height, width, 4)[::-1].copy()
+
+
+def _collection_of(idb) -> str:
+    if isinstance(idb, bpy.types.Material):
+        return "materials"
+    if isinstance(idb, bpy.types.Image):
+        return "images"
+    raise KeyError(type(idb).__name__)
+
+
+def render_udp_passes(scene, armature, request: PassRequest):
+    """(renderer, steps): ``steps`` renders every frame of ``renderer.todo``, one per step.
+
+    Everything is checked before anything changes (raises ``AniRenderError``); closing
+    ``steps`` early (Esc) removes everything temporary.
+    """
+    renderer = PassRenderer(scene, armature, request)
+    return renderer, _frames(renderer)
+
+
+def _frames(renderer: PassRenderer):
+    with renderer:
+        for frame in renderer.todo:
+            renderer.render_and_write(frame)
+            yield f"frame {frame}"

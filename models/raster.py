@@ -1,0 +1,171 @@
+"""The fast pass rasteriser: triangles in, per-pixel attributes out (torch, never bpy).
+
+It reproduces what Cycles sees with one sample per pixel and a near-zero pixel filter:
+one camera ray through the centre of each pixel, the nearest surface wins, and the
+surface attributes are interpolated perspective-correctly at that point. Nothing is
+anti-aliased or filtered, so UVs never blend across seams.
+
+Conventions (shared with ``addon.passes``):
+- ``clip`` vertices are homogeneous clip-space positions, ``projection @ camera @ world``
+  with Blender's camera matrix (OpenGL style: x, y, z in [-w, w] inside the view, ``w``
+  the distance in front of the camera for a perspective camera, 1 for orthographic).
+- Images are row-major, row 0 at the *top*; pixel ``(row, col)`` is sampled at NDC
+  ``x = (col + 0.5) / W * 2 - 1``, ``y = 1 - (row + 0.5) / H * 2``.
+- Triangles with a vertex behind the near plane (``w <= near_w``) are dropped, not
+  clipped; characters in frame never need clipping.
+- Both faces are drawn (no back-face culling), as Cycles does.
+
+Work is vectorised over (triangle, pixel-in-bounding-box) pairs, in batches that bound
+memory; there is no Python loop per pixel or per triangle.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# (triangle, pixel) candidate pairs handled at once; ~60 bytes each in flight
+_PAIRS_PER_BATCH = 1 << 22
+
+
+@dataclass
+class Fragments:
+    """The visible surface at every pixel of an (H, W) image."""
+
+    triangle: torch.Tensor  # (H, W) int64, -1 where nothing is hit
+    barycentric: torch.Tensor  # (H, W, 3) perspective-correct weights of the 3 corners
+    depth: torch.Tensor  # (H, W) NDC z of the hit (inf where nothing is hit)
+
+    @property
+    def coverage(self) -> torch.Tensor:
+        """(H, W) bool: a triangle covers the pixel centre."""
+        return self.triangle >= 0
+
+    def interpolate(self, corner_values) -> torch.Tensor:
+        """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""
+        values = torch.as_tensor(corner_values, device=self.triangle.device)
+        values = values.to(self.barycentric.dtype)
+        hit = self.coverage
+        out = torch.zeros(*hit.shape, values.shape[-1], dtype=values.dtype, device=values.device)
+        tri = self.triangle[hit]
+        weights = self.barycentric[hit]
+        out[hit] = torch.einsum("nk,nkc->nc", weights, values[tri])
+        return out
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, the CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rasterise(clip, height: int, width: int, near_w: float = 1e-6, device=None) -> Fragments:
+    """Rasterise triangles given as (T, 3, 4) clip-space corners into an (H, W) image.
+
+    Returns the front-most triangle per pixel centre and its perspective-correct
+    barycentric weights; interpolate any per-corner attribute with
+    ``Fragments.interpolate``.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    clip = torch.as_tensor(np.asarray(clip), device=device).to(torch.float64)
+    if clip.ndim != 3 or clip.shape[1:] != (3, 4):
+        raise ValueError(f"clip corners must be (T, 3, 4), got {tuple(clip.shape)}")
+    height, width = int(height), int(width)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width} x {height}")
+
+    pixels = height * width
+    zbuffer = torch.full((pixels,), torch.inf, dtype=torch.float64, device=device)
+    triangle = torch.full((pixels,), -1, dtype=torch.int64, device=device)
+    bary = torch.zeros((pixels, 3), dtype=torch.float64, device=device)
+
+    w = clip[..., 3]
+    keep = (w > near_w).all(dim=1)
+    tri_ids = torch.nonzero(keep).squeeze(1)
+    clip = clip[keep]
+    w = w[keep]
+    # screen space: x to the right, y downwards, in pixels; pixel centres at +0.5
+    ndc = clip[..., :3] / w[..., None]
+    sx = (ndc[..., 0] + 1.0) * 0.5 * width
+    sy = (1.0 - ndc[..., 1]) * 0.5 * height
+    sz = ndc[..., 2]
+
+    # the pixel-centre columns/rows each triangle's bounding box can contain
+    col0 = torch.ceil(sx.min(dim=1).values - 0.5).clamp(min=0)
+    col1 = torch.floor(sx.max(dim=1).values - 0.5).clamp(max=width - 1)
+    row0 = torch.ceil(sy.min(dim=1).values - 0.5).clamp(min=0)
+    row1 = torch.floor(sy.max(dim=1).values - 0.5).clamp(max=height - 1)
+    box_w = (col1 - col0 + 1).clamp(min=0).to(torch.int64)
+    box_h = (row1 - row0 + 1).clamp(min=0).to(torch.int64)
+    area = box_w * box_h
+
+    # signed area; degenerate (edge-on) triangles cover no pixel centre
+    x0, x1, x2 = sx.unbind(1)
+    y0, y1, y2 = sy.unbind(1)
+    double_area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    visible = (area > 0) & (double_area.abs() > 1e-12)
+    order = torch.nonzero(visible).squeeze(1)
+    if order.numel() == 0:
+        return _fragments(triangle, bary, zbuffer, height, width)
+
+    # batches of whole triangles, each with at most _PAIRS_PER_BATCH candidate pixels
+    counts = area[order]
+    ends = torch.cumsum(counts, 0)
+    start = 0
+    while start < order.numel():
+        base = ends[start - 1] if start > 0 else torch.zeros((), dtype=ends.dtype, device=device)
+        stop = int(torch.searchsorted(ends, base + _PAIRS_PER_BATCH, right=True))
+        stop = max(stop, start + 1)
+        _draw_batch(
+            order[start:stop], counts[start:stop], col0, row0, box_w, sx, sy, sz, w,
+            double_area, tri_ids, width, zbuffer, triangle, bary,
+        )  # fmt: skip
+        start = stop
+    return _fragments(triangle, bary, zbuffer, height, width)
+
+
+def _draw_batch(batch, counts, col0, row0, box_w, sx, sy, sz, w, double_area, tri_ids, width,
+                zbuffer, triangle, bary):  # fmt: skip
+    device = batch.device
+    t = torch.repeat_interleave(batch, counts)
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(t.numel(), device=device) - torch.repeat_interleave(first, counts)
+    bw = box_w[t]
+    col = col0[t] + (local % bw)
+    row = row0[t] + torch.div(local, bw, rounding_mode="floor")
+    px = col + 0.5
+    py = row + 0.5
+
+    x0, x1, x2 = sx[t].unbind(1)
+    y0, y1, y2 = sy[t].unbind(1)
+    area = double_area[t]
+    # screen-space barycentrics from the edge functions
+    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
+    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
+    b2 = 1.0 - b0 - b1
+    inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
+    if not bool(inside.any()):
+        return
+    t, row, col = t[inside], row[inside], col[inside]
+    screen = torch.stack((b0[inside], b1[inside], b2[inside]), dim=1)
+    depth = (screen * sz[t]).sum(dim=1)  # NDC z is affine in screen space
+    persp = screen / w[t]
+    persp = persp / persp.sum(dim=1, keepdim=True)
+
+    pixel = row.to(torch.int64) * width + col.to(torch.int64)
+    before = zbuffer.clone()
+    zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin", include_self=True)
+    win = (depth == zbuffer[pixel]) & (depth < before[pixel])
+    # equal depths on one pixel: the higher triangle index wins, deterministically
+    winner_tri = torch.full_like(triangle, -1)
+    winner_tri.scatter_reduce_(0, pixel[win], t[win], reduce="amax", include_self=True)
+    final = win & (t == winner_tri[pixel])
+    triangle[pixel[final]] = tri_ids[t[final]]
+    bary[pixel[final]] = persp[final]
+
+
+def _fragments(triangle, bary, zbuffer, height, width) -> Fragments:
+    return Fragments(
+        triangle=triangle.view(height, width),
+        barycentric=bary.view(height, width, 3),
+        depth=zbuffer.view(height, width),
+    )
