@@ -13,7 +13,11 @@ import sys
 from anirender.errors import AniRenderError
 
 # subcommand modules, in the order ``--help`` lists them
-_COMMAND_MODULES = ("anirender.addon.demo", "anirender.models.shade_cli", "anirender.models.weights")
+_COMMAND_MODULES = (
+    "anirender.addon.demo",
+    "anirender.models.shade_cli",
+    "anirender.models.weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
