@@ -53,6 +53,22 @@ class PassSettings(bpy.types.PropertyGroup):
         description="Rasterise the evaluated meshes directly instead of rendering with Cycles",
     )
     overwrite: BoolProperty(name="Overwrite", default=False)
+    formats: EnumProperty(
+        name="Formats",
+        options={"ENUM_FLAG"},
+        items=(
+            ("EXR", "EXR", "Float32 OpenEXR, lossless ZIP"),
+            ("NPZ", "NPZ", "NumPy archive with key 'i' (the official CoNR layout)"),
+            ("PNG", "PNG", "8-bit preview for looking"),
+        ),
+        default={"EXR", "NPZ", "PNG"},
+    )
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=48)
+    use_size: BoolProperty(name="Override Size", default=False)
+    width: IntProperty(name="Width", default=512, min=1)
+    height: IntProperty(name="Height", default=512, min=1)
 
 
 class SceneSettings(bpy.types.PropertyGroup):
