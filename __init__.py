@@ -13,7 +13,11 @@ _CLASSES = (
     "addon.props:CharacterSettings",
     "addon.props:PassSettings",
     "addon.props:SceneSettings",
+    "ops.passes:ANIRENDER_OT_render_udp_passes",
+    "ops.canonical:ANIRENDER_OT_set_canonical_pose",
+    "ops.import_portrait:ANIRENDER_OT_import_portrait",
     "panels.sidebar:ANIRENDER_PT_main",
+    "panels.passes:ANIRENDER_PT_passes",
 )
 
 

@@ -15,8 +15,10 @@ from anirender.errors import AniRenderError
 # subcommand modules, in the order ``--help`` lists them
 _COMMAND_MODULES = (
     "anirender.addon.demo",
+    "anirender.addon.passes_cli",
     "anirender.models.shade_cli",
     "anirender.models.weights",
+    "anirender.models.recon_cli",
 )
 
 

@@ -1,0 +1,48 @@
+"""The Passes panel (AniRender sidebar tab) and the Render menu entry."""
+
+import bpy
+
+from ..addon.canonical import RECIPE
+
+
+class ANIRENDER_PT_passes(bpy.types.Panel):
+    bl_label = "UDP Passes"
+    bl_idname = "ANIRENDER_PT_passes"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "AniRender"
+    bl_parent_id = "ANIRENDER_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.anirender.passes
+        layout.prop(settings, "output_dir")
+        layout.prop(settings, "passes")
+        layout.prop(settings, "formats")
+        row = layout.row(align=True)
+        row.prop(settings, "use_scene_range")
+        if not settings.use_scene_range:
+            row = layout.row(align=True)
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+        layout.prop(settings, "use_size")
+        if settings.use_size:
+            row = layout.row(align=True)
+            row.prop(settings, "width")
+            row.prop(settings, "height")
+        row = layout.row()
+        row.prop(settings, "use_fast")
+        row.prop(settings, "overwrite")
+        active = context.active_object
+        armature = active if active is not None and active.type == "ARMATURE" else None
+        if armature is not None:
+            recipe = armature.get(RECIPE)
+            text = f"Canonical: {recipe['mode']}" if recipe else "Canonical: not set yet"
+            layout.label(text=text, icon="OUTLINER_OB_ARMATURE")
+        layout.operator_menu_enum("anirender.set_canonical_pose", "mode")
+        layout.operator("anirender.render_udp_passes", icon="RENDER_ANIMATION")
+
+
+def draw_render_menu(self, context):
+    self.layout.separator()
+    self.layout.operator("anirender.render_udp_passes", icon="RENDER_ANIMATION")
