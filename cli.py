@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "anirender.models.shade_cli",
     "anirender.models.weights",
     "anirender.models.recon_cli",
+    "anirender.service.serve",
 )
 
 
