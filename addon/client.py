@@ -1,0 +1,397 @@
+"""One way to ask for shaded frames, three ways to get them.
+
+``ShaderClient`` is what operators use: ``upload_sheet(images) -> sheet_id``,
+``shade(sheet_id, udp) -> rgba``, ``info()``. Behind it:
+
+- ``InProcessClient``: the networks run inside this Python (needs torch here). The model
+  is loaded lazily on first use; this is the one place Blender-side code reaches into
+  ``anirender.models``.
+- ``HttpClient``: a running service (``anirender serve``), local or remote, Bearer token,
+  the numpy-only wire format of ``service.protocol``. Standard library HTTP only, since
+  Blender's Python has no httpx. If the service forgot a sheet (it restarted), the
+  client uploads it again and retries once.
+- ``LocalService``: starts ``python -m anirender.cli serve --port 0`` with the
+  interpreter from the preferences, reads the port it prints, hands out an
+  ``HttpClient`` with a fresh token, and stops the process when Blender quits (atexit)
+  or when asked. The service also exits by itself when its stdin closes, so a crashed
+  Blender does not leave it behind.
+
+Every method may be called from worker threads; none touches ``bpy``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from ..errors import AniRenderError
+from ..service import protocol
+
+
+class ServiceUnavailable(AniRenderError):
+    """The service cannot be reached (not started, stopped, killed, wrong URL)."""
+
+
+class ShaderClient:
+    """The interface every way of shading offers."""
+
+    where = ""
+
+    def info(self) -> dict:
+        raise NotImplementedError
+
+    def upload_sheet(self, images: np.ndarray) -> str:
+        raise NotImplementedError
+
+    def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------- in process
+
+
+class InProcessClient(ShaderClient):
+    def __init__(self, weights: str | None = None, device: str = "auto"):
+        self.weights = weights or None
+        self.device = device
+        self.where = "in Blender"
+        self._model = None
+        self._sheets: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._model is None:
+            try:
+                import torch
+            except ImportError:
+                raise AniRenderError(
+                    "Running the networks in Blender needs PyTorch, which this Python lacks. "
+                    "Choose Local Service or Remote Service in the AniRender preferences."
+                ) from None
+            from ..models.weights import load_conr
+
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._model = load_conr(self.weights, device=device)
+            self._device = device
+        return self._model
+
+    def info(self) -> dict:
+        with self._lock:
+            model = self._load()
+        return {
+            "service": "anirender (in process)",
+            "device": self._device,
+            "models": {"conr": {"weights": str(self.weights or "conr")}},
+            "sheets": [{"sheet_id": k} for k in self._sheets],
+            "config": vars(model.config) if hasattr(model.config, "__dict__") else {},
+        }
+
+    def upload_sheet(self, images: np.ndarray) -> str:
+        images = protocol.check_sheet(np.asarray(images))
+        key = protocol.sheet_id(images)
+        with self._lock:
+            if key not in self._sheets:
+                self._sheets[key] = (self._load().encode_sheet(images), images.shape[1])
+        return key
+
+    def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if sheet_id not in self._sheets:
+                raise AniRenderError(f"Unknown character sheet '{sheet_id}'; upload it first.")
+            encoding, size = self._sheets[sheet_id]
+            udp = protocol.check_udp(np.asarray(udp, dtype=np.float32), size)
+            return self._load().render(encoding, udp)
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+class HttpClient(ShaderClient):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600.0):
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise AniRenderError(
+                f"The service URL '{url}' must start with http:// or https:// "
+                "(for example http://127.0.0.1:8765)."
+            )
+        self.url = url
+        self.where = url
+        self.token = token or None
+        self.timeout = timeout
+        self._sheets: dict[str, np.ndarray] = {}  # kept to upload again after a restart
+
+    # plumbing ---------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: bytes | None = None, timeout=None):
+        headers = {"Accept": f"application/json, {protocol.NPZ_TYPE}"}
+        if body is not None:
+            headers["Content-Type"] = protocol.NPZ_TYPE
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(
+            self.url + "/v1/" + path, data=body, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as answer:
+                return answer.read(), answer.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            raise self._service_error(exc) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnavailable(
+                f"The neural shader service at {self.url} does not answer ({reason}). Start it "
+                "(AniRender preferences > Start Local Service, or `anirender serve`) and try "
+                "again."
+            ) from None
+
+    def _service_error(self, exc: urllib.error.HTTPError) -> AniRenderError:
+        try:
+            message = json.loads(exc.read()).get("error") or exc.reason
+        except (ValueError, AttributeError, OSError):
+            message = exc.reason
+        if exc.code == 401:
+            return AniRenderError(
+                f"The service at {self.url} refused the token. Set the service's token in "
+                "the AniRender preferences."
+            )
+        if exc.code == 404:
+            return _NotFound(str(message))
+        if exc.code >= 500:
+            return ServiceUnavailable(f"The service at {self.url} failed: {message}")
+        return AniRenderError(f"The service at {self.url} refused the request: {message}")
+
+    def _json(self, method: str, path: str, body: bytes | None = None, timeout=None) -> dict:
+        data, _ = self._request(method, path, body, timeout)
+        return json.loads(data)
+
+    def _arrays(self, method, path, names, body=None) -> dict:
+        data, kind = self._request(method, path, body)
+        if protocol.NPZ_TYPE not in kind:
+            raise AniRenderError(f"The service at {self.url} answered {kind!r}, not arrays.")
+        return protocol.unpack(data, names, limit=max(len(data) * 4, 1 << 20))
+
+    # the interface ----------------------------------------------------------------------
+    def health(self) -> dict:
+        return self._json("GET", "health", timeout=10)
+
+    def info(self) -> dict:
+        return self._json("GET", "info", timeout=10)
+
+    def upload_sheet(self, images: np.ndarray) -> str:
+        images = protocol.check_sheet(np.asarray(images))
+        answer = self._json("POST", "sheets", protocol.pack(images=images))
+        self._sheets[answer["sheet_id"]] = images
+        return answer["sheet_id"]
+
+    def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
+        udp = protocol.check_udp(np.asarray(udp, dtype=np.float32))
+        body = protocol.pack(udp=udp)
+        try:
+            rgba = self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
+        except _NotFound:
+            if sheet_id not in self._sheets:
+                raise AniRenderError(
+                    f"The service does not know sheet '{sheet_id}'; upload it first."
+                ) from None
+            self.upload_sheet(self._sheets[sheet_id])  # the service restarted
+            rgba = self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
+        return protocol.check_rgba(rgba, len(udp), udp.shape[1])
+
+
+class _NotFound(AniRenderError):
+    pass
+
+
+# ------------------------------------------------------------------- local service
+
+
+class LocalService:
+    """An ``anirender serve`` child process on 127.0.0.1 with a private token."""
+
+    def __init__(self, python: str | None = None, port: int = 0, weights: str | None = None):
+        self.python = python or sys.executable
+        self.port = port
+        self.weights = weights or None
+        self.token = secrets.token_urlsafe(24)
+        self.process: subprocess.Popen | None = None
+        self.bound_port: int | None = None
+        self._output: collections.deque = collections.deque(maxlen=40)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 180.0) -> LocalService:
+        if self.running:
+            return self
+        if not os.path.isfile(self.python):
+            raise AniRenderError(
+                f"The Python interpreter '{self.python}' does not exist. Set one with anirender "
+                "and torch installed in the AniRender preferences."
+            )
+        command = [self.python, "-m", "anirender.service.serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--exit-with-stdin"]
+        if self.weights:
+            command += ["--weights", self.weights]
+        env = dict(os.environ, **{protocol.TOKEN_ENV: self.token, "PYTHONUNBUFFERED": "1"})
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                text=True,
+            )
+        except OSError as exc:
+            raise AniRenderError(f"Cannot start the service with {self.python}: {exc}") from None
+        found = threading.Event()
+        threading.Thread(target=self._read_output, args=(self.process, found), daemon=True).start()
+        end = time.monotonic() + timeout
+        while not found.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > end:
+                tail = "\n".join(list(self._output)[-6:])
+                self.stop()
+                raise AniRenderError(
+                    f"The local service did not start with {self.python}. Its last words:\n"
+                    f"{tail or '(nothing)'}"
+                )
+        _STARTED.add(self)
+        return self
+
+    def _read_output(self, process, found):
+        for line in process.stdout:
+            line = line.rstrip()
+            self._output.append(line)
+            if line.startswith(protocol.PORT_LINE) and not found.is_set():
+                self.bound_port = int(line[len(protocol.PORT_LINE) :])
+                found.set()
+
+    def client(self) -> HttpClient:
+        if not self.running:
+            raise ServiceUnavailable(
+                "The local service is not running (it stopped or was never started). "
+                "Start it again from the AniRender preferences or re-run the operator."
+            )
+        return HttpClient(f"http://127.0.0.1:{self.bound_port}", self.token)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        _STARTED.discard(self)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            process.stdin.close()  # the service exits when its stdin closes
+        except OSError:
+            pass
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+_STARTED: set[LocalService] = set()
+
+
+@atexit.register
+def stop_all_local_services() -> None:
+    for service in list(_STARTED):
+        service.stop()
+
+
+# ------------------------------------------------------------------ from preferences
+
+_clients: dict[tuple, ShaderClient] = {}
+_local: dict[tuple, LocalService] = {}
+#: last outcome of "Test connection", shown in the preferences
+status = {"text": "not tested", "ok": None}
+
+
+def client_for(mode: str, **settings) -> ShaderClient:
+    """The client for a service mode (``IN_PROCESS``, ``LOCAL``, ``REMOTE``), cached so
+    a loaded model or a started service is reused between operator runs."""
+    if mode == "IN_PROCESS":
+        key = (mode, settings.get("weights") or None)
+        if key not in _clients:
+            _clients[key] = InProcessClient(settings.get("weights"))
+        return _clients[key]
+    if mode == "REMOTE":
+        return HttpClient(settings.get("remote_url") or "", settings.get("token"))
+    if mode == "LOCAL":
+        return local_service(**settings, start=True).client()
+    raise AniRenderError(f"Unknown service mode '{mode}'.")
+
+
+def local_service(python_path=None, local_port=0, weights=None, start=False, **_) -> LocalService:
+    key = (python_path or sys.executable, int(local_port or 0), weights or None)
+    service = _local.get(key)
+    if service is None:
+        for other in list(_local.values()):  # settings changed: one local service at a time
+            other.stop()
+        _local.clear()
+        service = _local[key] = LocalService(key[0], key[1], key[2])
+    if start:
+        service.start()
+    return service
+
+
+def stop_local_service() -> bool:
+    stopped = False
+    for service in list(_local.values()):
+        stopped |= service.running
+        service.stop()
+    _local.clear()
+    return stopped
+
+
+def settings_from(prefs) -> dict:
+    """Plain settings from the add-on preferences (None: run in process)."""
+    if prefs is None:
+        return {"mode": "IN_PROCESS"}
+    return {
+        "mode": prefs.service_mode,
+        "python_path": bpy_path(prefs.python_path),
+        "local_port": prefs.local_port,
+        "remote_url": prefs.remote_url,
+        "token": prefs.token,
+        "weights": prefs.weights,
+    }
+
+
+def bpy_path(path: str) -> str:
+    path = (path or "").strip()
+    return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+
+def test_connection(settings: dict) -> dict:
+    """Connect as the operators would; records and returns the service's info."""
+    settings = dict(settings)
+    mode = settings.pop("mode")
+    try:
+        info = client_for(mode, **settings).info()
+    except AniRenderError as exc:
+        status.update(text=str(exc), ok=False)
+        raise
+    conr = info.get("models", {}).get("conr", {})
+    status.update(
+        text=f"Connected: {info.get('device', '?')}, weights {conr.get('weights', '?')}",
+        ok=True,
+    )
+    return info

@@ -1,0 +1,214 @@
+"""The HTTP face of the shader service (FastAPI). The wire format is in ``protocol``.
+
+Every request passes two gates before a handler sees it: the Bearer token (when the
+service has one) and the size limit (413 past ``max_request_bytes``, checked on the
+declared length and again while the body streams in). Handlers validate arrays with
+``protocol`` (400 with a message) and hand frames to the ``ShadingQueue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import platform
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..errors import AniRenderError
+from . import protocol
+from .queue import QueueStopped, ShadingQueue, UnknownJob, UnknownSheet
+
+API = "/v1"
+_NPZ_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {protocol.NPZ_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_NPZ_ANSWER = {"content": {protocol.NPZ_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+_ERROR = {"description": "JSON {error: message}"}
+_ERRORS = {400: _ERROR, 401: _ERROR, 404: _ERROR, 413: _ERROR}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    queue: ShadingQueue,
+    token: str | None = None,
+    max_request_bytes: int = 256 << 20,
+    info: dict | None = None,
+) -> FastAPI:
+    """The FastAPI app around a started ``ShadingQueue``."""
+    app = FastAPI(
+        title="AniRender neural shader service",
+        version=str(protocol.VERSION),
+        description=protocol.__doc__,
+    )
+    app.state.queue = queue
+    static_info = dict(info or {})
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def gates(request: Request, call_next):
+        if token:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error(401, "Missing or wrong service token (Authorization: Bearer ...).")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > max_request_bytes
+            except ValueError:
+                return error(400, "Content-Length is not a number.")
+            if too_large:
+                return error(413, _too_large_message(max_request_bytes))
+        try:
+            return await call_next(request)
+        except _TooLarge:
+            return error(413, _too_large_message(max_request_bytes))
+
+    @app.exception_handler(UnknownSheet)
+    @app.exception_handler(UnknownJob)
+    async def not_found(request, exc):
+        return error(404, str(exc))
+
+    @app.exception_handler(QueueStopped)
+    async def stopping(request, exc):
+        return error(503, str(exc))
+
+    @app.exception_handler(AniRenderError)
+    async def bad_request(request, exc):
+        return error(400, str(exc))
+
+    @app.exception_handler(_TooLarge)
+    async def too_large(request, exc):
+        return error(413, _too_large_message(max_request_bytes))
+
+    async def read_arrays(request: Request, names: tuple[str, ...]) -> dict:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_request_bytes:
+                raise _TooLarge()
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body:
+            raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
+        return await asyncio.to_thread(protocol.unpack, body, names, 4 * max_request_bytes)
+
+    def npz(**arrays) -> Response:
+        return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get(f"{API}/health", responses={401: _ERROR})
+    def health() -> dict:
+        """Liveness: the service answers and its shading worker runs."""
+        return {"status": "ok", "protocol": protocol.VERSION}
+
+    @app.get(f"{API}/info", responses={401: _ERROR})
+    def service_info() -> dict:
+        """Device, model, cached sheets, queue statistics and software versions."""
+        return {
+            **static_info,
+            "protocol": protocol.VERSION,
+            "max_request_bytes": max_request_bytes,
+            "max_batch": queue.max_batch,
+            "queue_depth": queue.depth,
+            "sheets": [
+                {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
+            ],
+            "stats": dict(queue.stats),
+            "versions": {
+                **static_info.get("versions", {}),
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+            },
+        }
+
+    @app.post(f"{API}/sheets", openapi_extra=_NPZ_BODY, responses=_ERRORS)
+    async def upload_sheet(request: Request) -> dict:
+        """Upload a character sheet (``images``); its encoding is cached under the id."""
+        images = protocol.check_sheet((await read_arrays(request, ("images",)))["images"])
+        sheet_id = protocol.sheet_id(images)
+        sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        return {
+            "sheet_id": sheet.sheet_id,
+            "views": sheet.views,
+            "size": sheet.size,
+            "cached": cached,
+        }
+
+    @app.get(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
+    def get_sheet(sheet_id: str) -> dict:
+        sheet = queue.sheet(sheet_id)
+        return {"sheet_id": sheet.sheet_id, "views": sheet.views, "size": sheet.size}
+
+    @app.delete(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
+    def delete_sheet(sheet_id: str) -> dict:
+        queue.forget_sheet(sheet_id)
+        return {"sheet_id": sheet_id, "deleted": True}
+
+    @app.post(
+        f"{API}/sheets/{{sheet_id}}/shade",
+        openapi_extra=_NPZ_BODY,
+        responses={200: _NPZ_ANSWER, **_ERRORS},
+        response_class=Response,
+    )
+    async def shade(sheet_id: str, request: Request) -> Response:
+        """Shade ``udp`` frames with a sheet; answers ``rgba`` (premultiplied)."""
+        sheet = queue.sheet(sheet_id)
+        udp = (await read_arrays(request, ("udp",)))["udp"]
+        udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
+        rgba = await asyncio.wrap_future(queue.shade(sheet_id, udp))
+        return await asyncio.to_thread(npz, rgba=rgba)
+
+    @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)
+    async def submit_job(request: Request, sheet_id: str = Query(...)) -> dict:
+        """Submit a whole sequence (``udp`` + ``frames``); poll it, fetch results, cancel."""
+        sheet = queue.sheet(sheet_id)
+        arrays = await read_arrays(request, ("udp", "frames"))
+        udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
+        frames = protocol.check_frames(arrays["frames"], len(udp))
+        return queue.submit_job(sheet_id, udp, frames).progress()
+
+    @app.get(f"{API}/jobs/{{job_id}}", responses=_ERRORS)
+    def job_progress(job_id: str) -> dict:
+        return queue.job(job_id).progress()
+
+    @app.get(
+        f"{API}/jobs/{{job_id}}/results",
+        responses={200: _NPZ_ANSWER, **_ERRORS},
+        response_class=Response,
+    )
+    def job_results(
+        job_id: str, start: int = Query(0, ge=0), limit: int = Query(16, ge=1, le=256)
+    ) -> Response:
+        """The finished frames among positions ``start`` .. ``start + limit - 1``."""
+        job = queue.job(job_id)
+        done = sorted(i for i in list(job.results) if start <= i < start + limit)
+        size = job.size
+        rgba = np.stack([job.results[i] for i in done]) if done else np.zeros((0, size, size, 4))
+        return npz(
+            index=np.array(done, dtype=np.int64),
+            frames=job.frames[done] if done else np.zeros(0, np.int64),
+            rgba=rgba.astype(np.float32, copy=False),
+        )
+
+    @app.delete(f"{API}/jobs/{{job_id}}", responses=_ERRORS)
+    def cancel_job(job_id: str) -> dict:
+        return queue.cancel_job(job_id).progress()
+
+    return app
+
+
+def _too_large_message(limit: int) -> str:
+    return (
+        f"The request is larger than the service accepts ({limit / 2**20:.0f} MiB). Send fewer "
+        "frames per request, or start the service with a larger --max-request-mb."
+    )

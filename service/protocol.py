@@ -1,0 +1,156 @@
+"""The wire format between Blender (``addon.client``) and the shader service: numpy only.
+
+Version 1, shared by both ends (this module imports numpy and nothing heavy):
+
+- Arrays travel as a NumPy ``.npz`` archive (``numpy.savez``, uncompressed) with the
+  content type ``application/x-npz``. Both ends read it with ``allow_pickle=False``, so an
+  object array is refused, never unpickled. Before any member is read, the archive's
+  directory is checked: only the expected names, and no more than ``limit`` bytes once
+  unpacked (no zip bombs).
+- Everything else (ids, options, progress, errors) is JSON; options go in the URL query.
+- Errors are JSON ``{"error": "<message for the artist>"}`` with status 400 (bad array:
+  wrong shape, dtype, NaN, out of range), 401 (token), 404 (unknown sheet or job),
+  413 (request too large), 503 (service stopping).
+
+Arrays (H = W = the working size, a multiple of 128):
+
+==============  ==========================  ==========================================
+name            dtype, shape                meaning
+==============  ==========================  ==========================================
+``images``      uint8 (V, H, W, 4)          character sheet, straight RGBA, V views
+``udp``         float32 (B, H, W, 4)        target poses: X, Y, Z, V in [0, 1]
+``frames``      int64 (B,)                  scene frame numbers of a job's ``udp``
+``rgba``        float32 (B, H, W, 4)        shaded frames, premultiplied RGBA in [0, 1]
+``index``       int64 (B,)                  positions in the job of returned ``rgba``
+==============  ==========================  ==========================================
+
+Endpoints (all under ``/v1``, Bearer token when the service has one):
+``GET health``, ``GET info``, ``POST sheets`` (``images`` -> ``{"sheet_id", ...}``),
+``GET|DELETE sheets/{id}``, ``POST sheets/{id}/shade`` (``udp`` -> ``rgba``),
+``POST jobs?sheet_id=`` (``udp``, ``frames`` -> ``{"job_id", ...}``), ``GET jobs/{id}``
+(progress), ``GET jobs/{id}/results?start=&limit=`` (``index``, ``frames``, ``rgba`` of
+the finished frames in that range), ``DELETE jobs/{id}`` (cancel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import numpy as np
+
+from ..errors import AniRenderError
+
+VERSION = 1
+NPZ_TYPE = "application/x-npz"
+PORT_LINE = "ANIRENDER_SERVICE_PORT="
+DEFAULT_PORT = 8765
+TOKEN_ENV = "ANIRENDER_SERVICE_TOKEN"
+SIZE_MULTIPLE = 128
+MAX_SIZE = 1024
+MAX_VIEWS = 16
+
+
+class WireError(AniRenderError):
+    """A request or response that does not follow the wire format (HTTP 400)."""
+
+
+def pack(**arrays: np.ndarray) -> bytes:
+    """Arrays -> ``.npz`` bytes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
+    """``.npz`` bytes -> the named arrays; anything else is a ``WireError``."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise WireError(f"The body is not an .npz archive ({exc}).") from exc
+    found = {m.filename.removesuffix(".npy"): m for m in members}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise WireError(f"The .npz archive lacks {', '.join(missing)} (it has {sorted(found)}).")
+    extra = sorted(set(found) - set(names))
+    if extra:
+        raise WireError(f"Unexpected arrays in the .npz archive: {', '.join(extra)}.")
+    if sum(m.file_size for m in members) > limit:
+        raise WireError(f"The .npz archive unpacks to more than {limit} bytes.")
+    out = {}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            for name in names:
+                out[name] = npz[name]
+    except Exception as exc:  # numpy raises many kinds on damaged members
+        raise WireError(f"Cannot read array from the .npz archive: {exc}") from exc
+    return out
+
+
+def check_sheet(images: np.ndarray) -> np.ndarray:
+    """A character sheet: uint8 (V, H, W, 4), square, side a multiple of 128."""
+    if images.dtype != np.uint8:
+        raise WireError(f"Sheet images must be uint8 RGBA; got {images.dtype}.")
+    if images.ndim != 4 or images.shape[-1] != 4:
+        raise WireError(f"A character sheet is (views, H, W, 4) RGBA; got shape {images.shape}.")
+    views, h, w = images.shape[:3]
+    if not 1 <= views <= MAX_VIEWS:
+        raise WireError(f"A character sheet has 1 to {MAX_VIEWS} views; got {views}.")
+    _check_side(h, w, "The character sheet")
+    return np.ascontiguousarray(images)
+
+
+def check_udp(udp: np.ndarray, size: int | None = None) -> np.ndarray:
+    """Target poses: float32 (B, H, W, 4) XYZV in [0, 1], finite."""
+    if udp.dtype != np.float32:
+        raise WireError(f"UDP frames must be float32; got {udp.dtype}.")
+    if udp.ndim != 4 or udp.shape[-1] != 4 or udp.shape[0] < 1:
+        raise WireError(f"UDP frames are (frames, H, W, 4) XYZV; got shape {udp.shape}.")
+    _check_side(udp.shape[1], udp.shape[2], "The UDP frames")
+    if size is not None and udp.shape[1] != size:
+        raise WireError(
+            f"The UDP frames are {udp.shape[1]}x{udp.shape[1]} but the sheet is {size}x{size}; "
+            "send both at the same working size."
+        )
+    if not np.isfinite(udp).all():
+        raise WireError("The UDP frames contain NaN or infinite values.")
+    lo, hi = float(udp.min()), float(udp.max())
+    if lo < 0.0 or hi > 1.0:
+        raise WireError(f"UDP values must lie in [0, 1]; found {lo:.4g} .. {hi:.4g}.")
+    return np.ascontiguousarray(udp)
+
+
+def check_frames(frames: np.ndarray, count: int) -> np.ndarray:
+    if frames.dtype.kind not in "iu" or frames.shape != (count,):
+        raise WireError(
+            f"'frames' must be {count} integers, one per UDP frame; got {frames.dtype} "
+            f"{frames.shape}."
+        )
+    return frames.astype(np.int64)
+
+
+def check_rgba(rgba: np.ndarray, count: int, size: int) -> np.ndarray:
+    """What a client accepts back: float32 (count, size, size, 4)."""
+    if rgba.dtype != np.float32 or rgba.shape != (count, size, size, 4):
+        raise WireError(
+            f"The service answered {rgba.dtype} {rgba.shape}; expected float32 "
+            f"({count}, {size}, {size}, 4). Is it an AniRender service of another version?"
+        )
+    return rgba
+
+
+def sheet_id(images: np.ndarray) -> str:
+    """Content id of a sheet: the same images give the same id (and cached encoding)."""
+    digest = hashlib.sha256(str(images.shape).encode())
+    digest.update(np.ascontiguousarray(images).data)
+    return digest.hexdigest()[:24]
+
+
+def _check_side(h: int, w: int, what: str) -> None:
+    if h != w or h % SIZE_MULTIPLE or not 0 < h <= MAX_SIZE:
+        raise WireError(
+            f"{what}: {w}x{h}; the shader needs square frames whose side is a multiple of "
+            f"{SIZE_MULTIPLE}, at most {MAX_SIZE} (256 is what the weights were trained at)."
+        )

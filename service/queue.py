@@ -1,0 +1,317 @@
+"""The shading queue: one worker thread owns the model and batches frames.
+
+Requests (from any number of HTTP connections) are split into single frames and put in
+one FIFO. The worker takes the oldest frame and, with it, the next waiting frames of the
+*same* sheet, up to ``max_batch``, and shades them in one model call; each frame's result
+goes back to the request it came from. Sheet encodings (the parser's work) are cached by
+sheet id, least recently used evicted first.
+
+The model is anything with ``encode_sheet(uint8 (V,H,W,4)) -> encoding`` and
+``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; this module never imports
+torch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import AniRenderError
+
+
+class UnknownSheet(AniRenderError):
+    """The sheet id is not (or no longer) cached: upload the sheet again."""
+
+
+class UnknownJob(AniRenderError):
+    pass
+
+
+class QueueStopped(AniRenderError):
+    pass
+
+
+@dataclass
+class Sheet:
+    sheet_id: str
+    views: int
+    size: int
+    encoding: object
+
+
+@dataclass
+class _Frame:
+    """One frame waiting for the worker."""
+
+    sheet_id: str
+    udp: np.ndarray  # (H, W, 4)
+    deliver: object  # callable(rgba (H, W, 4) | None, exc | None)
+    alive: object = None  # callable() -> bool; False drops the frame (cancelled job)
+
+
+@dataclass
+class _Encode:
+    sheet_id: str
+    images: np.ndarray
+    future: Future
+
+
+@dataclass
+class SequenceJob:
+    """A whole sequence submitted at once; results are collected as frames finish."""
+
+    job_id: str
+    sheet_id: str
+    frames: np.ndarray
+    size: int
+    results: dict = field(default_factory=dict)  # index -> rgba (H, W, 4)
+    state: str = "running"  # running, done, cancelled, failed
+    error: str = ""
+    created: float = field(default_factory=time.monotonic)
+
+    @property
+    def total(self) -> int:
+        return len(self.frames)
+
+    def progress(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "sheet_id": self.sheet_id,
+            "state": self.state,
+            "done": len(self.results),
+            "total": self.total,
+            "error": self.error,
+        }
+
+
+class ShadingQueue:
+    def __init__(self, model, max_batch: int = 8, max_sheets: int = 16, max_jobs: int = 32):
+        self.model = model
+        self.max_batch = max(1, int(max_batch))
+        self.max_sheets = max_sheets
+        self.max_jobs = max_jobs
+        self._sheets: OrderedDict[str, Sheet] = OrderedDict()
+        self._jobs: OrderedDict[str, SequenceJob] = OrderedDict()
+        self._waiting: deque = deque()
+        self._lock = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.stats = {"frames_shaded": 0, "batches": 0, "largest_batch": 0, "sheets_encoded": 0}
+
+    # lifecycle --------------------------------------------------------------------------
+    def start(self) -> ShadingQueue:
+        with self._lock:
+            if self._running:
+                return self
+            self._running = True
+        self._thread = threading.Thread(target=self._work, name="anirender-shader", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+            waiting, self._waiting = list(self._waiting), deque()
+            self._lock.notify_all()
+        for item in waiting:
+            self._fail(item, QueueStopped("The shader service is shutting down."))
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def depth(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    # sheets -----------------------------------------------------------------------------
+    def sheet(self, sheet_id: str) -> Sheet:
+        with self._lock:
+            sheet = self._sheets.get(sheet_id)
+            if sheet is None:
+                raise UnknownSheet(
+                    f"Unknown character sheet '{sheet_id}'; the service may have restarted. "
+                    "Upload the sheet again."
+                )
+            self._sheets.move_to_end(sheet_id)
+            return sheet
+
+    def sheets(self) -> list[Sheet]:
+        with self._lock:
+            return list(self._sheets.values())
+
+    def forget_sheet(self, sheet_id: str) -> None:
+        with self._lock:
+            if self._sheets.pop(sheet_id, None) is None:
+                raise UnknownSheet(f"Unknown character sheet '{sheet_id}'.")
+
+    def add_sheet(self, sheet_id: str, images: np.ndarray) -> Future:
+        """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
+        future: Future = Future()
+        with self._lock:
+            if sheet_id in self._sheets:
+                self._sheets.move_to_end(sheet_id)
+                future.set_result((self._sheets[sheet_id], True))
+                return future
+            self._put(_Encode(sheet_id, images, future))
+        return future
+
+    # frames -----------------------------------------------------------------------------
+    def shade(self, sheet_id: str, udp: np.ndarray) -> Future:
+        """Shade (B, H, W, 4) frames; the future gives float32 (B, H, W, 4)."""
+        sheet = self.sheet(sheet_id)
+        future: Future = Future()
+        out = np.empty(udp.shape, dtype=np.float32)
+        remaining = [len(udp)]
+
+        def deliver(i, rgba, exc):
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+                return
+            out[i] = rgba
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                future.set_result(out)
+
+        with self._lock:
+            for i in range(len(udp)):
+                self._put(_Frame(sheet.sheet_id, udp[i], lambda r, e, i=i: deliver(i, r, e)))
+        return future
+
+    # jobs -------------------------------------------------------------------------------
+    def submit_job(self, sheet_id: str, udp: np.ndarray, frames: np.ndarray) -> SequenceJob:
+        sheet = self.sheet(sheet_id)
+        job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size)
+
+        def deliver(i, rgba, exc):
+            if job.state != "running":
+                return
+            if exc is not None:
+                job.state, job.error = "failed", str(exc)
+                return
+            job.results[i] = rgba
+            if len(job.results) == job.total:
+                job.state = "done"
+
+        with self._lock:
+            self._evict_jobs()
+            self._jobs[job.job_id] = job
+            for i in range(len(udp)):
+                self._put(
+                    _Frame(
+                        sheet_id,
+                        udp[i],
+                        lambda r, e, i=i: deliver(i, r, e),
+                        alive=lambda: job.state == "running",
+                    )
+                )
+        return job
+
+    def job(self, job_id: str) -> SequenceJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(f"Unknown job '{job_id}'; it finished long ago or never existed.")
+        return job
+
+    def cancel_job(self, job_id: str) -> SequenceJob:
+        job = self.job(job_id)
+        if job.state == "running":
+            job.state = "cancelled"
+        return job
+
+    def _evict_jobs(self):
+        while len(self._jobs) >= self.max_jobs:
+            for key, old in self._jobs.items():
+                if old.state != "running":
+                    del self._jobs[key]
+                    break
+            else:
+                raise AniRenderError(
+                    f"The service already runs {self.max_jobs} jobs; wait or cancel some."
+                )
+
+    # the worker -------------------------------------------------------------------------
+    def _put(self, item) -> None:
+        # called with the lock held
+        if not self._running:
+            raise QueueStopped("The shader service is not running.")
+        self._waiting.append(item)
+        self._lock.notify()
+
+    def _take(self):
+        """The next unit of work: an _Encode, or a batch of _Frames of one sheet."""
+        with self._lock:
+            while self._running and not self._waiting:
+                self._lock.wait()
+            if not self._running:
+                return None
+            first = self._waiting.popleft()
+            if isinstance(first, _Encode):
+                return first
+            batch, rest = [first], deque()
+            while self._waiting and len(batch) < self.max_batch:
+                item = self._waiting.popleft()
+                if isinstance(item, _Frame) and item.sheet_id == first.sheet_id:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            rest.extend(self._waiting)
+            self._waiting = rest
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            work = self._take()
+            if work is None:
+                return
+            if isinstance(work, _Encode):
+                self._encode(work)
+            else:
+                self._shade(work)
+
+    def _encode(self, item: _Encode) -> None:
+        try:
+            encoding = self.model.encode_sheet(item.images)
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding)
+        with self._lock:
+            self._sheets[item.sheet_id] = sheet
+            while len(self._sheets) > self.max_sheets:
+                self._sheets.popitem(last=False)
+            self.stats["sheets_encoded"] += 1
+        item.future.set_result((sheet, False))
+
+    def _shade(self, batch: list[_Frame]) -> None:
+        batch = [f for f in batch if f.alive is None or f.alive()]
+        if not batch:
+            return
+        try:
+            encoding = self.sheet(batch[0].sheet_id).encoding
+            rgba = self.model.render(encoding, np.stack([f.udp for f in batch]))
+        except Exception as exc:
+            for frame in batch:
+                frame.deliver(None, exc)
+            return
+        with self._lock:
+            self.stats["frames_shaded"] += len(batch)
+            self.stats["batches"] += 1
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+        for frame, result in zip(batch, rgba):
+            frame.deliver(result, None)
+
+    @staticmethod
+    def _fail(item, exc) -> None:
+        if isinstance(item, _Encode):
+            item.future.set_exception(exc)
+        else:
+            item.deliver(None, exc)

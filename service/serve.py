@@ -1,0 +1,177 @@
+"""``anirender serve``: load CoNR, start the shading worker, serve HTTP with uvicorn.
+
+The socket is bound before uvicorn starts, so ``--port 0`` works: the service prints
+``ANIRENDER_SERVICE_PORT=<port>`` on its own line (flushed) once it listens, which is what
+the add-on's local-service launcher waits for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+
+from ..errors import AniRenderError
+from . import protocol
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AniRenderError("--device cuda was asked for, but torch sees no CUDA GPU here.")
+    return name
+
+
+def build_queue(weights: str | None, device: str, max_batch: int):
+    """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
+    import numpy as np
+    import torch
+
+    from ..models.weights import load_conr, resolve_weights
+    from .queue import ShadingQueue
+
+    device = pick_device(device)
+    path = resolve_weights(weights)
+    model = load_conr(str(path), device=device)
+    config = model.config
+    info = {
+        "service": "anirender",
+        "device": device,
+        "models": {
+            "conr": {
+                "weights": path.name,
+                "config": {
+                    "width": config.width,
+                    "shader_channels": config.shader_channels,
+                    "flow_groups": config.flow_groups,
+                },
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+        },
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    return ShadingQueue(model, max_batch=max_batch).start(), info
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = protocol.DEFAULT_PORT,
+    device: str = "auto",
+    token: str | None = None,
+    weights: str | None = None,
+    max_request_mb: float = 256,
+    max_batch: int = 8,
+    exit_with_stdin: bool = False,
+) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    if not is_loopback(host) and not token:
+        raise AniRenderError(
+            f"Refusing to listen on {host} without a token: anyone on the network could use "
+            f"it. Pass --token (or set {protocol.TOKEN_ENV}), or use --host 127.0.0.1."
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise AniRenderError(
+            f"Cannot listen on {host}:{port} ({exc.strerror}); another program may use the "
+            "port. Pick another with --port (0 picks a free one)."
+        ) from exc
+    queue, info = build_queue(weights, device, max_batch)
+    app = create_app(queue, token=token, max_request_bytes=int(max_request_mb * 2**20), info=info)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    bound = sock.getsockname()[1]
+    print(f"{protocol.PORT_LINE}{bound}", flush=True)
+    print(f"anirender service on http://{host}:{bound} ({info['device']})", flush=True)
+    if exit_with_stdin:
+        threading.Thread(target=_exit_on_eof, args=(server,), daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        queue.stop()
+        sock.close()
+
+
+def _exit_on_eof(server) -> None:
+    """Stop when the parent closes our stdin (or dies): no orphaned services."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    server.should_exit = True
+
+
+def add_cli(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the neural shader service (HTTP)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=protocol.DEFAULT_PORT, help="0 picks a free port"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
+    )
+    parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
+    parser.add_argument("--max-request-mb", type=float, default=256)
+    parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
+    parser.add_argument(
+        "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
+    )
+    parser.set_defaults(func=_serve_command)
+
+
+def _serve_command(args) -> int:
+    token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
+    serve(
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        token=token,
+        weights=args.weights,
+        max_request_mb=args.max_request_mb,
+        max_batch=args.max_batch,
+        exit_with_stdin=args.exit_with_stdin,
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m anirender.service.serve``: the same as ``anirender serve``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="anirender serve")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except AniRenderError as exc:
+        print(f"anirender serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
