@@ -84,5 +84,22 @@ def makehuman_character(blender):
     return load_character("makehuman")
 
 
+@pytest.fixture(scope="session")
+def tiny_conr_weights(tmp_path_factory) -> Path:
+    """A tiny CoNR (1/16 width) with seeded weights, as safetensors (tests/service_support)."""
+    from service_support import make_tiny_weights
+
+    return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny-conr.safetensors")
+
+
+@pytest.fixture(scope="session")
+def shader_service(tiny_conr_weights):
+    """A real ``anirender serve`` on 127.0.0.1 (tiny weights, 4 MiB request limit)."""
+    from service_support import running_service
+
+    with running_service(tiny_conr_weights, "--max-request-mb", "4") as service:
+        yield service
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_USER, ignore_errors=True)
