@@ -20,10 +20,10 @@ class ANIRENDER_OT_set_canonical_pose(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            try:
-                character = character_from_context(context)
-            except AniRenderError:
+            if context.active_object is None and not context.selected_objects:
                 character = scene_character(context.scene)
+            else:
+                character = character_from_context(context)
             if character.armature is None:
                 raise AniRenderError(
                     f'"{character.name}" has no armature; the canonical pose comes from the rig.'

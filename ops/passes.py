@@ -96,10 +96,10 @@ class ANIRENDER_OT_render_udp_passes(ModalJobOperator, bpy.types.Operator):
 
 
 def _character_armature(context):
-    try:
+    if context.active_object is None and not context.selected_objects:
+        character = scene_character(context.scene)  # nothing picked: the only character
+    else:
         character = character_from_context(context)
-    except AniRenderError:
-        character = scene_character(context.scene)
     if character.armature is None:
         raise AniRenderError(
             f'"{character.name}" has no armature. Select the rigged character (its armature '
