@@ -694,8 +694,12 @@ class CoNR(nn.Module):
 
     # ------------------------------------------------------------------ numpy-level API
 
-    def encode_sheet(self, images: np.ndarray) -> SheetEncoding:
-        """uint8 (V, H, W, 4) straight RGBA -> SheetEncoding (the parser runs here, once)."""
+    def encode_sheet(self, images: np.ndarray, premultiplied: bool = False) -> SheetEncoding:
+        """uint8 (V, H, W, 4) straight RGBA -> SheetEncoding (the parser runs here, once).
+
+        ``premultiplied``: RGB is already premultiplied the reference way (as
+        ``framing.frame_sheet_image`` returns it), so it is not premultiplied again.
+        """
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
@@ -712,7 +716,8 @@ class CoNR(nn.Module):
                     f"Sheet image {i} has no transparent background; CoNR needs the "
                     "character cut out (alpha 0 around it)."
                 )
-        rgb = torch.from_numpy(premultiply_official(images)).permute(0, 3, 1, 2)
+        rgb = images[..., :3] if premultiplied else premultiply_official(images)
+        rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)
         alpha = torch.from_numpy(np.ascontiguousarray(images[..., 3:4])).permute(0, 3, 1, 2)
         sheet = (torch.cat([rgb, alpha], 1).float() / 255.0).to(self.device)
         with torch.inference_mode():
@@ -771,3 +776,37 @@ def check_udp(udp, size: int | None = None, name: str = "UDP") -> np.ndarray:
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise AniRenderError(f"{name} values must lie in [0, 1]; found {lo:.4g} .. {hi:.4g}.")
     return np.clip(udp, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def randomize_weights(
+    model: nn.Module, seed: int = 0, flow_scale: float = 0.3, gain: float = 1.0
+) -> nn.Module:
+    """Seeded He-style random weights that keep the signal alive through every level.
+
+    PyTorch's default init shrinks activations layer after layer, so a randomly
+    initialised CoNR paints nearly the same picture whatever the sheet; tests and
+    benchmarks use this instead. The last layer of each shader block is scaled by
+    ``flow_scale`` so that flows stay a few pixels long; ``gain`` scales every weight.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                w = module.weight
+                if isinstance(module, nn.ConvTranspose2d):
+                    fan_in = w.shape[0] * w.shape[2] * w.shape[3] / 4
+                else:
+                    fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+                std = gain * (2.0 / fan_in) ** 0.5
+                w.copy_(torch.randn(w.shape, generator=gen) * std)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+            elif isinstance(module, nn.PReLU):
+                module.weight.copy_(0.25 + 0.1 * torch.randn(module.weight.shape, generator=gen))
+            elif isinstance(module, nn.InstanceNorm2d) and module.affine:
+                module.weight.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=gen))
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
+        for module in model.modules():
+            if isinstance(module, ShaderBlock):
+                module.conv_last[2].weight.mul_(flow_scale)
+    return model

@@ -1,0 +1,153 @@
+"""Official CoNR framing: a centred square around the character, resized to the working size.
+
+The reference crops every sheet image and UDP frame to the square centred on the
+bounding box of alpha > 0 (zero padded where the square leaves the frame), resizes it to
+the working size (images: linear when enlarging, area when shrinking; UDPs: nearest) and
+pastes the rendered frame back into the original frame the same way in reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import AniRenderError
+
+
+@dataclass(frozen=True)
+class SquareCrop:
+    """A square of ``side`` pixels at (``top``, ``left``) in a ``height`` x ``width`` frame.
+
+    The square may reach outside the frame; that part is zero padding.
+    """
+
+    height: int
+    width: int
+    top: int
+    left: int
+    side: int
+
+
+def square_crop_around(alpha: np.ndarray) -> SquareCrop | None:
+    """The centred square around ``alpha > 0``, or None when nothing is visible."""
+    alpha = np.asarray(alpha)
+    rows = np.flatnonzero(alpha.any(axis=1))
+    cols = np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return None
+    top, left = int(rows[0]), int(cols[0])
+    bh, bw = int(rows[-1]) - top + 1, int(cols[-1]) - left + 1
+    side = max(bh, bw)
+    # Python's round (half to even), as the reference computes it
+    return SquareCrop(
+        height=alpha.shape[0],
+        width=alpha.shape[1],
+        top=int(round(top - (side - bh) / 2)),
+        left=int(round(left - (side - bw) / 2)),
+        side=side,
+    )
+
+
+def crop_square(image: np.ndarray, crop: SquareCrop) -> np.ndarray:
+    """(H, W, C) -> (side, side, C), zero outside the frame."""
+    out = np.zeros((crop.side, crop.side, image.shape[2]), dtype=image.dtype)
+    t0, l0 = max(crop.top, 0), max(crop.left, 0)
+    t1, l1 = min(crop.top + crop.side, crop.height), min(crop.left + crop.side, crop.width)
+    out[t0 - crop.top : t1 - crop.top, l0 - crop.left : l1 - crop.left] = image[t0:t1, l0:l1]
+    return out
+
+
+def resize_image(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """Resize (h, w, C) per channel: bilinear when enlarging, area when shrinking.
+
+    uint8 in, uint8 out (rounded); float in, float32 out.
+    """
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    width = width or height
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image.copy()
+    data = image.astype(np.float32)
+    if height > h and width > w:
+        t = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))[None]
+        t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+        out = t[0].permute(1, 2, 0).numpy()
+    else:
+        out = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(data[..., c], mode="F").resize((width, height), Image.BOX)
+                )
+                for c in range(data.shape[2])
+            ],
+            axis=-1,
+        )
+    if image.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(np.float32)
+
+
+def resize_udp(udp: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a (h, w, 4) UDP to (size, size, 4) (pixel centres)."""
+    h, w = udp.shape[:2]
+    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
+    return udp[rows][:, cols].astype(np.float32)
+
+
+def premultiply(image: np.ndarray) -> np.ndarray:
+    """uint8 straight RGBA -> uint8 RGBA with RGB premultiplied the reference way (truncated)."""
+    out = image.copy()
+    out[..., :3] = (image[..., :3] * (image[..., 3:4] / 255.0)).clip(0, 255).astype(np.uint8)
+    return out
+
+
+def frame_sheet_image(image: np.ndarray, size: int, name: str = "sheet image") -> np.ndarray:
+    """uint8 straight RGBA (H, W, 4) -> uint8 (size, size, 4), RGB premultiplied.
+
+    As the reference: premultiply first, then crop and resize. Feed the result to
+    ``CoNR.encode_sheet(..., premultiplied=True)``.
+    """
+    if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
+        raise AniRenderError(f"{name}: expected 8-bit RGBA, got {image.dtype} {image.shape}.")
+    crop = square_crop_around(image[..., 3] > 0)
+    if crop is None:
+        raise AniRenderError(f"{name} is fully transparent; there is no character to read.")
+    return resize_image(crop_square(premultiply(image), crop), size)
+
+
+def frame_udp(udp: np.ndarray, size: int) -> tuple[np.ndarray, SquareCrop | None]:
+    """(H, W, 4) UDP -> ((size, size, 4) UDP, crop); crop is None when V is empty."""
+    visible = (udp[..., 3] * 255).clip(0, 255).astype(np.uint8) > 0
+    crop = square_crop_around(visible)
+    if crop is None:
+        return np.zeros((size, size, 4), np.float32), None
+    return resize_udp(crop_square(udp.astype(np.float32), crop), size), crop
+
+
+def paste_back(rgba: np.ndarray, crop: SquareCrop | None, height: int, width: int) -> np.ndarray:
+    """Working-size premultiplied RGBA -> (height, width, 4) in the original frame."""
+    out = np.zeros((height, width, rgba.shape[2]), dtype=np.float32)
+    if crop is None:
+        return out
+    square = resize_image(rgba.astype(np.float32), crop.side)
+    t0, l0 = max(crop.top, 0), max(crop.left, 0)
+    t1, l1 = min(crop.top + crop.side, height), min(crop.left + crop.side, width)
+    out[t0:t1, l0:l1] = square[t0 - crop.top : t1 - crop.top, l0 - crop.left : l1 - crop.left]
+    return out
+
+
+def to_straight_uint8(rgba: np.ndarray) -> np.ndarray:
+    """Premultiplied float RGBA in [0,1] -> straight-alpha uint8 RGBA."""
+    a = np.clip(rgba[..., 3:4], 0.0, 1.0)
+    rgb = np.where(a > 0, rgba[..., :3] / np.maximum(a, 1e-8), 0.0)
+    out = np.concatenate([np.clip(rgb, 0.0, 1.0), a], axis=-1)
+    return np.rint(out * 255.0).astype(np.uint8)
+
+
+def to_premultiplied_uint8(rgba: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8)
