@@ -14,6 +14,7 @@ the character's action.
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,9 @@ _HERE = Path(__file__).resolve()
 class CharacterRecipe:
     """How to build one kind of character: a builder and what its result depends on."""
 
-    build: callable  # build(scene) -> armature object
+    build: Callable  # build(scene) -> armature object
     sources: tuple = ()  # files whose contents define the result
-    extra: callable = field(default=lambda: "")  # more key text, e.g. the wheel's name
+    extra: Callable[[], str] = field(default=lambda: "")  # more key text: the wheel's name
 
 
 def cache_root() -> Path:

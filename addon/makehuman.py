@@ -246,29 +246,27 @@ def _build_armature(scene, name, assets, place=joint_position):
     return armature
 
 
-# MPFB's default helper setup: (helper, copied or extended bone, extension, parent).
 _SIDES = {"L": "left", "R": "right"}
+# MPFB's default helpers: (name, bone it is made from, how far past that bone's tail it
+# reaches as a fraction of its length, or None for an exact copy, parent).
+_HELPERS = (
+    ("foot_ik", "foot", None, None),
+    ("hand_ik", "wrist", None, "spine01"),
+    ("knee_ik", "upperleg02", 1 / 5, None),
+    ("elbow_ik", "upperarm02", 1 / 3, "spine01"),
+)
 
 
 def _add_ik_helper_bones(bones):
     for side, word in _SIDES.items():
-        for helper, source, parent in ((f"{word}_foot_ik", f"foot.{side}", None),
-                                       (f"{word}_hand_ik", f"wrist.{side}", "spine01")):  # fmt: skip
-            bone = bones.new(helper)
-            bone.head, bone.tail, bone.roll = (
-                bones[source].head,
-                bones[source].tail,
-                bones[source].roll,
-            )
-            bone.parent = bones[parent] if parent else None
-            bone.use_deform = False
-        for helper, source, extend, parent in (
-            (f"{word}_knee_ik", f"upperleg02.{side}", 1 / 5, None),
-            (f"{word}_elbow_ik", f"upperarm02.{side}", 1 / 3, "spine01"),
-        ):
-            head, tail = bones[source].head.copy(), bones[source].tail.copy()
-            bone = bones.new(helper)
-            bone.head, bone.tail = tail, tail + (tail - head) * extend
+        for helper, source, reach, parent in _HELPERS:
+            source = bones[f"{source}.{side}"]
+            bone = bones.new(f"{word}_{helper}")
+            if reach is None:
+                bone.head, bone.tail, bone.roll = source.head, source.tail, source.roll
+            else:
+                bone.head = source.tail
+                bone.tail = source.tail + (source.tail - source.head) * reach
             bone.parent = bones[parent] if parent else None
             bone.use_deform = False
 
