@@ -45,6 +45,7 @@ import math
 import os
 import pickle
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -459,7 +460,9 @@ def read_eg3d_mrc(path, box_size=None, downsample=1, memory_limit=None) -> Portr
 
     path = Path(path)
     try:
-        mrc = mrcfile.mmap(path, mode="r", permissive=True)
+        with warnings.catch_warnings():  # permissive mode warns; we report below instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
     except (ValueError, OSError, EOFError) as exc:
         raise AniRenderError(f"{path.name}: not a readable MRC volume ({exc}).") from None
     with mrc:
