@@ -31,6 +31,13 @@ def make_tiny_weights(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = CoNR(CoNRConfig(**TINY))
+    # At the default init the untrained net answers nearly the same frame for any pose;
+    # a gain of 2.5 on the weights makes its output follow the pose and the sheet, so a
+    # swapped or lost frame shows in the tests.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim > 1:
+                parameter.mul_(2.5)
     model.save_safetensors(path, metadata={"seed": seed})
     return path
 
@@ -75,14 +82,16 @@ class Service:
         self.process.wait(30)
 
 
-def start_service(weights: Path, *args: str, env: dict | None = None, timeout=120) -> Service:
+def start_service(
+    weights: Path, *args: str, env: dict | None = None, timeout=120, stdin=subprocess.DEVNULL
+) -> Service:
     command = [sys.executable, "-m", "anirender.service.serve", "--port", "0", "--device", "cpu"]
     command += ["--weights", str(weights), *args]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
     )
