@@ -196,6 +196,7 @@ class PassRenderer:
 
     # temporary scene -----------------------------------------------------------------
     def __enter__(self):
+        self._images_before = {image.as_pointer() for image in bpy.data.images}
         try:
             self._build_temp_scene()
             self._check_in_view()
@@ -250,6 +251,11 @@ class PassRenderer:
         if self.temp is not None:
             bpy.data.scenes.remove(self.temp)
             self.temp = None
+        before = getattr(self, "_images_before", None)
+        if before is not None:  # Cycles' "Render Result", when our render made it
+            for image in [i for i in bpy.data.images if i.as_pointer() not in before]:
+                if image.type == "RENDER_RESULT":
+                    bpy.data.images.remove(image)
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
