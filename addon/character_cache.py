@@ -99,6 +99,9 @@ def character_blend(kind: str) -> Path:
         partial = path.with_name(f".{path.stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}.blend")
         bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, compress=True)
         os.replace(partial, path)
+        for stale in path.parent.glob(f"{kind}-*.blend"):  # built by older builders
+            if stale != path:
+                stale.unlink(missing_ok=True)
     finally:
         bpy.ops.wm.read_factory_settings(use_empty=True)
     return path

@@ -22,9 +22,14 @@ soles on the ground at z = 0, about 1.65 m tall):
   shape keys "Basis" plus the 34 expression units (``eye-left-closure``,
   ``eyebrows-left-down``, ``mouth-open``, ...), all at value 0.
 - Action "MakeHumanWalk": ``walkcycles/crappy_experimental_female.json``, frames 0-40,
-  Euler XYZ channels on the bones and helpers, Bezier keys with auto-clamped handles as
-  recorded. The character walks forward (towards -Y) about 0.78 m over the clip; frame
-  20 is mid-stride.
+  Euler XYZ channels on the spine, neck, head, clavicles, toes and the IK helpers. The
+  clip was keyed on a differently shaped human (the rig file's ``default_position``
+  joints), so its keys are retargeted onto our bones keeping their armature-space
+  meaning (see ``_add_walk_action``). The character walks forward (towards -Y) about
+  0.78 m over the clip, arms swinging at its sides; frame 20 is mid-stride.
+
+The eyeballs, teeth and eyelashes are helper geometry and are dropped: the eye sockets
+are empty.
 
 Rest pose: the MakeHuman base mesh is modelled in an A-pose (upper arms about 45 degrees
 below horizontal, legs slightly apart), not a T-pose; MPFB ships

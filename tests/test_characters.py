@@ -175,6 +175,7 @@ def test_cache_rebuilds_only_when_the_builder_changes(blender, tmp_path, monkeyp
     source.write_text("# version 2\n")
     second = character_cache.character_blend("fake")
     assert second != first and second.exists() and len(builds) == 2
+    assert not first.exists(), "the stale build is removed"
     assert not list(second.parent.glob(".*")), "no temporary files are left"
     armature = character_cache.load_character("fake")
     assert armature.name == "Fake" and blender.context.scene.camera is not None
