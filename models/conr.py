@@ -564,8 +564,9 @@ class CoNR(nn.Module):
         """Load the four released .pth files (strict, ``weights_only``)."""
         from .weights import read_official_checkpoints
 
+        parts = read_official_checkpoints(folder)
         model = cls()
-        model.load_parts(read_official_checkpoints(folder), source=str(folder))
+        model.load_parts(parts, source=str(folder))
         return model.prepare(device)
 
     @classmethod
