@@ -103,8 +103,9 @@ def _tube(path, radii, segments, bones, uv_tile, cap=True):
     """A closed tube around a polyline; ``radii`` gives (rx, ry) per path point.
 
     The cross-section lies in the plane perpendicular to the path, so limbs and torso use
-    the same code. Returns a part dict: verts, faces (as unwrapped column indices for
-    UVs), weights over ``bones``.
+    the same code; ``cap`` closes both ends with a fan. Returns a part dict: verts, faces
+    (vertex indices), per-corner uvs (the seam column unwrapped to u = 1), the ``bones``
+    that weight it and its ``tile`` in the UV atlas.
     """
     path = np.asarray(path, float)
     radii = np.asarray(radii, float)
@@ -245,6 +246,7 @@ def _skirt_part():
     part = _tube(
         [(0, 0, z) for z in zs], radii, 24, ["hips", "thigh.L", "thigh.R"], (0, 0), cap=False
     )
+    part["weights"] = _skirt_weights(part["verts"])
     return part
 
 
@@ -276,10 +278,10 @@ def _segment_distance(points, head, tail):
 
 
 def _part_weights(part):
-    """Smooth weights over the part's bones: inverse distance to each bone segment."""
+    """The part's own weights, or smooth ones: inverse distance to each bone segment."""
+    if "weights" in part:
+        return part["weights"]
     verts = part["verts"]
-    if part["bones"] == ["hips", "thigh.L", "thigh.R"]:
-        return _skirt_weights(verts)
     dist = np.stack([_segment_distance(verts, *_BONES[b][:2]) for b in part["bones"]], axis=1)
     w = 1.0 / np.maximum(dist, 1e-3) ** 4
     return w / w.sum(axis=1, keepdims=True)
