@@ -74,7 +74,8 @@ def _principled(tree):
 
 def vertex_color_material(name: str, attribute_name: str) -> bpy.types.Material:
     material = bpy.data.materials.new(name)
-    material.use_nodes = True
+    if material.node_tree is None:  # Blender < 5 starts materials without nodes
+        material.use_nodes = True
     tree = material.node_tree
     shader = _principled(tree)
     colors = tree.nodes.new("ShaderNodeVertexColor")
@@ -99,7 +100,8 @@ def add_front_projection(obj, uv: np.ndarray, facing: np.ndarray, image) -> bpy.
     data.color_attributes.render_color_index = data.color_attributes.find(COLOR_ATTRIBUTE)
 
     material = bpy.data.materials.new(f"{obj.name} Portrait")
-    material.use_nodes = True
+    if material.node_tree is None:  # Blender < 5 starts materials without nodes
+        material.use_nodes = True
     tree = material.node_tree
     nodes, links = tree.nodes, tree.links
     shader = _principled(tree)
