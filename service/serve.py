@@ -101,6 +101,7 @@ def serve(
     app = create_app(queue, token=token, max_request_bytes=int(max_request_mb * 2**20), info=info)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    sock.listen(128)  # connections wait in the backlog until uvicorn takes over
     bound = sock.getsockname()[1]
     print(f"{protocol.PORT_LINE}{bound}", flush=True)
     print(f"anirender service on http://{host}:{bound} ({info['device']})", flush=True)
