@@ -12,6 +12,7 @@ _CLASSES = (
     "addon.props:CharacterSheetImage",
     "addon.props:CharacterSettings",
     "addon.props:PassSettings",
+    "addon.props:NeuralRenderSettings",
     "addon.props:SceneSettings",
     "ops.passes:ANIRENDER_OT_render_udp_passes",
     "ops.canonical:ANIRENDER_OT_set_canonical_pose",

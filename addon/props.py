@@ -71,8 +71,39 @@ class PassSettings(bpy.types.PropertyGroup):
     height: IntProperty(name="Height", default=512, min=1)
 
 
+class NeuralRenderSettings(bpy.types.PropertyGroup):
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        default="//neural/",
+        description="Folder the shaded frames are written to (// is relative to the .blend)",
+    )
+    size: EnumProperty(
+        name="Size",
+        items=(
+            ("128", "128 x 128", "Quick previews"),
+            ("256", "256 x 256", "The size the CoNR weights were trained at"),
+            ("512", "512 x 512", "Sharper, four times the work"),
+        ),
+        default="256",
+        description="Square working size of the shaded frames",
+    )
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=48)
+    overwrite: BoolProperty(
+        name="Overwrite", default=False, description="Shade frames again that are already on disk"
+    )
+    add_strip: BoolProperty(
+        name="Add to Sequencer",
+        default=False,
+        description="Place the shaded sequence as an image strip in the Video Sequencer",
+    )
+
+
 class SceneSettings(bpy.types.PropertyGroup):
     passes: PointerProperty(type=PassSettings)
+    neural: PointerProperty(type=NeuralRenderSettings)
 
 
 def attach():
