@@ -286,7 +286,7 @@ class PassRenderer:
         to_world = np.array(camera.matrix_world, dtype=np.float64)
         # unit axes: a scaled camera must not scale normals or depth
         to_world[:3, :3] /= np.linalg.norm(to_world[:3, :3], axis=0)
-        view = np.linalg.inv(to_world)
+        view = rigid_inverse(to_world)
         return np.array(projection, dtype=np.float64) @ view, to_world
 
     def set_frame(self, frame: int):
@@ -363,6 +363,14 @@ class PassRenderer:
         images = self.render_frame(frame)
         self.write_frame(frame, images)
         return images
+
+
+def rigid_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a rotation + translation 4x4 (no LAPACK call: cheap and thread-free)."""
+    inverse = np.eye(4)
+    inverse[:3, :3] = matrix[:3, :3].T
+    inverse[:3, 3] = -matrix[:3, :3].T @ matrix[:3, 3]
+    return inverse
 
 
 def set_file_format(scene, fmt: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import canonical
+from .passes import rigid_inverse
 
 
 class FastBackend:
@@ -35,17 +36,19 @@ class FastBackend:
 
         world_h = np.concatenate([corners, np.ones_like(corners[..., :1])], axis=2)
         clip = world_h @ to_clip.T
-        view = np.linalg.inv(to_world)
+        view = rigid_inverse(to_world)
         camera_pos = world_h @ view.T  # (T, 3, 4) camera space
         rotation = view[:3, :3]
         # corner values to interpolate: canonical 3 | uv 2 | normal 3 | camera position 3
         values = np.concatenate(
             [canonical_colours, uvs, normals @ rotation.T, camera_pos[..., :3]], axis=2
         )
-        fragments = self.raster.rasterise(clip, height, width, device=self.device)
-        image = fragments.interpolate(values).cpu().numpy()
-        hit = fragments.coverage.cpu().numpy()
-        tri = fragments.triangle.cpu().numpy()
+        threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
+        with self.raster.cpu_threads(threads):
+            fragments = self.raster.rasterise(clip, height, width, device=self.device)
+            image = fragments.interpolate(values).cpu().numpy()
+            hit = fragments.coverage.cpu().numpy()
+            tri = fragments.triangle.cpu().numpy()
         occupancy = hit[..., None].astype(np.float32)
 
         images = {}
@@ -106,7 +109,7 @@ def _gather(depsgraph, meshes, need_canonical):
         linear = matrix[:3, :3]
         positions, tris, loops, colours, uvs, normals = part
         world = positions @ linear.T + matrix[:3, 3]
-        normal_matrix = np.linalg.inv(linear).T
+        normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
         corners = world[tris]
         face = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
         parts.append((corners, colours[tris], uvs[loops], (normals @ normal_matrix.T)[loops], face))

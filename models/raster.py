@@ -19,6 +19,7 @@ Work is vectorised over (triangle, pixel-in-bounding-box) pairs, in batches that
 memory; there is no Python loop per pixel or per triangle.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,14 +59,37 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def rasterise(clip, height: int, width: int, near_w: float = 1e-6, device=None) -> Fragments:
+@contextmanager
+def cpu_threads(count: int | None):
+    """Run torch's CPU kernels on ``count`` threads inside the block (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def rasterise(
+    clip, height: int, width: int, near_w: float = 1e-6, device=None, threads: int | None = 1
+) -> Fragments:
     """Rasterise triangles given as (T, 3, 4) clip-space corners into an (H, W) image.
 
     Returns the front-most triangle per pixel centre and its perspective-correct
     barycentric weights; interpolate any per-corner attribute with
-    ``Fragments.interpolate``.
+    ``Fragments.interpolate``. On the CPU the work runs on ``threads`` threads: the
+    kernels are small and memory-bound, and on shared cores OpenMP's spinning extra
+    threads made them 10x slower (measured), so one thread is the default.
     """
     device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cpu":
+        with cpu_threads(threads):
+            return _rasterise(clip, height, width, near_w, device)
+    return _rasterise(clip, height, width, near_w, device)
+
+
+def _rasterise(clip, height, width, near_w, device) -> Fragments:
     clip = torch.as_tensor(np.asarray(clip), device=device).to(torch.float64)
     if clip.ndim != 3 or clip.shape[1:] != (3, 4):
         raise ValueError(f"clip corners must be (T, 3, 4), got {tuple(clip.shape)}")
