@@ -191,6 +191,8 @@ def resolve_weights(name_or_path=None, store=None, verify: bool = True) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file() or path.is_dir():
         return path
+    if any(sep in name_or_path for sep in "/\\") or path.suffix in (SUFFIX, ".pth"):
+        raise AniRenderError(f"Weights file or folder not found: {path}")
     store = Path(store) if store else user_weights_dir()
     target = store / f"{name_or_path}{SUFFIX}"
     if not target.is_file():
