@@ -1,0 +1,445 @@
+"""Neural head reenactment driven by the 20-value pose vector (PIRenderer, as AnimeCeleb).
+
+Three parts, named as in PIRenderer's state dicts (``mapping_net``, ``warpping_net``,
+``editing_net``):
+
+* mapping net: an MLP 20 -> 256 plus 3 residual 256-wide layers -> descriptor z;
+* warping net: an AdaIN hourglass over the source image predicting a flow at a quarter
+  of the image size (64 x 64 for 256 x 256), upsampled and applied with ``grid_sample``;
+* editing net: an encoder of [source, warped source], AdaIN residual blocks and an AdaIN
+  decoder, then a 7x7 conv and tanh.
+
+Images are RGB in [-1, 1] composited on white. The width, depth and image size are a
+``ReenactConfig`` stored in the safetensors metadata, so a small model (the shipped
+``assets/reenact_small.safetensors``) loads with the same code as a 256 x 256 one.
+No bpy here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AniRenderError
+
+POSE_SIZE = 20
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
+FORMAT = "anirender.reenact/1"
+
+
+@dataclass
+class ReenactConfig:
+    image_size: int = 256
+    pose_size: int = POSE_SIZE
+    descriptor: int = 256  # z width
+    mapping_layers: int = 3
+    base: int = 32  # channels at full resolution
+    max_channels: int = 256
+    warp_layers: int = 4  # hourglass depth; the flow comes out at 1/flow_scale
+    flow_scale: int = 4
+    edit_res_blocks: int = 2
+    # output = tanh(conv + atanh(warped)): the editing net corrects the warp instead of
+    # painting from scratch (trains far faster); False = PIRenderer's plain tanh(conv)
+    residual_output: bool = False
+
+    @classmethod
+    def from_json(cls, text: str) -> ReenactConfig:
+        known = {k: v for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _channels(cfg: ReenactConfig, level: int) -> int:
+    return min(cfg.base * 2**level, cfg.max_channels)
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose scale and shift come from the pose descriptor."""
+
+    def __init__(self, channels: int, descriptor: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.affine = nn.Linear(descriptor, channels * 2)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.zeros_(self.affine.bias)
+
+    def forward(self, x, z):
+        gamma, beta = self.affine(z)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class AdaINConv(nn.Module):
+    def __init__(self, cin: int, cout: int, descriptor: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm = AdaIN(cout, descriptor)
+
+    def forward(self, x, z):
+        return F.leaky_relu(self.norm(self.conv(x), z), 0.1)
+
+
+class AdaINResBlock(nn.Module):
+    def __init__(self, channels: int, descriptor: int):
+        super().__init__()
+        self.first = AdaINConv(channels, channels, descriptor)
+        self.second = AdaINConv(channels, channels, descriptor)
+
+    def forward(self, x, z):
+        return x + self.second(self.first(x, z), z)
+
+
+class MappingNet(nn.Module):
+    """Pose vector -> descriptor: a linear layer and residual MLP layers."""
+
+    def __init__(self, cfg: ReenactConfig):
+        super().__init__()
+        self.layer = cfg.mapping_layers
+        self.first = nn.Linear(cfg.pose_size, cfg.descriptor)
+        for i in range(cfg.mapping_layers):
+            block = nn.Sequential(nn.LeakyReLU(0.1), nn.Linear(cfg.descriptor, cfg.descriptor))
+            setattr(self, f"encoder{i}", block)
+
+    def forward(self, pose):
+        out = self.first(pose)
+        for i in range(self.layer):
+            out = getattr(self, f"encoder{i}")(out) + out
+        return out
+
+
+class ADAINHourglass(nn.Module):
+    """An AdaIN U-Net: ``layers`` downsamplings, back up to 1/flow_scale resolution."""
+
+    def __init__(self, cfg: ReenactConfig, image_nc: int = 3):
+        super().__init__()
+        self.layers = cfg.warp_layers
+        self.up_layers = cfg.warp_layers - int(np.log2(cfg.flow_scale))
+        self.stem = nn.Conv2d(image_nc, cfg.base, 3, padding=1)
+        self.down = nn.ModuleList(
+            AdaINConv(_channels(cfg, i), _channels(cfg, i + 1), cfg.descriptor)
+            for i in range(self.layers)
+        )
+        self.up = nn.ModuleList()
+        for k in range(self.up_layers):
+            level = self.layers - k  # from this level up to level - 1
+            cin = _channels(cfg, level) + _channels(cfg, level - 1)
+            self.up.append(AdaINConv(cin, _channels(cfg, level - 1), cfg.descriptor))
+        self.output_nc = _channels(cfg, self.layers - self.up_layers)
+
+    def forward(self, x, z):
+        x = self.stem(x)
+        skips = []
+        for block in self.down:
+            skips.append(x)
+            x = F.avg_pool2d(block(x, z), 2)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1), z)
+        return x
+
+
+def identity_grid(n, h, w, device, dtype):
+    ys = torch.linspace(-1, 1, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1, 1, w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], -1).expand(n, h, w, 2)
+
+
+def warp(image, flow):
+    """Sample ``image`` at identity + ``flow`` (flow: N x 2 x h x w in [-1, 1] units)."""
+    n, _, h, w = image.shape
+    if flow.shape[-2:] != (h, w):
+        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=True)
+    grid = identity_grid(n, h, w, image.device, image.dtype) + flow.permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+class WarpingNet(nn.Module):
+    def __init__(self, cfg: ReenactConfig):
+        super().__init__()
+        self.hourglass = ADAINHourglass(cfg)
+        channels = self.hourglass.output_nc
+        self.flow_out = nn.Sequential(
+            nn.GroupNorm(1, channels),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(channels, 2, kernel_size=7, padding=3),
+        )
+        nn.init.zeros_(self.flow_out[2].weight)
+        nn.init.zeros_(self.flow_out[2].bias)
+
+    def forward(self, image, z):
+        flow = self.flow_out(self.hourglass(image, z))
+        return {"flow_field": flow, "warp_image": warp(image, flow)}
+
+
+class EditingNet(nn.Module):
+    def __init__(self, cfg: ReenactConfig, image_nc: int = 3):
+        super().__init__()
+        levels = int(np.log2(cfg.flow_scale))
+        self.encoder = nn.ModuleList([nn.Conv2d(image_nc * 2, cfg.base, 3, padding=1)])
+        for i in range(levels):
+            self.encoder.append(
+                nn.Conv2d(_channels(cfg, i), _channels(cfg, i + 1), 4, stride=2, padding=1)
+            )
+        width = _channels(cfg, levels)
+        self.res_blocks = nn.ModuleList(
+            AdaINResBlock(width, cfg.descriptor) for _ in range(cfg.edit_res_blocks)
+        )
+        self.decoder = nn.ModuleList(
+            AdaINConv(_channels(cfg, i + 1) + _channels(cfg, i), _channels(cfg, i), cfg.descriptor)
+            for i in reversed(range(levels))
+        )
+        self.out = nn.Conv2d(cfg.base, image_nc, 7, padding=3)
+        self.residual_output = cfg.residual_output
+        if self.residual_output:  # start as the warp-only prediction
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, source, warped, z):
+        x = torch.cat([source, warped], 1)
+        skips = []
+        for i, conv in enumerate(self.encoder):
+            x = F.leaky_relu(conv(x), 0.1)
+            if i < len(self.encoder) - 1:
+                skips.append(x)
+        for block in self.res_blocks:
+            x = block(x, z)
+        for block in self.decoder:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1), z)
+        if self.residual_output:
+            return torch.tanh(self.out(x) + torch.atanh(warped.clamp(-0.995, 0.995)))
+        return torch.tanh(self.out(x))
+
+
+class FaceGenerator(nn.Module):
+    """source image (N x 3 x S x S, [-1, 1]) + pose (N x 20) -> reenacted image."""
+
+    def __init__(self, cfg: ReenactConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or ReenactConfig()
+        self.mapping_net = MappingNet(self.cfg)
+        self.warpping_net = WarpingNet(self.cfg)
+        self.editing_net = EditingNet(self.cfg)
+
+    def forward(self, source, pose, stage: str | None = None):
+        z = self.mapping_net(normalise_pose(pose))
+        output = self.warpping_net(source, z)
+        if stage != "warp":
+            output["fake_image"] = self.editing_net(source, output["warp_image"], z)
+        return output
+
+
+def normalise_pose(pose):
+    """Expression weights stay in 0..1; angles (degrees) are divided by 20."""
+    scale = torch.ones(POSE_SIZE, dtype=pose.dtype, device=pose.device)
+    scale[17:] = 1.0 / 20.0
+    return pose * scale
+
+
+# ------------------------------------------------------------------------- images
+
+
+def rgba_to_tensor(rgba: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 H x W x 4 (or 3) -> (1 x 3 x size x size RGB on white in [-1, 1], alpha)."""
+    array = np.asarray(rgba)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise AniRenderError(f"A portrait must be H x W x 3 or 4; got shape {array.shape}.")
+    image = torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    if image.shape[1] == 4:
+        alpha = image[:, 3:4]
+        rgb = image[:, :3] * alpha + (1 - alpha)
+    else:
+        alpha = torch.ones_like(image[:, :1])
+        rgb = image
+    if rgb.shape[-1] != size or rgb.shape[-2] != size:
+        rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True)
+        alpha = F.interpolate(alpha, size=(size, size), mode="bilinear", antialias=True)
+    return rgb * 2 - 1, alpha
+
+
+def tensor_to_rgba(rgb: torch.Tensor, alpha: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """1 x 3 x S x S in [-1, 1] + 1 x 1 x S x S alpha -> uint8 H x W x 4."""
+    rgb = (rgb.clamp(-1, 1) + 1) / 2
+    if tuple(rgb.shape[-2:]) != tuple(size):
+        rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
+        alpha = F.interpolate(alpha, size=size, mode="bilinear", align_corners=False)
+    out = torch.cat([rgb, alpha.clamp(0, 1)], 1)[0].permute(1, 2, 0).numpy()
+    return (out * 255 + 0.5).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------- weights
+
+
+def save_reenact(model: FaceGenerator, path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": model.cfg.to_json()}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".partial")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def load_reenact(path=None, device="cpu") -> FaceGenerator:
+    """A generator from an AniRender safetensors file (default: the shipped small model)."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path else SHIPPED_WEIGHTS
+    if not path.is_file():
+        raise AniRenderError(
+            f"No reenactment weights at {path}. Train some with `anirender train reenact` "
+            "or point to a .safetensors file."
+        )
+    if path.suffix != ".safetensors":
+        return load_released_checkpoint(path, device=device)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise AniRenderError(
+            f"{path.name} is not an AniRender reenactment model (no '{FORMAT}' metadata)."
+        )
+    model = FaceGenerator(ReenactConfig.from_json(meta["config"]))
+    model.load_state_dict(load_file(str(path), device="cpu"))
+    return model.to(device).eval()
+
+
+def permute_pose_input(state: dict, pose_order) -> dict:
+    """Reorder the mapping net's input columns for a checkpoint trained on another order.
+
+    ``pose_order[j]`` is the index in ``POSE_NAMES`` of the checkpoint's j-th input.
+    """
+    order = [int(i) for i in pose_order]
+    if sorted(order) != list(range(POSE_SIZE)):
+        raise AniRenderError(
+            f"The pose order must be a permutation of 0..{POSE_SIZE - 1}; got {order}."
+        )
+    key = "mapping_net.first.weight"
+    if key in state:
+        foreign = state[key]
+        ours = torch.empty_like(foreign)
+        for j, i in enumerate(order):
+            ours[:, i] = foreign[:, j]
+        state = dict(state, **{key: ours})
+    return state
+
+
+def extract_generator(state: dict) -> dict:
+    """Generator weights from a training checkpoint: ``net_G_ema.`` first, then ``net_G.``."""
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    for container in ("net_G_ema", "net_G"):  # PIRender's own .pt layout
+        if container in state and isinstance(state[container], dict):
+            return dict(state[container])
+    for prefix in ("net_G_ema.", "net_G.", "generator.", "model."):
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked:
+            return {k.removeprefix("module."): v for k, v in picked.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_released_checkpoint(
+    path, cfg: ReenactConfig | None = None, pose_order=None, device="cpu", min_match=0.9
+) -> FaceGenerator:
+    """A PIRenderer-style ``.ckpt`` / ``.pth`` (read with ``weights_only=True``).
+
+    Keys under ``net_G_ema.`` (else ``net_G.``) are matched by name and shape against a
+    generator built from ``cfg``; fewer than ``min_match`` of the generator's tensors
+    found is an error naming the first missing keys.
+    """
+    path = Path(path)
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled classes, not a torch file, truncated
+        raise AniRenderError(
+            f"{path.name} cannot be read as plain tensors (weights_only=True refused it: "
+            f"{str(exc).splitlines()[0][:160]}). Only checkpoints of plain tensors load."
+        ) from None
+    if not isinstance(raw, dict):
+        raise AniRenderError(f"{path.name} holds no state dict.")
+    state = {k: v for k, v in extract_generator(raw).items() if isinstance(v, torch.Tensor)}
+    if pose_order is not None:
+        state = permute_pose_input(state, pose_order)
+    model = FaceGenerator(cfg or ReenactConfig())
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < min_match * len(own):
+        missing = [k for k in own if k not in usable][:5]
+        raise AniRenderError(
+            f"{path.name} matches {len(usable)} of {len(own)} generator tensors; missing e.g. "
+            f"{missing}. Give the config it was trained with (ReenactConfig)."
+        )
+    model.load_state_dict(usable, strict=False)
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------- inference
+
+
+class Reenactor:
+    """``reenact(portrait_rgba_uint8, pose20) -> rgba``: one loaded model, kept warm.
+
+    The source portrait's encoding is cached between calls with the same array, so
+    dragging a slider costs one mapping + warp + edit pass.
+    """
+
+    def __init__(self, weights=None, device: str = "cpu", threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_reenact(weights, device=device)
+        self.device = device
+        self._source_key = None
+        self._source = None
+
+    @property
+    def size(self) -> int:
+        return self.model.cfg.image_size
+
+    def _prepare(self, portrait):
+        key = (id(portrait), portrait.shape, hash(portrait[::17, ::17].tobytes()))
+        if key != self._source_key:
+            rgb, alpha = rgba_to_tensor(portrait, self.size)
+            self._source = (rgb.to(self.device), alpha.to(self.device))
+            self._source_key = key
+        return self._source
+
+    @torch.inference_mode()
+    def reenact(self, portrait: np.ndarray, pose) -> np.ndarray:
+        pose = np.asarray(pose, np.float32).reshape(-1)
+        if pose.shape != (POSE_SIZE,) or not np.all(np.isfinite(pose)):
+            raise AniRenderError(f"A pose has {POSE_SIZE} finite values; got {pose.shape}.")
+        rgb, alpha = self._prepare(portrait)
+        out = self.model(rgb, torch.from_numpy(pose)[None].to(self.device))
+        warped_alpha = warp(alpha, out["flow_field"])
+        return tensor_to_rgba(out["fake_image"].cpu(), warped_alpha.cpu(), portrait.shape[:2])
+
+
+_SHARED: dict = {}
+
+
+def reenact(portrait_rgba_uint8: np.ndarray, pose20, weights=None) -> np.ndarray:
+    """Reenact a portrait with a pose using a process-wide model (the shipped one by default)."""
+    key = str(weights or SHIPPED_WEIGHTS)
+    if key not in _SHARED:
+        _SHARED[key] = Reenactor(weights)
+    return _SHARED[key].reenact(portrait_rgba_uint8, pose20)

@@ -1,0 +1,356 @@
+"""``anirender train reenact``: fit the pose-driven reenactment net on AnimeCeleb exports.
+
+Pairs: for each character and shading style, the source is the neutral frontal image
+(``frontal_<style>/00000.png``, pose all zeros) and every other image of that character
+and style is a target, driven by its row of ``combined_pose.csv``. Images are composited
+on white and resized to the model size. A horizontal flip (left/right targets swapped,
+roll and yaw negated) doubles the data.
+
+Loss: L1(final, target) + ``warp_weight`` * L1(warped source, target) (this keeps the
+warping net a warp-only predictor in its own right, as PIRenderer's warp stage), plus an
+optional ``feature_weight`` * feature loss: L1 between image pyramids (3 scales) and their
+x/y gradients, a cheap stand-in for a VGG perceptual loss (no pretrained VGG ships here).
+
+Validation (printed and written to ``metrics.json``): mean L1 and PSNR on held-out
+characters and held-out poses of the training characters, for the full model, for the
+warp-only output, and for the unchanged source (identity).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import AniRenderError
+from ..reenact import FaceGenerator, ReenactConfig, rgba_to_tensor, save_reenact
+
+POSE_NAMES = (
+    "eye_closed_l", "eye_closed_r", "eye_unimpressed_l", "eye_unimpressed_r",
+    "eye_surprised_l", "eye_surprised_r", "brow_angry_l", "brow_angry_r",
+    "brow_raised_l", "brow_raised_r", "brow_lowered_l", "brow_lowered_r",
+    "mouth_a", "mouth_e", "mouth_i", "mouth_o", "mouth_u",
+    "head_roll", "head_pitch", "head_yaw",
+)  # fmt: skip
+# flip: swap every _l/_r pair, negate roll and yaw
+FLIP_ORDER = [i ^ 1 if i < 12 else i for i in range(20)]
+FLIP_SIGN = np.array([1.0] * 17 + [-1.0, 1.0, -1.0], np.float32)
+
+
+@dataclass
+class PairSet:
+    """Sources, targets and poses of one split, as tensors in [-1, 1]."""
+
+    sources: torch.Tensor  # S x 3 x H x W (one per character and style)
+    targets: torch.Tensor  # N x 3 x H x W
+    poses: torch.Tensor  # N x 20
+    source_index: torch.Tensor  # N, into sources
+
+    def __len__(self):
+        return len(self.targets)
+
+
+def _read_rows(csv_path: Path) -> list[dict]:
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        if header[:3] != ["org_id", "cluster", "png_name"] or len(header) != 23:
+            raise AniRenderError(f"{csv_path} does not have the combined_pose.csv columns.")
+        return [
+            {"org_id": r[0], "cluster": r[1], "png_name": r[2], "pose": [float(v) for v in r[3:]]}
+            for r in reader
+        ]
+
+
+def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float = 0.1):
+    """(train, val_characters, val_poses) PairSets from one or more dataset folders."""
+    from PIL import Image
+
+    rows = []
+    for folder in data_dirs:
+        folder = Path(folder)
+        csv_path = folder / "combined_pose.csv"
+        if not csv_path.is_file():
+            raise AniRenderError(
+                f"No combined_pose.csv in {folder}; export one with `anirender dataset celeb`."
+            )
+        for row in _read_rows(csv_path):
+            row["path"] = folder / row["org_id"] / row["cluster"] / row["png_name"]
+            row["character"] = f"{folder.name}/{row['org_id']}"
+            rows.append(row)
+    characters = sorted({r["character"] for r in rows})
+    if len(characters) <= val_characters:
+        raise AniRenderError(
+            f"The data has {len(characters)} characters; hold out fewer than that "
+            f"(--val-characters {val_characters})."
+        )
+    held_chars = set(characters[len(characters) - val_characters :])
+    numbers = sorted({int(r["png_name"].split(".")[0]) for r in rows} - {0})
+    cut = numbers[int(len(numbers) * (1 - val_poses))] if val_poses > 0 else math.inf
+
+    def image(path):
+        with Image.open(path) as im:
+            rgb, _ = rgba_to_tensor(np.asarray(im.convert("RGBA")), size)
+        return rgb[0]
+
+    groups = {}
+    for r in rows:
+        style = r["cluster"].split("_", 1)[-1]
+        groups.setdefault((r["character"], style), []).append(r)
+    splits = {"train": ([], [], [], []), "val_characters": ([], [], [], []),
+              "val_poses": ([], [], [], [])}  # fmt: skip
+    for (character, _style), members in sorted(groups.items()):
+        neutral = [m for m in members if m["png_name"] == "00000.png"]
+        if not neutral:
+            continue
+        for name in splits:
+            sources, targets, poses, index = splits[name]
+            chosen = [
+                m
+                for m in members
+                if m["png_name"] != "00000.png"
+                and (
+                    (name == "val_characters") == (character in held_chars)
+                    and (
+                        name == "val_characters"
+                        or (name == "val_poses") == (int(m["png_name"][:5]) >= cut)
+                    )
+                )
+            ]
+            if not chosen:
+                continue
+            sources.append(image(neutral[0]["path"]))
+            for m in chosen:
+                targets.append(image(m["path"]))
+                poses.append(m["pose"])
+                index.append(len(sources) - 1)
+    result = []
+    for name in ("train", "val_characters", "val_poses"):
+        sources, targets, poses, index = splits[name]
+        if not targets:
+            result.append(None)
+            continue
+        result.append(
+            PairSet(
+                torch.stack(sources),
+                torch.stack(targets),
+                torch.tensor(poses, dtype=torch.float32),
+                torch.tensor(index),
+            )
+        )
+    if result[0] is None:
+        raise AniRenderError("No training pairs: every image was held out.")
+    return tuple(result)
+
+
+def flip_batch(source, target, pose):
+    pose = pose[:, FLIP_ORDER] * torch.from_numpy(FLIP_SIGN)
+    return source.flip(-1), target.flip(-1), pose
+
+
+def feature_loss(a, b, scales: int = 3):
+    """L1 over an image pyramid and its gradients (a perceptual-loss stand-in)."""
+    total = 0.0
+    for s in range(scales):
+        if s:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        total = total + F.l1_loss(a, b)
+        total = total + F.l1_loss(a.diff(dim=-1), b.diff(dim=-1))
+        total = total + F.l1_loss(a.diff(dim=-2), b.diff(dim=-2))
+    return total / scales
+
+
+@torch.no_grad()
+def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 32) -> dict | None:
+    """Mean L1 (on [0, 1] images) and PSNR of full model, warp-only and identity."""
+    if pairs is None:
+        return None
+    model.eval()
+    sums = {"full": [0.0, 0.0], "warp_only": [0.0, 0.0], "identity": [0.0, 0.0]}
+    for start in range(0, len(pairs), batch):
+        sl = slice(start, start + batch)
+        source = pairs.sources[pairs.source_index[sl]]
+        target = pairs.targets[sl]
+        out = model(source, pairs.poses[sl])
+        for name, image in (
+            ("full", out["fake_image"]),
+            ("warp_only", out["warp_image"]),
+            ("identity", source),
+        ):
+            err = ((image - target).abs() / 2).flatten(1).mean(1)
+            mse = (((image - target) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+            sums[name][0] += float(err.sum())
+            sums[name][1] += float((10 * torch.log10(1 / mse)).sum())
+    model.train()
+    n = len(pairs)
+    return {k: {"l1": v[0] / n, "psnr": v[1] / n} for k, v in sums.items()} | {"count": n}
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, args_json: str):
+    """Model + AdamW state in one safetensors file (resumable, no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for pid, slots in state["state"].items():
+        for name, value in slots.items():
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{pid}.{name}"] = value.detach().contiguous().reshape(value.shape)
+    meta = {
+        "step": str(step),
+        "config": model.cfg.to_json(),
+        "args": args_json,
+        "param_groups": json.dumps(
+            [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+        ),
+    }
+    tmp = path.with_suffix(".partial")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    model.load_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    state = optimizer.state_dict()
+    slots = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            slots.setdefault(int(pid), {})[name] = value
+    state["state"] = slots
+    groups = json.loads(meta["param_groups"])
+    for group, saved in zip(state["param_groups"], groups):
+        group.update(saved)
+    optimizer.load_state_dict(state)
+    return int(meta["step"])
+
+
+# ----------------------------------------------------------------------- training
+
+
+def train_reenact(args) -> dict:
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ReenactConfig(
+        image_size=args.size,
+        base=args.base,
+        max_channels=args.max_channels,
+        warp_layers=args.warp_layers,
+        edit_res_blocks=args.res_blocks,
+        residual_output=not args.plain_output,
+    )
+    train, val_chars, val_poses = load_pairs(
+        args.data, args.size, args.val_characters, args.val_poses
+    )
+    print(
+        f"pairs: train {len(train)}, held-out characters "
+        f"{len(val_chars) if val_chars else 0}, held-out poses {len(val_poses) if val_poses else 0}"
+    )
+    model = FaceGenerator(cfg)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=1e-4, betas=(0.5, 0.99)
+    )
+    args_json = json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"})
+    ckpt = out / "checkpoint.safetensors"
+    step = 0
+    if args.resume and ckpt.is_file():
+        step = load_checkpoint(ckpt, model, optimizer)
+        print(f"resumed from {ckpt} at step {step}")
+    generator = torch.Generator().manual_seed(args.seed + step)
+    started = time.perf_counter()
+    deadline = started + args.minutes * 60 if args.minutes else math.inf
+    model.train()
+    bar = tqdm(total=args.steps, initial=step, unit="step")
+    while step < args.steps and time.perf_counter() < deadline:
+        idx = torch.randint(len(train), (args.batch,), generator=generator)
+        source = train.sources[train.source_index[idx]]
+        target, pose = train.targets[idx], train.poses[idx]
+        if torch.rand(1, generator=generator).item() < 0.5:
+            source, target, pose = flip_batch(source, target, pose)
+        out_images = model(source, pose)
+        loss = F.l1_loss(out_images["fake_image"], target)
+        loss = loss + args.warp_weight * F.l1_loss(out_images["warp_image"], target)
+        if args.feature_weight:
+            loss = loss + args.feature_weight * feature_loss(out_images["fake_image"], target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % args.checkpoint_every == 0:
+            save_checkpoint(ckpt, model, optimizer, step, args_json)
+    bar.close()
+    save_checkpoint(ckpt, model, optimizer, step, args_json)
+    seconds = time.perf_counter() - started
+    metrics = {
+        "steps": step,
+        "train_seconds": round(seconds, 1),
+        "held_out_characters": evaluate(model, val_chars),
+        "held_out_poses": evaluate(model, val_poses),
+        "train_pairs": len(train),
+    }
+    weights = save_reenact(
+        model,
+        out / "reenact.safetensors",
+        extra={"steps": step, "seed": args.seed, "metrics": json.dumps(metrics)},
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"weights: {weights}")
+    return metrics
+
+
+def add_train_cli(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reenact",
+        help="pose-driven head reenactment (PIRenderer-style) on AnimeCeleb exports",
+    )
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="dataset folder with combined_pose.csv (repeatable)")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--size", type=int, default=64, help="image side the model works at")
+    parser.add_argument("--base", type=int, default=32, help="channels at full resolution")
+    parser.add_argument("--max-channels", type=int, default=256)
+    parser.add_argument("--warp-layers", type=int, default=4)
+    parser.add_argument("--res-blocks", type=int, default=2)
+    parser.add_argument(
+        "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
+    )
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warp-weight", type=float, default=0.5)
+    parser.add_argument("--feature-weight", type=float, default=0.0)
+    parser.add_argument("--val-characters", type=int, default=1)
+    parser.add_argument("--val-poses", type=float, default=0.1)
+    parser.add_argument("--minutes", type=float, default=0.0, help="stop after this long")
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    parser.set_defaults(func=lambda args: (train_reenact(args), 0)[1])
