@@ -9,6 +9,8 @@ them so that ``import anirender.models`` works where Blender is absent.
 # operators before the panels and menus that draw them.
 _CLASSES = (
     "addon.prefs:AniRenderPreferences",
+    "addon.morphs:MorphBinding",
+    "addon.morphs:MorphSettings",
     "addon.props:CharacterSheetImage",
     "addon.props:CharacterSettings",
     "addon.props:PassSettings",
@@ -17,8 +19,19 @@ _CLASSES = (
     "ops.passes:ANIRENDER_OT_render_udp_passes",
     "ops.canonical:ANIRENDER_OT_set_canonical_pose",
     "ops.import_portrait:ANIRENDER_OT_import_portrait",
+    "ops.neural_render:ANIRENDER_OT_neural_render_frame",
+    "ops.neural_render:ANIRENDER_OT_neural_render_animation",
+    "ops.service:ANIRENDER_OT_test_connection",
+    "ops.service:ANIRENDER_OT_start_local_service",
+    "ops.service:ANIRENDER_OT_stop_local_service",
+    "ops.character_sheet:ANIRENDER_OT_sheet_add_files",
+    "ops.character_sheet:ANIRENDER_OT_sheet_add_image",
+    "ops.character_sheet:ANIRENDER_OT_sheet_remove",
     "panels.sidebar:ANIRENDER_PT_main",
     "panels.passes:ANIRENDER_PT_passes",
+    "panels.character_sheet:ANIRENDER_UL_sheet",
+    "panels.character_sheet:ANIRENDER_PT_character_sheet",
+    "panels.character_sheet:ANIRENDER_PT_neural_render",
 )
 
 

@@ -395,3 +395,27 @@ def test_connection(settings: dict) -> dict:
         ok=True,
     )
     return info
+
+
+class ShadingSession:
+    """One character sheet, shaded frame after frame from worker threads.
+
+    The client is made (a local service started) and the sheet uploaded on the first
+    ``shade`` call, in a worker thread, so the operator never blocks Blender for it.
+    """
+
+    def __init__(self, settings: dict, images: np.ndarray):
+        self.settings = dict(settings)
+        self.images = images
+        self.client: ShaderClient | None = None
+        self.sheet_id: str | None = None
+        self._lock = threading.Lock()
+
+    def shade(self, udp: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self.client is None:
+                settings = dict(self.settings)
+                self.client = client_for(settings.pop("mode"), **settings)
+            if self.sheet_id is None:
+                self.sheet_id = self.client.upload_sheet(self.images)
+        return self.client.shade(self.sheet_id, udp)

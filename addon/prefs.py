@@ -43,6 +43,16 @@ class AniRenderPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "remote_url")
             layout.prop(self, "token")
         layout.prop(self, "weights")
+        from . import client  # the connection state lives with the client
+
+        row = layout.row()
+        row.operator("anirender.test_connection", icon="LINKED")
+        if self.service_mode == "LOCAL":
+            row.operator("anirender.start_local_service", icon="PLAY")
+            row.operator("anirender.stop_local_service", icon="PAUSE")
+        ok = client.status["ok"]
+        icon = "CHECKMARK" if ok else ("ERROR" if ok is False else "QUESTION")
+        layout.label(text=client.status["text"][:200], icon=icon)
 
 
 def preferences(context=None):

@@ -1,0 +1,117 @@
+"""Shaded frames into Blender: PNG files, an image to look at, a sequence, a VSE strip.
+
+The shader answers premultiplied float RGBA; files and images here hold straight alpha
+(what image editors and the Sequencer expect), 8-bit sRGB values as the shader drew them.
+Main thread only (``bpy``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ..models.framing import to_straight_uint8
+
+
+def frame_path(folder: Path, character: str, frame: int) -> Path:
+    """``<folder>/<character>_0001.png``: Blender reads it back as an image sequence."""
+    safe = re.sub(r"[^\w\-]+", "_", character).strip("_") or "character"
+    return Path(folder) / f"{safe}_{frame:04d}.png"
+
+
+def _as_pixels(rgba: np.ndarray) -> np.ndarray:
+    """Premultiplied float (H, W, 4), row 0 at the top -> Blender's flat pixel buffer."""
+    straight = to_straight_uint8(rgba).astype(np.float32) / 255.0
+    return np.ascontiguousarray(straight[::-1]).ravel()
+
+
+class FrameWriter:
+    """Writes shaded frames as straight-alpha PNGs through one scratch image.
+
+    A frame appears on disk only whole (written beside, then renamed), so a frame cut
+    off by a crash is never mistaken for a finished one when a run resumes.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._image = None
+
+    def write(self, path: Path, rgba: np.ndarray) -> None:
+        image = self._scratch()
+        image.pixels.foreach_set(_as_pixels(rgba))
+        partial = path.with_name(f".{path.stem}.partial.png")
+        image.filepath_raw = str(partial)
+        image.file_format = "PNG"
+        image.save()
+        os.replace(partial, path)
+
+    def _scratch(self):
+        if self._image is None:
+            self._image = bpy.data.images.new(
+                "AniRender frame writer", self.size, self.size, alpha=True
+            )
+            self._image.alpha_mode = "STRAIGHT"
+        return self._image
+
+    def close(self) -> None:
+        if self._image is not None:
+            try:
+                bpy.data.images.remove(self._image)
+            except ReferenceError:
+                pass
+            self._image = None
+
+
+def show_frame(name: str, rgba: np.ndarray, context=None):
+    """Put a shaded frame in an image data-block named ``name`` (made or reused) and
+    show it in every open Image Editor. Returns the image."""
+    height, width = rgba.shape[:2]
+    image = bpy.data.images.get(name)
+    if image is not None and image.source != "GENERATED":
+        image = None  # a file the artist loaded under that name: leave it alone
+    if image is not None and tuple(image.size) != (width, height):
+        image.scale(width, height)
+    if image is None:
+        image = bpy.data.images.new(name, width, height, alpha=True)
+        image.alpha_mode = "STRAIGHT"
+    image.pixels.foreach_set(_as_pixels(rgba))
+    image.update()
+    screen = getattr(context, "screen", None) if context is not None else None
+    for area in screen.areas if screen is not None else ():
+        if area.type == "IMAGE_EDITOR":
+            area.spaces.active.image = image
+    return image
+
+
+def load_sequence(first: Path, frames: int, name: str):
+    """The written PNGs as one image-sequence data-block (made or refreshed)."""
+    image = bpy.data.images.get(name)
+    if (
+        image is not None
+        and image.source == "SEQUENCE"
+        and Path(bpy.path.abspath(image.filepath)) == Path(first)
+    ):
+        image.reload()
+        return image
+    image = bpy.data.images.load(str(first), check_existing=False)
+    image.name = name
+    image.source = "SEQUENCE"
+    image.alpha_mode = "STRAIGHT"
+    return image
+
+
+def add_strip(scene, paths: list[Path], first_frame: int, name: str):
+    """An image strip of ``paths`` starting at ``first_frame`` on a free channel."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips
+    used = {s.channel for s in strips}
+    channel = next(c for c in range(1, 129) if c not in used)
+    strip = strips.new_image(name, str(paths[0]), channel, first_frame)
+    for path in paths[1:]:
+        strip.elements.append(path.name)
+    strip.blend_type = "ALPHA_OVER"
+    return strip

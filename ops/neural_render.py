@@ -1,0 +1,220 @@
+"""Neural Render Frame / Animation: UDP passes -> shader service -> shaded frames.
+
+Per frame, on Blender's main thread, the fast pass renderer draws the character's UDP at
+the working size; a worker thread sends it to the shader (in process, local service or
+remote, as the preferences say) and the answer is written on the main thread. Frames
+already on disk are skipped, so a run cut short (Esc, service gone) resumes where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from ..addon import shaded_frames
+from ..addon.client import ServiceUnavailable, ShadingSession, settings_from
+from ..addon.jobs import Job, ModalJobOperator
+from ..addon.passes import PassRenderer, PassRequest, check_output_folder, scene_character
+from ..addon.prefs import preferences
+from ..addon.scene import character_from_context, require_camera
+from ..addon.sheets import read_sheet
+from ..errors import AniRenderError
+
+_SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
+_FROM_SCENE = (
+    "output_dir",
+    "size",
+    "use_scene_range",
+    "frame_start",
+    "frame_end",
+    "overwrite",
+    "add_strip",
+)
+
+
+def _character(context):
+    if context.active_object is None and not context.selected_objects:
+        character = scene_character(context.scene)
+    else:
+        character = character_from_context(context)
+    if character.armature is None:
+        raise AniRenderError(
+            f'"{character.name}" has no armature. Select the rigged character (its armature '
+            "or one of its meshes) to render it with the neural shader."
+        )
+    return character
+
+
+def _udp_renderer(scene, armature, frames, size, folder) -> PassRenderer:
+    request = PassRequest(
+        out_dir=folder,
+        frames=list(frames),
+        passes=("udp",),
+        formats=("npz",),
+        fast=True,
+        size=(size, size),
+        overwrite=True,  # nothing is written; every asked frame is rendered
+    )
+    return PassRenderer(scene, armature, request)
+
+
+class _NeuralRender(ModalJobOperator):
+    """Shared checks and settings of both operators."""
+
+    size: EnumProperty(name="Size", items=_SIZES, default="256")
+
+    def _take_scene_settings(self, scene, names):
+        settings = getattr(getattr(scene, "anirender", None), "neural", None)
+        if settings is None:
+            return
+        for name in names:
+            if not self.properties.is_property_set(name) and hasattr(settings, name):
+                setattr(self, name, getattr(settings, name))
+
+    def _prepare(self, context):
+        """(character, sheet images, service settings), checked before anything changes."""
+        require_camera(context.scene)
+        character = _character(context)
+        images = read_sheet(character.owner, int(self.size))
+        settings = settings_from(preferences(context))
+        return character, images, settings
+
+    def execute(self, context):
+        # a job stopped by an error still has its pass renderer open: close it
+        self._made_job = None
+        try:
+            return super().execute(context)
+        finally:
+            job = self._made_job
+            if job is not None and not job.finished:
+                job.cancel()
+
+
+class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
+    """Shade the current frame of the selected character with its character sheet and show it in the Image Editor"""
+
+    bl_idname = "anirender.neural_render_frame"
+    bl_label = "Neural Render Frame"
+    bl_options = {"REGISTER"}
+
+    def make_job(self, context, guard):
+        self._take_scene_settings(context.scene, ("size",))
+        character, images, settings = self._prepare(context)
+        scene, size, frame = context.scene, int(self.size), context.scene.frame_current
+        folder = Path(bpy.app.tempdir or "/tmp")
+        renderer = _udp_renderer(scene, character.armature, [frame], size, folder)
+        session = ShadingSession(settings, images)
+        name = f"{character.name} Neural Frame"
+        shown = []
+
+        def steps(job):
+            with renderer:
+                udp = renderer.render_frame(frame)["udp"]
+            yield f"frame {frame}: shading"
+
+            def show(rgba):
+                image = shaded_frames.show_frame(name, rgba[0], context)
+                shown.append(guard.keep(image))
+                job.summary = f'Frame {frame} shaded into image "{image.name}"'
+
+            job.submit(session.shade, udp[None], then=show)
+
+        job = Job("Neural Render Frame", steps, total=1)
+        self._made_job = job
+        return job
+
+
+class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
+    """Shade the character over a frame range into a PNG sequence (frames already on disk are kept)"""
+
+    bl_idname = "anirender.neural_render_animation"
+    bl_label = "Neural Render Animation"
+    bl_options = {"REGISTER"}
+
+    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//neural/")
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=1)
+    overwrite: BoolProperty(name="Overwrite", default=False)
+    add_strip: BoolProperty(name="Add to Sequencer", default=False)
+
+    def make_job(self, context, guard):
+        scene = context.scene
+        self._take_scene_settings(scene, _FROM_SCENE)
+        if self.use_scene_range:
+            first, last = scene.frame_start, scene.frame_end
+        else:
+            first, last = self.frame_start, self.frame_end
+        if last < first:
+            raise AniRenderError(f"The frame range {first}-{last} is empty; end before start.")
+        character, images, settings = self._prepare(context)
+        size = int(self.size)
+        folder = check_output_folder(self.output_dir)
+        frames = list(range(first, last + 1))
+        paths = {f: shaded_frames.frame_path(folder, character.name, f) for f in frames}
+        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
+        renderer = _udp_renderer(scene, character.armature, todo or frames, size, folder)
+        session = ShadingSession(settings, images)
+        writer = shaded_frames.FrameWriter(size)
+        add_strip = self.add_strip
+        written = [0]
+        outstanding = [0]
+        name = f"{character.name} Neural"
+
+        def shade(udp):
+            try:
+                return session.shade(udp)
+            except ServiceUnavailable as exc:
+                raise ServiceUnavailable(
+                    f"{exc} The {written[0] + len(frames) - len(todo)} frames shaded so far stay "
+                    f"in {folder}; run Neural Render Animation again to shade the rest."
+                ) from None
+
+        def steps(job):
+            def counted(message):
+                job.done = written[0] - 1  # Job.step adds one: done counts written frames
+                return message
+
+            def write(frame):
+                def then(rgba):
+                    writer.write(paths[frame], rgba[0])
+                    written[0] += 1
+                    outstanding[0] -= 1
+
+                return then
+
+            try:
+                with renderer:
+                    for frame in todo:
+                        udp = renderer.render_frame(frame)["udp"]
+                        outstanding[0] += 1
+                        job.submit(shade, udp[None], then=write(frame))
+                        yield counted(f"frame {frame}")
+                while outstanding[0]:
+                    job.poll()
+                    if outstanding[0]:
+                        time.sleep(0.01)
+                        yield counted(f"waiting for {outstanding[0]} frames")
+                image = guard.keep(shaded_frames.load_sequence(paths[first], len(frames), name))
+                if add_strip:
+                    shaded_frames.add_strip(scene, [paths[f] for f in frames], first, name)
+                job.summary = (
+                    f"{len(todo)} frames shaded into {folder}"
+                    + (
+                        f" ({len(frames) - len(todo)} already there)"
+                        if len(todo) < len(frames)
+                        else ""
+                    )
+                    + f'; image sequence "{image.name}"'
+                )
+                yield counted("done")
+            finally:
+                writer.close()
+
+        job = Job("Neural Render Animation", steps, total=len(todo), workers=2)
+        self._made_job = job
+        return job
