@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import AniRenderError
 from . import canonical
 from .passes import rigid_inverse
 
@@ -22,49 +23,56 @@ class FastBackend:
         self.renderer = renderer
         self.raster = raster
         self.device = raster.pick_device()
+        self._static = {}  # per mesh: what stays the same from frame to frame
 
     def render(self, frame: int) -> dict[str, np.ndarray]:
         renderer = self.renderer
         depsgraph = renderer.set_frame(frame)
         to_clip, to_world = renderer.camera_matrices(depsgraph)
         passes = renderer.request.passes
-        surface = _gather(depsgraph, renderer.visible_meshes(), "udp" in passes)
         height, width = renderer.height, renderer.width
+        surface = _gather(depsgraph, renderer.visible_meshes(), passes, self._static)
         if surface is None:
             return {name: np.zeros((height, width, 4), np.float32) for name in passes}
-        corners, canonical_colours, uvs, normals, geometric = surface
 
-        world_h = np.concatenate([corners, np.ones_like(corners[..., :1])], axis=2)
-        clip = world_h @ to_clip.T
+        corners = surface["corners"]
+        clip = corners @ to_clip[:, :3].T + to_clip[:, 3]
         view = rigid_inverse(to_world)
-        camera_pos = world_h @ view.T  # (T, 3, 4) camera space
         rotation = view[:3, :3]
-        # corner values to interpolate: canonical 3 | uv 2 | normal 3 | camera position 3
-        values = np.concatenate(
-            [canonical_colours, uvs, normals @ rotation.T, camera_pos[..., :3]], axis=2
-        )
+        # only the corner values the requested passes need are interpolated
+        columns, channels = {}, []
+        if "udp" in passes:
+            columns["udp"] = _add(channels, surface["canonical"])
+        if "uv" in passes:
+            columns["uv"] = _add(channels, surface["uv"])
+        if "normal" in passes:
+            columns["normal"] = _add(channels, surface["normal"] @ rotation.T)
+        if "normal" in passes or "depth" in passes:
+            columns["position"] = _add(channels, corners @ rotation.T + view[:3, 3])
         threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
         with self.raster.cpu_threads(threads):
             fragments = self.raster.rasterise(clip, height, width, device=self.device)
-            image = fragments.interpolate(values).cpu().numpy()
             hit = fragments.coverage.cpu().numpy()
             tri = fragments.triangle.cpu().numpy()
+            if channels:
+                image = fragments.interpolate(np.concatenate(channels, axis=2)).cpu().numpy()
         occupancy = hit[..., None].astype(np.float32)
 
         images = {}
         for name in passes:
-            if name == "udp":
-                rgb = image[..., 0:3]
-            elif name == "uv":
-                rgb = np.concatenate([image[..., 3:5], np.zeros_like(image[..., :1])], axis=2)
+            if name in ("udp", "uv"):
+                rgb = image[..., columns[name]]
+                if name == "uv":
+                    rgb = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=2)
             elif name == "normal":
                 ortho = renderer.camera.data.type == "ORTHO"
-                rgb = _facing_normals(image[..., 5:8], image[..., 8:11], tri, hit, geometric,
-                                      rotation, ortho)  # fmt: skip
+                rgb = _facing_normals(image[..., columns["normal"]], image[..., columns["position"]],
+                                      tri, hit, surface["face"], rotation, ortho)  # fmt: skip
             elif name == "depth":
-                rgb = np.repeat(-image[..., 10:11], 3, axis=2)
+                z = image[..., columns["position"]][..., 2:3]
+                rgb = np.repeat(-z, 3, axis=2)
             else:
-                rgb = np.ones_like(image[..., :3])
+                rgb = np.ones((height, width, 3))
             pixels = np.concatenate([rgb * occupancy, occupancy], axis=2)
             images[name] = pixels.astype(np.float32)
         return images
@@ -92,58 +100,84 @@ def _facing_normals(normal, position, tri, hit, geometric, rotation, orthographi
     return out
 
 
-def _gather(depsgraph, meshes, need_canonical):
-    """Per-corner world positions, canonical colours, UVs, normals (T, 3, C) and per-face
-    geometric normals (T, 3) of all ``meshes``, evaluated; None when there are none."""
+def _add(channels: list, values: np.ndarray) -> slice:
+    """Append (T, 3, C) corner values; return the slice of their channels."""
+    first = sum(c.shape[2] for c in channels)
+    channels.append(values)
+    return slice(first, first + values.shape[2])
+
+
+def _gather(depsgraph, meshes, passes, cache=None):
+    """Per-corner arrays (T, 3, C) of all evaluated ``meshes``: world ``corners`` always;
+    ``canonical`` colours, ``uv``, world ``normal`` and per-face world ``face`` normals
+    only when a requested pass needs them. None when there are no triangles.
+
+    ``cache`` (a dict kept between frames) holds what does not move: triangles, canonical
+    colours and UVs per mesh, reused while the mesh keeps its vertex/loop/triangle counts.
+    """
+    cache = {} if cache is None else cache
     parts = []
     for mesh_obj in meshes:
         evaluated = mesh_obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
         try:
-            part = _mesh_arrays(mesh, need_canonical, mesh_obj.name)
+            mesh.calc_loop_triangles()
+            key = (len(mesh.vertices), len(mesh.loops), len(mesh.loop_triangles))
+            if key[2] == 0:
+                continue
+            _check_canonical(mesh, passes, mesh_obj.name)
+            static = cache.get(mesh_obj.name)
+            if static is None or static["key"] != key:
+                static = cache[mesh_obj.name] = _static_arrays(mesh, key, passes, mesh_obj.name)
+            positions = _read(mesh.vertices, "co", key[0], 3)
+            normals = (
+                _read(mesh.corner_normals, "vector", key[1], 3) if "normal" in passes else None
+            )
         finally:
             evaluated.to_mesh_clear()
-        if part is None:
-            continue
         matrix = np.array(evaluated.matrix_world, dtype=np.float64)
-        linear = matrix[:3, :3]
-        positions, tris, loops, colours, uvs, normals = part
-        world = positions @ linear.T + matrix[:3, 3]
-        normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
-        corners = world[tris]
-        face = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        parts.append((corners, colours[tris], uvs[loops], (normals @ normal_matrix.T)[loops], face))
+        world = positions @ matrix[:3, :3].T + matrix[:3, 3]
+        corners = world[static["tris"]]
+        out = {"corners": corners}
+        for name in ("canonical", "uv"):
+            if name in static:
+                out[name] = static[name]
+        if normals is not None:
+            normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
+            out["normal"] = (normals @ normal_matrix.T)[static["loops"]]
+            out["face"] = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        parts.append(out)
     if not parts:
         return None
-    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def _mesh_arrays(mesh, need_canonical, name):
-    mesh.calc_loop_triangles()
-    count = len(mesh.loop_triangles)
-    if count == 0:
-        return None
-    positions = _read(mesh.vertices, "co", len(mesh.vertices), 3)
+def _check_canonical(mesh, passes, name):
+    if "udp" not in passes:
+        return
+    attribute = mesh.attributes.get(canonical.ATTRIBUTE)
+    if attribute is None or attribute.domain != "POINT":
+        raise AniRenderError(
+            f'Mesh "{name}" lost its canonical colours; run Set Canonical Pose again.'
+        )
+
+
+def _static_arrays(mesh, key, passes, name):
+    """Triangles and the per-corner values that do not change from frame to frame."""
+    vertices, loops, count = key
     tris = _read(mesh.loop_triangles, "vertices", count, 3, np.int32)
-    loops = _read(mesh.loop_triangles, "loops", count, 3, np.int32)
-    if need_canonical:
-        attribute = mesh.attributes.get(canonical.ATTRIBUTE)
-        if attribute is None or attribute.domain != "POINT":
-            from ..errors import AniRenderError
-
-            raise AniRenderError(
-                f'Mesh "{name}" lost its canonical colours; run Set Canonical Pose again.'
-            )
-        colours = _read(attribute.data, "vector", len(mesh.vertices), 3)
-    else:
-        colours = np.zeros((len(mesh.vertices), 3))
-    uv_layer = next((uv for uv in mesh.uv_layers if uv.active_render), mesh.uv_layers.active)
-    if uv_layer is not None:
-        uvs = _read(uv_layer.uv, "vector", len(mesh.loops), 2)
-    else:
-        uvs = np.zeros((len(mesh.loops), 2))
-    normals = _read(mesh.corner_normals, "vector", len(mesh.loops), 3)
-    return positions, tris, loops, colours, uvs, normals
+    tri_loops = _read(mesh.loop_triangles, "loops", count, 3, np.int32)
+    static = {"key": key, "tris": tris, "loops": tri_loops}
+    if "udp" in passes:
+        attribute = mesh.attributes[canonical.ATTRIBUTE]
+        static["canonical"] = _read(attribute.data, "vector", vertices, 3)[tris]
+    if "uv" in passes:
+        layer = next((uv for uv in mesh.uv_layers if uv.active_render), mesh.uv_layers.active)
+        if layer is not None:
+            static["uv"] = _read(layer.uv, "vector", loops, 2)[tri_loops]
+        else:
+            static["uv"] = np.zeros((count, 3, 2))
+    return static
 
 
 def _read(collection, attr, count, width, dtype=np.float32):

@@ -35,7 +35,7 @@ class Fragments:
 
     triangle: torch.Tensor  # (H, W) int64, -1 where nothing is hit
     barycentric: torch.Tensor  # (H, W, 3) perspective-correct weights of the 3 corners
-    depth: torch.Tensor  # (H, W) NDC z of the hit (inf where nothing is hit)
+    depth: torch.Tensor  # (H, W) depth key of the hit, smaller is nearer (inf: no hit)
 
     @property
     def coverage(self) -> torch.Tensor:
@@ -98,9 +98,9 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
         raise ValueError(f"image size must be positive, got {width} x {height}")
 
     pixels = height * width
-    zbuffer = torch.full((pixels,), torch.inf, dtype=torch.float64, device=device)
+    zbuffer = torch.full((pixels,), torch.inf, dtype=torch.float32, device=device)
     triangle = torch.full((pixels,), -1, dtype=torch.int64, device=device)
-    bary = torch.zeros((pixels, 3), dtype=torch.float64, device=device)
+    bary = torch.zeros((pixels, 3), dtype=torch.float32, device=device)
 
     w = clip[..., 3]
     keep = (w > near_w).all(dim=1)
@@ -111,16 +111,19 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     ndc = clip[..., :3] / w[..., None]
     sx = (ndc[..., 0] + 1.0) * 0.5 * width
     sy = (1.0 - ndc[..., 1]) * 0.5 * height
-    sz = ndc[..., 2]
+    # depth key, affine in screen space, smaller is nearer: -1/w in perspective (exact in
+    # float32 whatever the clip planes), NDC z for an orthographic camera (w == 1)
+    orthographic = bool((w == 1.0).all())
+    key = ndc[..., 2] if orthographic else -1.0 / w
 
     # the pixel-centre columns/rows each triangle's bounding box can contain
     col0 = torch.ceil(sx.min(dim=1).values - 0.5).clamp(min=0)
     col1 = torch.floor(sx.max(dim=1).values - 0.5).clamp(max=width - 1)
     row0 = torch.ceil(sy.min(dim=1).values - 0.5).clamp(min=0)
     row1 = torch.floor(sy.max(dim=1).values - 0.5).clamp(max=height - 1)
-    box_w = (col1 - col0 + 1).clamp(min=0).to(torch.int64)
-    box_h = (row1 - row0 + 1).clamp(min=0).to(torch.int64)
-    area = box_w * box_h
+    box_w = (col1 - col0 + 1).clamp(min=0)
+    box_h = (row1 - row0 + 1).clamp(min=0)
+    area = (box_w * box_h).to(torch.int64)
 
     # signed area; degenerate (edge-on) triangles cover no pixel centre
     x0, x1, x2 = sx.unbind(1)
@@ -130,6 +133,11 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     order = torch.nonzero(visible).squeeze(1)
     if order.numel() == 0:
         return _fragments(triangle, bary, zbuffer, height, width)
+    # everything a candidate pair needs, one row per triangle: a single gather per batch
+    packed = torch.cat(
+        [sx, sy, key, 1.0 / w, torch.stack([col0, row0, box_w, double_area.sign()], dim=1)],
+        dim=1,
+    ).to(torch.float32)
 
     # batches of whole triangles, each with at most _PAIRS_PER_BATCH candidate pixels
     counts = area[order]
@@ -139,50 +147,55 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
         base = ends[start - 1] if start > 0 else torch.zeros((), dtype=ends.dtype, device=device)
         stop = int(torch.searchsorted(ends, base + _PAIRS_PER_BATCH, right=True))
         stop = max(stop, start + 1)
-        _draw_batch(
-            order[start:stop], counts[start:stop], col0, row0, box_w, sx, sy, sz, w,
-            double_area, tri_ids, width, zbuffer, triangle, bary,
-        )  # fmt: skip
+        _draw_batch(order[start:stop], counts[start:stop], packed, tri_ids, width,
+                    zbuffer, triangle, bary)  # fmt: skip
         start = stop
     return _fragments(triangle, bary, zbuffer, height, width)
 
 
-def _draw_batch(batch, counts, col0, row0, box_w, sx, sy, sz, w, double_area, tri_ids, width,
-                zbuffer, triangle, bary):  # fmt: skip
+def _draw_batch(batch, counts, packed, tri_ids, width, zbuffer, triangle, bary):
     device = batch.device
     t = torch.repeat_interleave(batch, counts)
     first = torch.cumsum(counts, 0) - counts
     local = torch.arange(t.numel(), device=device) - torch.repeat_interleave(first, counts)
-    bw = box_w[t]
-    col = col0[t] + (local % bw)
-    row = row0[t] + torch.div(local, bw, rounding_mode="floor")
-    px = col + 0.5
-    py = row + 0.5
-
-    x0, x1, x2 = sx[t].unbind(1)
-    y0, y1, y2 = sy[t].unbind(1)
-    area = double_area[t]
-    # screen-space barycentrics from the edge functions
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
-    b2 = 1.0 - b0 - b1
-    inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
-    if not bool(inside.any()):
+    rows = packed[t]
+    box_w = rows[:, 14].to(torch.int64)
+    col = rows[:, 12] + (local % box_w).to(torch.float32)
+    row = rows[:, 13] + torch.div(local, box_w, rounding_mode="floor").to(torch.float32)
+    # edge functions, each from the pixel centre to the two corners of one edge: a shared
+    # edge gives exactly opposite values in its two triangles, so no centre falls through
+    dx = rows[:, 0:3] - (col + 0.5)[:, None]
+    dy = rows[:, 3:6] - (row + 0.5)[:, None]
+    edges = (
+        torch.stack(
+            [
+                dx[:, 1] * dy[:, 2] - dx[:, 2] * dy[:, 1],
+                dx[:, 2] * dy[:, 0] - dx[:, 0] * dy[:, 2],
+                dx[:, 0] * dy[:, 1] - dx[:, 1] * dy[:, 0],
+            ],
+            dim=1,
+        )
+        * rows[:, 15:16]
+    )  # oriented so that inside is >= 0 for either winding
+    inside = torch.nonzero((edges >= 0).all(dim=1)).squeeze(1)
+    if inside.numel() == 0:
         return
-    t, row, col = t[inside], row[inside], col[inside]
-    screen = torch.stack((b0[inside], b1[inside], b2[inside]), dim=1)
-    depth = (screen * sz[t]).sum(dim=1)  # NDC z is affine in screen space
-    persp = screen / w[t]
+    t, rows, edges = t[inside], rows[inside], edges[inside]
+    pixel = row[inside].to(torch.int64) * width + col[inside].to(torch.int64)
+    screen = edges / edges.sum(dim=1, keepdim=True)
+    depth = (screen * rows[:, 6:9]).sum(dim=1)
+    persp = screen * rows[:, 9:12]
     persp = persp / persp.sum(dim=1, keepdim=True)
 
-    pixel = row.to(torch.int64) * width + col.to(torch.int64)
-    before = zbuffer.clone()
+    before = zbuffer[pixel]
     zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin", include_self=True)
-    win = (depth == zbuffer[pixel]) & (depth < before[pixel])
+    win = torch.nonzero((depth == zbuffer[pixel]) & (depth < before)).squeeze(1)
+    pixel, t, persp = pixel[win], t[win], persp[win]
     # equal depths on one pixel: the higher triangle index wins, deterministically
-    winner_tri = torch.full_like(triangle, -1)
-    winner_tri.scatter_reduce_(0, pixel[win], t[win], reduce="amax", include_self=True)
-    final = win & (t == winner_tri[pixel])
+    unique, inverse = torch.unique(pixel, return_inverse=True)
+    winner = torch.full((unique.numel(),), -1, dtype=t.dtype, device=device)
+    winner.scatter_reduce_(0, inverse, t, reduce="amax", include_self=True)
+    final = torch.nonzero(t == winner[inverse]).squeeze(1)
     triangle[pixel[final]] = tri_ids[t[final]]
     bary[pixel[final]] = persp[final]
 

@@ -68,7 +68,7 @@ def test_values_are_perspective_correct_on_a_slanted_plane():
     rays = _pixel_rays(40, 40, projection)
     t = (quad[0] @ normal) / (rays @ normal)
     expected = rays * t[..., None]
-    np.testing.assert_allclose(image[hit], expected[hit], atol=1e-9)
+    np.testing.assert_allclose(image[hit], expected[hit], atol=2e-5)  # float32 weights
     # depth varies 3x across the quad, so screen-space (affine) weights would miss by far
     assert np.ptp(expected[hit][:, 2]) > 2.0
 
