@@ -19,6 +19,8 @@ _COMMAND_MODULES = (
     "anirender.models.shade_cli",
     "anirender.models.weights",
     "anirender.models.recon_cli",
+    "anirender.addon.dataset_cli",
+    "anirender.models.train.cli",
     "anirender.service.serve",
 )
 

@@ -1,0 +1,175 @@
+"""CoNR training data as written by ``anirender dataset conr``, and the metrics on it.
+
+A training example is one character: ``views`` of its samples form the character sheet
+(images, plus their true UDPs to supervise the parser) and one more sample is the target
+(its UDP goes in, its image is what should come out). Draws are seeded by (seed, step),
+so a resumed run sees exactly the examples an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ...errors import AniRenderError
+from ..conr import premultiply_official, quantise_udp_mask
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CharacterSamples:
+    id: str
+    images: np.ndarray  # uint8 (N, H, W, 4) straight RGBA
+    udps: np.ndarray  # float32 (N, H, W, 4)
+
+
+def load_split(root, split: str, size: int | None = None) -> list[CharacterSamples]:
+    """Every character of ``split`` ("train" or "val") with its samples in memory."""
+    root = Path(root)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise AniRenderError(
+            f"{root} is not a CoNR dataset (no {MANIFEST}); make one with "
+            "`anirender dataset conr --out DIR`."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AniRenderError(f"{manifest_path} is not valid JSON ({exc}).") from None
+    characters = []
+    for entry in manifest.get("characters", []):
+        if entry.get("split") != split:
+            continue
+        images, udps = [], []
+        for sample in entry["samples"]:
+            image = np.asarray(Image.open(root / sample["image"]).convert("RGBA"))
+            with np.load(root / sample["udp"], allow_pickle=False) as npz:
+                udp = npz["i"].astype(np.float32)
+            if image.shape[:2] != udp.shape[:2]:
+                raise AniRenderError(
+                    f"{sample['image']} and {sample['udp']} differ in size; regenerate the dataset."
+                )
+            images.append(image)
+            udps.append(udp)
+        characters.append(CharacterSamples(entry["id"], np.stack(images), np.stack(udps)))
+    if not characters:
+        raise AniRenderError(f"The dataset in {root} has no '{split}' characters.")
+    side = characters[0].images.shape[1]
+    if size is not None and side != size:
+        raise AniRenderError(
+            f"The dataset in {root} is {side}x{side} but training asks for {size}; "
+            f"pass --size {side} or regenerate the dataset with --size {size}."
+        )
+    return characters
+
+
+def sheet_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (V, H, W, 4) straight RGBA -> (V, 4, H, W) as CoNR loads sheets."""
+    rgb = premultiply_official(images)
+    stacked = np.concatenate([rgb, images[..., 3:4]], axis=-1)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+
+
+def premultiplied_target(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 4) straight RGBA -> (N, 4, H, W) premultiplied float."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return torch.cat([x[:, :3] * x[:, 3:4], x[:, 3:4]], 1)
+
+
+def udp_tensor(udps: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(quantise_udp_mask(udps)).permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass
+class Batch:
+    sheet: torch.Tensor  # (F, V, 4, H, W)
+    sheet_udp: torch.Tensor  # (F, V, 4, H, W) true UDPs of the sheet images
+    target_udp: torch.Tensor  # (F, 4, H, W)
+    target: torch.Tensor  # (F, 4, H, W) premultiplied RGBA
+    sheet_images: np.ndarray  # uint8 (F, V, H, W, 4)
+    target_images: np.ndarray  # uint8 (F, H, W, 4)
+
+
+def draw_batch(characters, frames: int, views: int, rng: np.random.Generator) -> Batch:
+    """``frames`` examples, each from one character: ``views`` sheet samples + a target."""
+    sheets, sheet_udps, target_udps, targets = [], [], [], []
+    for _ in range(frames):
+        character = characters[rng.integers(len(characters))]
+        count = len(character.images)
+        if count < views + 1:
+            raise AniRenderError(
+                f"Character {character.id} has {count} samples; {views} views need {views + 1}."
+            )
+        picks = rng.choice(count, size=views + 1, replace=False)
+        sheets.append(character.images[picks[:views]])
+        sheet_udps.append(character.udps[picks[:views]])
+        target_udps.append(character.udps[picks[views]])
+        targets.append(character.images[picks[views]])
+    sheet_images = np.stack(sheets)
+    target_images = np.stack(targets)
+    return Batch(
+        sheet=torch.stack([sheet_tensor(s) for s in sheet_images]),
+        sheet_udp=torch.stack([udp_tensor(u) for u in sheet_udps]),
+        target_udp=udp_tensor(np.stack(target_udps)),
+        target=premultiplied_target(target_images),
+        sheet_images=sheet_images,
+        target_images=target_images,
+    )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def over_white(rgba_premultiplied: np.ndarray) -> np.ndarray:
+    """Premultiplied float RGBA (..., 4) composited on white -> RGB in [0, 1]."""
+    rgba = np.clip(rgba_premultiplied, 0.0, 1.0)
+    return rgba[..., :3] + (1.0 - rgba[..., 3:4])
+
+
+def straight_to_premultiplied(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32) / 255.0
+    return np.concatenate([x[..., :3] * x[..., 3:4], x[..., 3:4]], axis=-1)
+
+
+def image_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    """L1, PSNR (dB) and SSIM of premultiplied RGBA frames, compared on white."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = over_white(predicted), over_white(truth)
+    l1 = float(np.abs(a - b).mean())
+    psnr = float(np.mean([peak_signal_noise_ratio(t, p, data_range=1.0) for p, t in zip(a, b)]))
+    ssim = float(
+        np.mean(
+            [structural_similarity(t, p, data_range=1.0, channel_axis=-1) for p, t in zip(a, b)]
+        )
+    )
+    return {"l1": l1, "psnr": psnr, "ssim": ssim}
+
+
+def nearest_udp_baseline(
+    sheet_images: np.ndarray, sheet_udps: np.ndarray, target_udp: np.ndarray
+) -> np.ndarray:
+    """The non-neural baseline: each target pixel copies the sheet pixel of nearest UDP.
+
+    ``sheet_images`` uint8 (V, H, W, 4) straight, ``sheet_udps`` (V, H, W, 4) the sheet's
+    true UDPs, ``target_udp`` (H, W, 4). Returns premultiplied float RGBA (H, W, 4); the
+    target's empty pixels stay transparent.
+    """
+    from scipy.spatial import cKDTree
+
+    covered = sheet_udps[..., 3] > 0.5
+    out = np.zeros(target_udp.shape[:2] + (4,), np.float32)
+    wanted = target_udp[..., 3] > 0.5
+    if not covered.any() or not wanted.any():
+        return out
+    tree = cKDTree(sheet_udps[covered][:, :3])
+    _, nearest = tree.query(target_udp[wanted][:, :3], k=1)
+    colours = straight_to_premultiplied(sheet_images[covered])[nearest]
+    out[wanted] = colours
+    return out
