@@ -135,6 +135,8 @@ class HttpClient(ShaderClient):
         self.token = token or None
         self.timeout = timeout
         self._sheets: dict[str, np.ndarray] = {}  # kept to upload again after a restart
+        #: model seconds of the last ``shade`` answer (what is left of its time is transfer)
+        self.last_shading_seconds = 0.0
 
     # plumbing ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None, timeout=None):
@@ -148,7 +150,7 @@ class HttpClient(ShaderClient):
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as answer:
-                return answer.read(), answer.headers.get("Content-Type", "")
+                return answer.read(), answer.headers
         except urllib.error.HTTPError as exc:
             raise self._service_error(exc) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
@@ -180,9 +182,11 @@ class HttpClient(ShaderClient):
         return json.loads(data)
 
     def _arrays(self, method, path, names, body=None) -> dict:
-        data, kind = self._request(method, path, body)
+        data, headers = self._request(method, path, body)
+        kind = headers.get("Content-Type", "")
         if protocol.NPZ_TYPE not in kind:
             raise AniRenderError(f"The service at {self.url} answered {kind!r}, not arrays.")
+        self.last_shading_seconds = float(headers.get(protocol.SHADING_SECONDS) or 0.0)
         return protocol.unpack(data, names, limit=max(len(data) * 4, 1 << 20))
 
     # the interface ----------------------------------------------------------------------

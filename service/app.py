@@ -165,8 +165,11 @@ def create_app(
         sheet = queue.sheet(sheet_id)
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
-        rgba = await asyncio.wrap_future(queue.shade(sheet_id, udp))
-        return await asyncio.to_thread(npz, rgba=rgba)
+        future = queue.shade(sheet_id, udp)
+        rgba = await asyncio.wrap_future(future)
+        answer = await asyncio.to_thread(npz, rgba=rgba)
+        answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
+        return answer
 
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def submit_job(request: Request, sheet_id: str = Query(...)) -> dict:

@@ -29,7 +29,8 @@ Endpoints (all under ``/v1``, Bearer token when the service has one):
 ``GET|DELETE sheets/{id}``, ``POST sheets/{id}/shade`` (``udp`` -> ``rgba``),
 ``POST jobs?sheet_id=`` (``udp``, ``frames`` -> ``{"job_id", ...}``), ``GET jobs/{id}``
 (progress), ``GET jobs/{id}/results?start=&limit=`` (``index``, ``frames``, ``rgba`` of
-the finished frames in that range), ``DELETE jobs/{id}`` (cancel).
+the finished frames in that range), ``DELETE jobs/{id}`` (cancel). ``shade`` answers
+carry ``X-AniRender-Shading-Seconds``: the model time spent on the request's frames.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ NPZ_TYPE = "application/x-npz"
 PORT_LINE = "ANIRENDER_SERVICE_PORT="
 DEFAULT_PORT = 8765
 TOKEN_ENV = "ANIRENDER_SERVICE_TOKEN"
+#: response header of ``shade``: seconds the model spent on the request's frames
+SHADING_SECONDS = "X-AniRender-Shading-Seconds"
 SIZE_MULTIPLE = 128
 MAX_SIZE = 1024
 MAX_VIEWS = 16

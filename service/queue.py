@@ -51,7 +51,7 @@ class _Frame:
 
     sheet_id: str
     udp: np.ndarray  # (H, W, 4)
-    deliver: object  # callable(rgba (H, W, 4) | None, exc | None)
+    deliver: object  # callable(rgba (H, W, 4) | None, exc | None, model seconds)
     alive: object = None  # callable() -> bool; False drops the frame (cancelled job)
 
 
@@ -163,26 +163,32 @@ class ShadingQueue:
 
     # frames -----------------------------------------------------------------------------
     def shade(self, sheet_id: str, udp: np.ndarray) -> Future:
-        """Shade (B, H, W, 4) frames; the future gives float32 (B, H, W, 4)."""
+        """Shade (B, H, W, 4) frames; the future gives float32 (B, H, W, 4).
+
+        ``future.shading_seconds`` is then the model time spent on these frames (a
+        batch's time is shared among its frames).
+        """
         sheet = self.sheet(sheet_id)
         future: Future = Future()
+        future.shading_seconds = 0.0
         out = np.empty(udp.shape, dtype=np.float32)
         remaining = [len(udp)]
 
-        def deliver(i, rgba, exc):
+        def deliver(i, rgba, exc, seconds):
             if future.done():
                 return
             if exc is not None:
                 future.set_exception(exc)
                 return
             out[i] = rgba
+            future.shading_seconds += seconds
             remaining[0] -= 1
             if remaining[0] == 0:
                 future.set_result(out)
 
         with self._lock:
             for i in range(len(udp)):
-                self._put(_Frame(sheet.sheet_id, udp[i], lambda r, e, i=i: deliver(i, r, e)))
+                self._put(_Frame(sheet.sheet_id, udp[i], lambda r, e, s, i=i: deliver(i, r, e, s)))
         return future
 
     # jobs -------------------------------------------------------------------------------
@@ -190,7 +196,7 @@ class ShadingQueue:
         sheet = self.sheet(sheet_id)
         job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size)
 
-        def deliver(i, rgba, exc):
+        def deliver(i, rgba, exc, seconds):
             if job.state != "running":
                 return
             if exc is not None:
@@ -208,7 +214,7 @@ class ShadingQueue:
                     _Frame(
                         sheet_id,
                         udp[i],
-                        lambda r, e, i=i: deliver(i, r, e),
+                        lambda r, e, s, i=i: deliver(i, r, e, s),
                         alive=lambda: job.state == "running",
                     )
                 )
@@ -295,23 +301,25 @@ class ShadingQueue:
         batch = [f for f in batch if f.alive is None or f.alive()]
         if not batch:
             return
+        start = time.perf_counter()
         try:
             encoding = self.sheet(batch[0].sheet_id).encoding
             rgba = self.model.render(encoding, np.stack([f.udp for f in batch]))
         except Exception as exc:
             for frame in batch:
-                frame.deliver(None, exc)
+                frame.deliver(None, exc, 0.0)
             return
+        share = (time.perf_counter() - start) / len(batch)
         with self._lock:
             self.stats["frames_shaded"] += len(batch)
             self.stats["batches"] += 1
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
         for frame, result in zip(batch, rgba):
-            frame.deliver(result, None)
+            frame.deliver(result, None, share)
 
     @staticmethod
     def _fail(item, exc) -> None:
         if isinstance(item, _Encode):
             item.future.set_exception(exc)
         else:
-            item.deliver(None, exc)
+            item.deliver(None, exc, 0.0)

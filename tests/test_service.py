@@ -38,6 +38,7 @@ def shade(http, sheet_id, udp) -> np.ndarray:
     answer = http.post(f"/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp))
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == protocol.NPZ_TYPE
+    assert float(answer.headers[protocol.SHADING_SECONDS]) > 0
     return protocol.unpack(answer.content, ("rgba",), 1 << 28)["rgba"]
 
 
