@@ -165,6 +165,17 @@ def write_density_npz(path, n=80, box=0.8):
 def fit_triplane(path, steps=200, resolution=64, box=0.7, seed=0):
     """Fit 3x32xRxR planes and the decoder to the head with Adam; save as safetensors."""
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: extra threads only spin on a shared machine
+    try:
+        return _fit(path, steps, resolution, box, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(path, steps, resolution, box, seed):
+    import torch
     from safetensors.numpy import save_file
 
     from anirender.models.recon_readers import decode_triplane

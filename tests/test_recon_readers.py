@@ -109,12 +109,29 @@ def test_density_grid_with_sidecar_and_colours(tmp_path):
     _check_head(mesh, box, box / 79)
 
 
-def test_fitted_triplane_reproduces_the_head(tmp_path):
+@pytest.fixture
+def one_torch_thread():
+    """Small batches on a shared 2-core machine: a second thread only spins."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fitted_triplane_reproduces_the_head(tmp_path, one_torch_thread):
     path = tmp_path / "head.safetensors"
     box = fit_triplane(path)
     fmt, mesh = prepare_portrait(path, FILE_UNITS)
     assert fmt.kind == "triplane"
     _check_head(mesh, box, box / 63)
+    # the same tensors as .npz give the same surface
+    from safetensors.numpy import load_file
+
+    np.savez(tmp_path / "head.npz", **load_file(str(path)))
+    fmt, again = prepare_portrait(tmp_path / "head.npz", FILE_UNITS)
+    assert fmt.kind == "triplane" and np.allclose(again.verts, mesh.verts, atol=1e-5)
 
 
 def test_real_world_size_and_face_budget(tmp_path):
@@ -126,6 +143,19 @@ def test_real_world_size_and_face_budget(tmp_path):
     assert mesh.verts[:, 2].min() == pytest.approx(0.0, abs=1e-9)  # bottom centre at origin
     assert 1000 < len(mesh.faces) <= 3000
     assert signed_volume(mesh.verts, mesh.faces) > 0
+
+
+def test_face_budget_on_a_panic_mesh(tmp_path):
+    path = tmp_path / "front.pkl"
+    box = write_panic_pickle(path)
+    _, full = prepare_portrait(path, FILE_UNITS)
+    budget = PortraitImportOptions(head_width_cm=0, face_budget=len(full.faces) // 5)
+    _, mesh = prepare_portrait(path, budget)
+    assert len(full.faces) // 10 < len(mesh.faces) <= len(full.faces) // 5
+    assert chamfer(blender_to_source(mesh.verts), box) < 3 * box / 96
+    assert signed_volume(mesh.verts, mesh.faces) > 0
+    nose = mesh.verts[:, 1].argmin()
+    assert np.allclose(mesh.colors[nose], NOSE, atol=0.2)
 
 
 def test_splat_ply_becomes_a_point_cloud(tmp_path):
