@@ -111,17 +111,14 @@ def _shader_block(x, sd, p, split):
     return flow, torch.sigmoid(mask), msg, msg_flow, loc, loc_flow
 
 
-def _block_split(sd, p, flows=32):
-    """Output channel split of one CINN block from its weights."""
+def _block_split(sd, p, last, flows=32):
+    """Output channel split of one CINN block; only the last block has no local message."""
     out = sd[p + ".conv_last.2.weight"].shape[1]
-    # out = 2 + msg + flows + local + (flows if local) + 2 + msg
-    for msg in range(1, out):
-        rest = out - (2 + msg + flows + 2 + msg)
-        if rest == 0:
-            return [2, msg, flows, 0, 0, 2 + msg]
-        if rest > flows and rest - flows == msg:
-            return [2, msg, flows, msg, flows, 2 + msg]
-    raise ValueError(p)
+    if last:  # 2 + msg + flows + 2 + msg
+        msg = (out - 4 - flows) // 2
+        return [2, msg, flows, 0, 0, 2 + msg]
+    msg = (out - 4 - 2 * flows) // 3  # 2 + msg + flows + local(=msg) + flows + 2 + msg
+    return [2, msg, flows, msg, flows, 2 + msg]
 
 
 def cinn(sd, target_feats, x_reference, ref_feats, flows=32):
@@ -131,7 +128,7 @@ def cinn(sd, target_feats, x_reference, ref_feats, flows=32):
     views = x_reference.shape[1]
     for k in range(levels):
         p = f"decoder_blocks.{k}"
-        split = _block_split(sd, p, flows)
+        split = _block_split(sd, p, k == levels - 1, flows)
         st = {n: [] for n in ("flow", "mask", "msg", "loc", "wref", "feat")}
         for v in range(views):
             if k == 0:

@@ -1,0 +1,141 @@
+"""CoNR shading speed on CPU: the batched fast path against the reference-style loop.
+
+The official full-size network with seeded random weights (``randomize_weights``, gain
+0.85 so the network is not chaotic and the fp32/bf16 comparison means something). For
+each working size and number of sheet views, in one run and side by side:
+
+- ``reference``: ``tests/conr_reference.py``, per frame and per view, fp32, NCHW;
+- ``fast fp32`` / ``fast bf16``: ``CoNR.render`` with all views and frames batched.
+
+Reports frames per second, the speed-up over the reference, peak resident memory during
+the timed call (Linux VmHWM), max |fast - reference| and the bf16 PSNR against fp32.
+
+    .venv/bin/python bench/conr.py [--sizes 256 512] [--views 1 4] [--frames 2]
+"""
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conr_reference import ReferenceCoNR  # noqa: E402
+
+from anirender.models.conr import OFFICIAL_FILES, CoNR, randomize_weights  # noqa: E402
+
+
+def sheet_images(views, size, seed=1):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (views, size, size, 4), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for v in range(views):
+        inside = (yy - size / 2) ** 2 + (xx - size / 2 - v * size / 32) ** 2 < (size * 0.3) ** 2
+        images[v, ..., 3] = np.where(inside, 255, 0)
+    return images
+
+
+def udp_frames(frames, size, seed=2):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    udp = np.zeros((frames, size, size, 4), np.float32)
+    for f in range(frames):
+        body = (np.abs(yy - 0.5) < 0.35) & (np.abs(xx - 0.5 - 0.02 * f) < 0.2)
+        udp[f, ..., 0], udp[f, ..., 1] = xx, yy
+        udp[f, ..., 2] = rng.random((size, size)) * 0.1 + 0.4
+        udp[f, ..., 3] = 1
+        udp[f][~body] = 0
+    return udp
+
+
+def reset_peak():
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_mib():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def timed(fn):
+    reset_peak()
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start, peak_mib()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--frames", type=int, default=2, help="frames per fast-path call")
+    parser.add_argument("--reference-frames", type=int, default=1)
+    args = parser.parse_args()
+
+    model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare("cpu")
+    parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
+    reference = ReferenceCoNR(parts)
+    print(
+        f"# CoNR bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    # one small warm-up of each path
+    warm = sheet_images(1, 256)
+    reference.set_sheet(warm)
+    reference.render_frame(udp_frames(1, 256)[0])
+    model.render(model.encode_sheet(warm), udp_frames(1, 256))
+
+    print("| size | views | path | fps | speed-up | peak RSS MiB | check |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        for views in args.views:
+            sheet = sheet_images(views, size)
+            udp = udp_frames(args.frames, size)
+            reference.set_sheet(sheet)
+            n_ref = args.reference_frames
+            ref_out, t_ref, m_ref = timed(
+                lambda: np.stack([reference.render_frame(u) for u in udp[:n_ref]])  # noqa: B023
+            )
+            ref_fps = n_ref / t_ref
+            print(f"| {size} | {views} | reference fp32 | {ref_fps:.3f} | 1.00 | {m_ref:.0f} | |")
+
+            model.set_precision("fp32")
+            enc = model.encode_sheet(sheet)
+            out32, t32, m32 = timed(lambda: model.render(enc, udp))  # noqa: B023
+            diff = np.abs(out32[:n_ref] - ref_out).max()
+            fps = args.frames / t32
+            print(
+                f"| {size} | {views} | fast fp32 | {fps:.3f} | {fps / ref_fps:.2f} | {m32:.0f} "
+                f"| max diff {diff:.1e} |"
+            )
+
+            model.set_precision("bf16")
+            enc = model.encode_sheet(sheet)
+            out16, t16, m16 = timed(lambda: model.render(enc, udp))  # noqa: B023
+            mse = float(np.mean((out16 - out32) ** 2))
+            psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
+            fps = args.frames / t16
+            print(
+                f"| {size} | {views} | fast bf16 | {fps:.3f} | {fps / ref_fps:.2f} | {m16:.0f} "
+                f"| PSNR {psnr:.1f} dB |",
+                flush=True,
+            )
+            model.set_precision("fp32")
+
+
+if __name__ == "__main__":
+    main()
