@@ -87,8 +87,11 @@ def read_portrait_source(path, fmt: PortraitFormat, options: PortraitImportOptio
     step = 1
     if options.face_budget:
         # a coarser marching-cubes step is the cleanest decimation a volume can get
-        verts, faces, _ = volume_to_surface(replace(volume, color_at=None), options.level)
-        step = max(1, int(np.sqrt(len(faces) / options.face_budget)))
+        # a step-2 pass is ~8x cheaper and has ~1/4 of the full triangle count
+        _, faces, _ = volume_to_surface(
+            replace(volume, colors=None, color_at=None), options.level, 2
+        )
+        step = max(1, int(np.sqrt(4 * len(faces) / options.face_budget)))
     verts, faces, colors = volume_to_surface(volume, options.level, step)
     return PortraitMesh(verts, faces, volume.source, colors, box=volume.box)
 

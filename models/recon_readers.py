@@ -175,23 +175,22 @@ def load_pickle_safely(path: Path):
     """Unpickle containers and numpy arrays only; anything that names code is refused."""
     data = Path(path).read_bytes()
     try:
-        value = _PlainDataUnpickler(io.BytesIO(data)).load()
+        return _to_plain(_PlainDataUnpickler(io.BytesIO(data)).load())
     except _RefusedGlobal as exc:
         raise AniRenderError(
             f"{Path(path).name}: refused to read this pickle because it asks to run code "
             f"({exc}). A PAniC-3D front.pkl holds only arrays; re-export it, or do not "
             "open pickles from sources you do not trust."
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
-        raise AniRenderError(
-            f"{Path(path).name}: not a readable pickle (truncated or corrupted: {exc}). "
-            "Re-export the reconstruction."
-        ) from None
     except MemoryError:
         raise AniRenderError(
             f"{Path(path).name}: the pickle is corrupted (absurd sizes)."
         ) from None
-    return _to_plain(value)
+    except Exception as exc:  # noqa: BLE001 - any failure of hostile or broken bytes
+        raise AniRenderError(
+            f"{Path(path).name}: not a readable pickle (truncated or corrupted: "
+            f"{type(exc).__name__}: {exc}). Re-export the reconstruction."
+        ) from None
 
 
 # --------------------------------------------------------------------- helpers

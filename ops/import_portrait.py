@@ -20,9 +20,12 @@ def _describe(path: str) -> str:
     from ..models.recon import describe_portrait
 
     p = Path(path)
+    try:
+        key = (str(p), p.stat().st_mtime_ns)
+    except OSError:
+        return ""
     if not p.is_file():
         return ""
-    key = (str(p), p.stat().st_mtime_ns)
     if key not in _described:
         _described.clear()
         _described[key] = describe_portrait(p)
@@ -134,11 +137,15 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
         sub.prop(self, "head_bone")
 
     def execute(self, context):
+        wm = context.window_manager
+        wm.progress_begin(0, 3)  # busy cursor with a counter while the volume is meshed
         try:
             obj = self._import(context)
         except AniRenderError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        finally:
+            wm.progress_end()
         for other in context.selected_objects:
             other.select_set(False)
         obj.select_set(True)
@@ -170,6 +177,7 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
         options = self._options()
         armature = self._armature(context)
         fmt = detect_portrait_format(path)
+        context.window_manager.progress_update(1)
         # all checks and heavy work first; nothing is added until the mesh is ready
         if fmt.kind in MESH_FILE_KINDS:
             mesh = fit_to_size(
@@ -177,6 +185,7 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
             )
         else:
             fmt, mesh = prepare_portrait(path, options)
+        context.window_manager.progress_update(2)
         portrait = None
         if self.use_project_portrait:
             image_path = self.portrait_path or _guess_portrait_image(path)

@@ -59,6 +59,14 @@ def _shows_vertex_colours(obj):
     return source.bl_idname == "ShaderNodeVertexColor" and source.layer_name == "Col"
 
 
+def test_listed_in_file_import_menu(addon):
+    import bpy
+
+    from anirender.ops.import_portrait import draw_import_menu
+
+    assert draw_import_menu in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
+
+
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_import_each_format_in_file_units(addon, tmp_path, name):
     import bpy

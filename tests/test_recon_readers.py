@@ -228,3 +228,26 @@ def test_cli_writes_obj_ply_glb(tmp_path):
     assert (tmp_path / "head.glb").read_bytes()[:4] == b"glTF"
     with pytest.raises(AniRenderError, match="write .glb, .obj or .ply"):
         _cli(["import", "portrait", str(src), "--out", str(tmp_path / "x.fbx")])
+
+
+def test_corrupted_files_only_ever_raise_artist_errors(tmp_path):
+    """Bytes flipped or cut anywhere: an AniRenderError or a mesh, never another exception."""
+    rng = np.random.default_rng(3)
+    sources = {"front.pkl": write_panic_pickle, "seed.mrc": write_eg3d_mrc}
+    for name, writer in sources.items():
+        good = tmp_path / name
+        writer(good, 48)
+        raw = good.read_bytes()
+        for trial in range(25):
+            broken = bytearray(raw)
+            if trial % 2:
+                broken = broken[: int(rng.integers(1, len(raw)))]
+            else:
+                for at in rng.integers(0, len(raw), size=8):
+                    broken[at] = int(rng.integers(0, 256))
+            path = tmp_path / f"broken{trial}{good.suffix}"
+            path.write_bytes(bytes(broken))
+            try:
+                prepare_portrait(path, FILE_UNITS)
+            except AniRenderError:
+                pass
