@@ -516,7 +516,7 @@ def read_density_grid(path, downsample=1, memory_limit=None) -> PortraitVolume:
             density = np.load(path, mmap_mode="r", allow_pickle=False)
     except AniRenderError:
         raise
-    except (ValueError, OSError, EOFError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zip, zlib and format errors all mean "broken"
         raise AniRenderError(f"{path.name}: not a readable numpy grid ({exc}).") from None
     _require(
         density.ndim == 3 and min(density.shape) >= 2,

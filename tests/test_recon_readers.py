@@ -233,10 +233,26 @@ def test_cli_writes_obj_ply_glb(tmp_path):
 def test_corrupted_files_only_ever_raise_artist_errors(tmp_path):
     """Bytes flipped or cut anywhere: an AniRenderError or a mesh, never another exception."""
     rng = np.random.default_rng(3)
-    sources = {"front.pkl": write_panic_pickle, "seed.mrc": write_eg3d_mrc}
+
+    def random_triplane(path, _n):
+        from safetensors.numpy import save_file
+
+        shapes = {"planes": (3, 32, 16, 16), "decoder.fc1.weight": (64, 32)}
+        shapes |= {"decoder.fc1.bias": (64,), "decoder.fc2.weight": (33, 64)}
+        shapes |= {"decoder.fc2.bias": (33,)}
+        save_file({k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}, str(path))
+
+    sources = {
+        "front.pkl": write_panic_pickle,
+        "seed.mrc": write_eg3d_mrc,
+        "grid.npz": write_density_npz,
+        "tri.safetensors": random_triplane,
+        "splat.ply": lambda path, _n: write_splat_ply(path),
+    }
+    options = PortraitImportOptions(head_width_cm=0, grid_resolution=16)
     for name, writer in sources.items():
         good = tmp_path / name
-        writer(good, 48)
+        writer(good, 40)
         raw = good.read_bytes()
         for trial in range(25):
             broken = bytearray(raw)
@@ -248,6 +264,6 @@ def test_corrupted_files_only_ever_raise_artist_errors(tmp_path):
             path = tmp_path / f"broken{trial}{good.suffix}"
             path.write_bytes(bytes(broken))
             try:
-                prepare_portrait(path, FILE_UNITS)
+                prepare_portrait(path, options)
             except AniRenderError:
                 pass
