@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 
 from . import canonical
-from .passes import read_blender_image, set_file_format
+from .passes import read_pass_image, set_file_format
 
 
 class CyclesBackend:
@@ -48,7 +48,7 @@ class CyclesBackend:
             temp.render.filepath = str(path)
             with bpy.context.temp_override(scene=temp):
                 bpy.ops.render.render(write_still=True)
-            pixels = read_blender_image(path)
+            pixels = read_pass_image(path)
             images[name] = _decode(name, pixels)
             if name == "normal" and (name, frame) in self._exr_written:
                 renderer.write_image(path, images[name], "exr")  # the decoded values

@@ -56,25 +56,25 @@ class FastBackend:
             tri = fragments.triangle.cpu().numpy()
             if channels:
                 image = fragments.interpolate(np.concatenate(channels, axis=2)).cpu().numpy()
-        occupancy = hit[..., None].astype(np.float32)
-
         images = {}
         for name in passes:
-            if name in ("udp", "uv"):
-                rgb = image[..., columns[name]]
-                if name == "uv":
-                    rgb = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=2)
+            pixels = np.zeros((height, width, 4), np.float32)
+            pixels[..., 3] = hit
+            if name == "udp":
+                pixels[..., :3] = image[..., columns["udp"]]
+            elif name == "uv":
+                pixels[..., :2] = image[..., columns["uv"]]
             elif name == "normal":
                 ortho = renderer.camera.data.type == "ORTHO"
-                rgb = _facing_normals(image[..., columns["normal"]], image[..., columns["position"]],
-                                      tri, hit, surface["face"], rotation, ortho)  # fmt: skip
+                pixels[..., :3] = _facing_normals(
+                    image[..., columns["normal"]], image[..., columns["position"]],
+                    tri, hit, surface["face"], rotation, ortho,
+                )  # fmt: skip
             elif name == "depth":
-                z = image[..., columns["position"]][..., 2:3]
-                rgb = np.repeat(-z, 3, axis=2)
+                pixels[..., :3] = -image[..., columns["position"]][..., 2:3]
             else:
-                rgb = np.ones((height, width, 3))
-            pixels = np.concatenate([rgb * occupancy, occupancy], axis=2)
-            images[name] = pixels.astype(np.float32)
+                pixels[..., :3] = hit[..., None]
+            images[name] = pixels
         return images
 
     def wrote_exr(self, name: str, frame: int) -> bool:

@@ -46,12 +46,15 @@ class Fragments:
         """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""
         values = torch.as_tensor(corner_values, device=self.triangle.device)
         values = values.to(self.barycentric.dtype)
-        hit = self.coverage
-        out = torch.zeros(*hit.shape, values.shape[-1], dtype=values.dtype, device=values.device)
-        tri = self.triangle[hit]
-        weights = self.barycentric[hit]
-        out[hit] = torch.einsum("nk,nkc->nc", weights, values[tri])
-        return out
+        height, width = self.triangle.shape
+        channels = values.shape[-1]
+        out = torch.zeros(height * width, channels, dtype=values.dtype, device=values.device)
+        triangle = self.triangle.reshape(-1)
+        hit = torch.nonzero(triangle >= 0).squeeze(1)
+        weights = self.barycentric.reshape(-1, 3).index_select(0, hit)
+        corners = values.index_select(0, triangle.index_select(0, hit))
+        out.index_copy_(0, hit, (weights[:, :, None] * corners).sum(dim=1))
+        return out.view(height, width, channels)
 
 
 def pick_device() -> torch.device:
@@ -133,11 +136,12 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     order = torch.nonzero(visible).squeeze(1)
     if order.numel() == 0:
         return _fragments(triangle, bary, zbuffer, height, width)
-    # everything a candidate pair needs, one row per triangle: a single gather per batch
-    packed = torch.cat(
-        [sx, sy, key, 1.0 / w, torch.stack([col0, row0, box_w, double_area.sign()], dim=1)],
-        dim=1,
+    # what the inside test needs, one row per triangle: a single gather per batch
+    geometry = torch.cat(
+        [sx, sy, torch.stack([col0, row0, box_w, double_area.sign()], dim=1)], dim=1
     ).to(torch.float32)
+    # and what only the pixels inside need: depth key and 1/w per corner
+    depth_terms = torch.cat([key, 1.0 / w], dim=1).to(torch.float32)
 
     # batches of whole triangles, each with at most _PAIRS_PER_BATCH candidate pixels
     counts = area[order]
@@ -147,21 +151,21 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
         base = ends[start - 1] if start > 0 else torch.zeros((), dtype=ends.dtype, device=device)
         stop = int(torch.searchsorted(ends, base + _PAIRS_PER_BATCH, right=True))
         stop = max(stop, start + 1)
-        _draw_batch(order[start:stop], counts[start:stop], packed, tri_ids, width,
-                    zbuffer, triangle, bary)  # fmt: skip
+        _draw_batch(order[start:stop], counts[start:stop], geometry, depth_terms, tri_ids,
+                    width, zbuffer, triangle, bary)  # fmt: skip
         start = stop
     return _fragments(triangle, bary, zbuffer, height, width)
 
 
-def _draw_batch(batch, counts, packed, tri_ids, width, zbuffer, triangle, bary):
+def _draw_batch(batch, counts, geometry, depth_terms, tri_ids, width, zbuffer, triangle, bary):
     device = batch.device
     t = torch.repeat_interleave(batch, counts)
     first = torch.cumsum(counts, 0) - counts
     local = torch.arange(t.numel(), device=device) - torch.repeat_interleave(first, counts)
-    rows = packed[t]
-    box_w = rows[:, 14].to(torch.int64)
-    col = rows[:, 12] + (local % box_w).to(torch.float32)
-    row = rows[:, 13] + torch.div(local, box_w, rounding_mode="floor").to(torch.float32)
+    rows = geometry[t]
+    box_w = rows[:, 8].to(torch.int64)
+    col = rows[:, 6] + (local % box_w).to(torch.float32)
+    row = rows[:, 7] + torch.div(local, box_w, rounding_mode="floor").to(torch.float32)
     # edge functions, each from the pixel centre to the two corners of one edge: a shared
     # edge gives exactly opposite values in its two triangles, so no centre falls through
     dx = rows[:, 0:3] - (col + 0.5)[:, None]
@@ -175,28 +179,27 @@ def _draw_batch(batch, counts, packed, tri_ids, width, zbuffer, triangle, bary):
             ],
             dim=1,
         )
-        * rows[:, 15:16]
+        * rows[:, 9:10]
     )  # oriented so that inside is >= 0 for either winding
     inside = torch.nonzero((edges >= 0).all(dim=1)).squeeze(1)
     if inside.numel() == 0:
         return
-    t, rows, edges = t[inside], rows[inside], edges[inside]
+    t, edges = t[inside], edges[inside]
     pixel = row[inside].to(torch.int64) * width + col[inside].to(torch.int64)
+    terms = depth_terms[t]
     screen = edges / edges.sum(dim=1, keepdim=True)
-    depth = (screen * rows[:, 6:9]).sum(dim=1)
-    persp = screen * rows[:, 9:12]
+    depth = (screen * terms[:, 0:3]).sum(dim=1)
+    persp = screen * terms[:, 3:6]
     persp = persp / persp.sum(dim=1, keepdim=True)
 
     before = zbuffer[pixel]
     zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin", include_self=True)
     win = torch.nonzero((depth == zbuffer[pixel]) & (depth < before)).squeeze(1)
-    pixel, t, persp = pixel[win], t[win], persp[win]
+    pixel, ids, persp = pixel[win], tri_ids[t[win]], persp[win]
     # equal depths on one pixel: the higher triangle index wins, deterministically
-    unique, inverse = torch.unique(pixel, return_inverse=True)
-    winner = torch.full((unique.numel(),), -1, dtype=t.dtype, device=device)
-    winner.scatter_reduce_(0, inverse, t, reduce="amax", include_self=True)
-    final = torch.nonzero(t == winner[inverse]).squeeze(1)
-    triangle[pixel[final]] = tri_ids[t[final]]
+    triangle.index_fill_(0, pixel, -1)
+    triangle.scatter_reduce_(0, pixel, ids, reduce="amax", include_self=True)
+    final = torch.nonzero(triangle[pixel] == ids).squeeze(1)
     bary[pixel[final]] = persp[final]
 
 
