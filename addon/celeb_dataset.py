@@ -75,7 +75,8 @@ def _style_material(material, style, light_direction=(0.0, -1.0, 0.0)):
     colour, source = _base_colour(material)
     name = f"AniRender {style.title()} {material.name if material else 'Default'}"
     result = bpy.data.materials.new(name)
-    result.use_nodes = True
+    if result.node_tree is None:
+        result.use_nodes = True
     nodes, links = result.node_tree.nodes, result.node_tree.links
     nodes.clear()
     out = nodes.new("ShaderNodeOutputMaterial")
@@ -283,10 +284,6 @@ def export_celeb_dataset(
         owner = character.owner
         was_rigged = morphs.is_rigged(owner)
         saved_pose = morphs.get_pose(owner) if was_rigged else None
-        head_bone = morphs.find_head_bone(character.armature)
-        saved_mode = None
-        if head_bone:
-            saved_mode = character.armature.pose.bones[head_bone].rotation_mode
         muted = [(fc, fc.mute) for fc in _pose_fcurves(owner)]
         to_light = character.armature.matrix_world.to_quaternion() @ Vector((0, -1, 0))
         swap = _MaterialSwap(character.meshes, to_light)
@@ -331,18 +328,7 @@ def export_celeb_dataset(
             if was_rigged:
                 morphs.apply_pose(character, saved_pose)
             else:
-                morphs.remove_pose_drivers(character)
-                for name in (*morphs.POSE_NAMES, "anirender_morph_rig"):
-                    if name in owner.keys():
-                        del owner[name]
-                if head_bone and saved_mode:
-                    pose_bone = character.armature.pose.bones[head_bone]
-                    pose_bone.rotation_quaternion = (1, 0, 0, 0)
-                    pose_bone.rotation_mode = saved_mode
-                settings = morphs._settings(owner)
-                if settings is not None:
-                    settings.bindings.clear()
-                morphs.refresh(character)
+                morphs.remove_morph_rig(character)
 
     return Job("Export AnimeCeleb Dataset", steps, total)
 
@@ -388,7 +374,8 @@ def _paint_face(body, colour):
     )  # fmt: skip
     material = bpy.data.materials.new(f"{body.name}_Face")
     material.diffuse_color = colour
-    material.use_nodes = True
+    if material.node_tree is None:
+        material.use_nodes = True
     material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = colour
     body.data.materials.append(material)
     index = len(body.data.materials) - 1
@@ -425,3 +412,44 @@ def build_toy_cast(scene, count: int, seed: int = 0) -> list:
                 _paint_face(mesh, face)
         armatures.append(armature)
     return armatures
+
+
+def render_pose_image(
+    context,
+    character: Character,
+    pose,
+    path,
+    style: str = "SHADED",
+    resolution: int = 256,
+    framing: float = 1.8,
+    samples: int = 16,
+) -> Path:
+    """Render one pose of one character exactly as the export stages it.
+
+    The scene is restored afterwards (the sliders keep their values; an unrigged
+    character keeps the rig ``apply_pose`` set up).
+    Used to check a dataset row: render its pose again and compare with the PNG.
+    """
+    from .scene import SceneGuard
+
+    path = Path(path)
+    owner = character.owner
+    saved = morphs.get_pose(owner) if morphs.is_rigged(owner) else None
+    others = [o for o in context.scene.objects if o.type == "MESH" and o not in character.meshes]
+    with SceneGuard(context):
+        to_light = character.armature.matrix_world.to_quaternion() @ Vector((0, -1, 0))
+        swap = _MaterialSwap(character.meshes, to_light)
+        try:
+            for mesh in others:
+                mesh.hide_render = True
+            morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
+            depsgraph = context.evaluated_depsgraph_get()
+            _stage(context.scene, character, depsgraph, framing, resolution, samples)
+            swap.apply(style)
+            morphs.apply_pose(character, pose)
+            render_still(context.scene, path)
+        finally:
+            swap.restore()
+            if saved is not None:
+                morphs.apply_pose(character, saved)
+    return path

@@ -13,9 +13,11 @@ faces -Y, its left is +X), whatever the bone's roll:
 * roll: about +Y (the character's back); positive tilts the head to its left shoulder,
 
 applied roll first, then pitch, then yaw (``R = Rz(yaw) Rx(pitch) Ry(roll)``) about the
-head bone's head, with the parents at rest. The bone is switched to quaternion rotation
-and its four channels are driven, which overrides any keyframes on the head bone's
-rotation (the neck and the rest of the body keep animating).
+head bone's head. The angles drive the rotation of a hidden empty ("<armature> Head
+Pose", a child of the armature, Euler YXZ); a Copy Rotation constraint on the head bone
+("AniRender Head Pose", pose space, mix "Before Original") puts that rotation in front of
+the bone's own, so the head turns about the armature's axes whatever the bone's roll,
+and keyframes on the head bone still play underneath.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 
 import bpy
 import numpy as np
-from mathutils import Matrix, Quaternion, Vector
+from mathutils import Matrix, Quaternion
 
 from ..errors import AniRenderError
 from .morph_names import (
@@ -106,6 +108,9 @@ def find_head_bone(armature) -> str | None:
 # ------------------------------------------------------------------------- head angles
 
 
+DEGREE = math.pi / 180.0
+
+
 def _axis_quaternion(axis, degrees) -> Quaternion:
     return Quaternion(axis, math.radians(degrees))
 
@@ -120,40 +125,61 @@ def head_rotation(roll: float, pitch: float, yaw: float) -> Matrix:
     return q.to_matrix()
 
 
-def _bone_axes(armature, bone_name):
-    """The armature's Z, X, Y axes (yaw, pitch, roll) in the bone's rest frame."""
-    rest = armature.data.bones[bone_name].matrix_local.to_3x3().normalized()
-    inverse = rest.transposed()
-    return [inverse @ Vector(axis) for axis in ((0, 0, 1), (1, 0, 0), (0, 1, 0))]
+HEAD_CONSTRAINT = "AniRender Head Pose"
+HEAD_EULER_ORDER = "YXZ"  # Blender's YXZ Euler = Rz @ Rx @ Ry: roll, then pitch, then yaw
 
 
-def head_quaternion_expressions(armature, bone_name) -> list[str]:
-    """Four simple-expression strings (w, x, y, z) of the bone's local rotation.
+def head_pose_empty_name(armature) -> str:
+    return f"{armature.name} Head Pose"
 
-    The bone-local rotation is the armature-frame rotation conjugated by the bone's rest
-    orientation: a product of three axis-angle quaternions about fixed local axes,
-    expanded into sums of products of half-angle sines and cosines.
+
+def _ensure_head_pose_empty(armature, owner):
+    """The hidden empty (child of the armature) whose rotation the sliders drive."""
+    name = head_pose_empty_name(armature)
+    empty = bpy.data.objects.get(name)
+    if empty is None or empty.type != "EMPTY":
+        empty = bpy.data.objects.new(name, None)
+        for collection in armature.users_collection:
+            collection.objects.link(empty)
+    empty.parent = armature
+    empty.matrix_parent_inverse.identity()
+    empty.location = (0.0, 0.0, 0.0)
+    empty.rotation_mode = HEAD_EULER_ORDER
+    empty.empty_display_type = "ARROWS"
+    empty.empty_display_size = 0.05
+    empty.hide_render = True
+    anim = empty.animation_data
+    if anim is not None:
+        for fcurve in list(anim.drivers):
+            anim.drivers.remove(fcurve)
+    for index, name in ((0, "head_pitch"), (1, "head_roll"), (2, "head_yaw")):
+        _new_driver(empty, "rotation_euler", index, owner, (name,), f"{name}*{DEGREE:.12f}")
+    return empty
+
+
+def _remove_head_constraints(armature) -> None:
+    for pose_bone in armature.pose.bones:
+        for constraint in list(pose_bone.constraints):
+            if constraint.name.startswith(HEAD_CONSTRAINT):
+                pose_bone.constraints.remove(constraint)
+
+
+def _add_head_constraint(armature, bone_name, empty):
+    """Copy the empty's rotation *before* the bone's own, in armature (pose) space.
+
+    In pose space, "before original" makes the new rotation ``R @ R_bone`` about the
+    bone's head: a turn about the armature's axes whatever the bone's roll, on top of
+    any animation of the bone.
     """
-    axes = _bone_axes(armature, bone_name)
-    angle_vars = ("head_yaw", "head_pitch", "head_roll")
-    half = math.radians(1.0) / 2
-    terms = [[] for _ in range(4)]
-    for mask in range(8):
-        coef = Quaternion((1, 0, 0, 0))
-        factors = []
-        for i, (axis, var) in enumerate(zip(axes, angle_vars)):
-            if mask >> i & 1:
-                part = Quaternion((0.0, *axis))
-                factors.append(f"sin({var}*{half:.10f})")
-            else:
-                part = Quaternion((1, 0, 0, 0))
-                factors.append(f"cos({var}*{half:.10f})")
-            coef = coef @ part
-        for k in range(4):
-            c = coef[k]
-            if abs(c) > 1e-7:
-                terms[k].append(f"{c:.7f}*" + "*".join(factors))
-    return ["+".join(t).replace("+-", "-") if t else "0.0" for t in terms]
+    pose_bone = armature.pose.bones[bone_name]
+    constraint = pose_bone.constraints.new("COPY_ROTATION")
+    constraint.name = HEAD_CONSTRAINT
+    constraint.target = empty
+    constraint.target_space = "LOCAL"
+    constraint.owner_space = "POSE"
+    constraint.mix_mode = "BEFORE"
+    constraint.euler_order = HEAD_EULER_ORDER
+    return constraint
 
 
 # ------------------------------------------------------------------------- the rig
@@ -201,6 +227,9 @@ def remove_pose_drivers(character: Character) -> int:
     holders = [m.data.shape_keys for m in character.meshes if m.data.shape_keys]
     if character.armature is not None:
         holders.append(character.armature)
+        empty = bpy.data.objects.get(head_pose_empty_name(character.armature))
+        if empty is not None:
+            holders.append(empty)
     removed = 0
     for holder in holders:
         anim = holder.animation_data
@@ -208,9 +237,30 @@ def remove_pose_drivers(character: Character) -> int:
             continue
         for fcurve in list(anim.drivers):
             if _is_pose_driver(fcurve, owner):
+                path = fcurve.data_path
                 anim.drivers.remove(fcurve)
                 removed += 1
+                if isinstance(holder, bpy.types.Key) and path.endswith(".value"):
+                    holder.path_resolve(path[: -len(".value")]).value = 0.0  # undriven: neutral
     return removed
+
+
+def remove_morph_rig(character: Character) -> None:
+    """Undo ``setup_morph_rig``: drivers, head constraint and empty, sliders, bindings."""
+    owner = character.owner
+    remove_pose_drivers(character)
+    if character.armature is not None:
+        _remove_head_constraints(character.armature)
+        empty = bpy.data.objects.get(head_pose_empty_name(character.armature))
+        if empty is not None:
+            bpy.data.objects.remove(empty)
+    for name in (*POSE_NAMES, "anirender_morph_rig"):
+        if name in owner.keys():
+            del owner[name]
+    settings = _settings(owner)
+    if settings is not None:
+        settings.bindings.clear()
+    refresh(character)
 
 
 def _add_variable(driver, owner, name):
@@ -267,17 +317,16 @@ def build_drivers(character: Character, bindings: dict, head_bone: str | None) -
         _new_driver(keys, path, -1, owner, names, expression)
     has_head = False
     armature = character.armature
+    if armature is not None:
+        _remove_head_constraints(armature)
     if head_bone and armature is not None:
         if head_bone not in armature.pose.bones:
             raise AniRenderError(
                 f'Bone "{head_bone}" is not in armature "{armature.name}". '
                 "Pick the head (or neck) bone in the Morphs panel."
             )
-        pose_bone = armature.pose.bones[head_bone]
-        pose_bone.rotation_mode = "QUATERNION"
-        path = f'pose.bones["{bpy.utils.escape_identifier(head_bone)}"].rotation_quaternion'
-        for index, expr in enumerate(head_quaternion_expressions(armature, head_bone)):
-            _new_driver(armature, path, index, owner, ANGLE_NAMES, expr)
+        empty = _ensure_head_pose_empty(armature, owner)
+        _add_head_constraint(armature, head_bone, empty)
         has_head = True
     refresh(character)
     return {"shape_keys": len(per_key), "head": has_head}
@@ -401,7 +450,7 @@ def keyframe_pose(owner, frame: float | None = None) -> int:
 
 def pose_to_text(pose) -> str:
     """One line of 20 comma-separated numbers, in ``POSE_NAMES`` order (the CSV order)."""
-    return ",".join(f"{v:.6g}" for v in _as_pose(pose))
+    return ",".join(f"{v:.8g}" for v in _as_pose(pose))
 
 
 def pose_from_text(text: str) -> list[float]:
@@ -487,4 +536,11 @@ class MorphSettings(bpy.types.PropertyGroup):
         name="Live Preview",
         default=False,
         description="Reenact the portrait with the sliders while you drag them",
+        update=lambda self, context: _live_preview_update(self, context),
     )
+
+
+def _live_preview_update(settings, context):
+    from .reenact_preview import live_preview_changed
+
+    live_preview_changed(settings, context)

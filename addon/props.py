@@ -15,6 +15,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .morphs import MorphSettings  # the pose sliders' group, nested in CharacterSettings
+
 
 class CharacterSheetImage(bpy.types.PropertyGroup):
     """One reference drawing of the character (a Blender image or a file on disk)."""
@@ -26,6 +28,7 @@ class CharacterSheetImage(bpy.types.PropertyGroup):
 class CharacterSettings(bpy.types.PropertyGroup):
     sheet: CollectionProperty(name="Character Sheet", type=CharacterSheetImage)
     sheet_index: IntProperty(name="Active Sheet Image", default=0, min=0)
+    morphs: PointerProperty(type=MorphSettings)  # pose sliders' bindings (addon.morphs)
 
 
 class PassSettings(bpy.types.PropertyGroup):

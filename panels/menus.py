@@ -2,13 +2,14 @@
 
 import bpy
 
-from ..ops import import_portrait
+from ..ops import celeb_dataset, import_portrait
 from .passes import draw_render_menu
 
 # Feature modules add their entries here: ("TOPBAR_MT_file_import", draw_fn), ...
 _ENTRIES: list[tuple[str, object]] = []
 _ENTRIES.append(("TOPBAR_MT_render", draw_render_menu))
 _ENTRIES.append(("TOPBAR_MT_file_import", import_portrait.draw_import_menu))
+_ENTRIES.append(("TOPBAR_MT_render", celeb_dataset.draw_render_menu))
 
 
 def add():

@@ -87,12 +87,12 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
             row["character"] = f"{folder.name}/{row['org_id']}"
             rows.append(row)
     characters = sorted({r["character"] for r in rows})
-    if len(characters) <= val_characters:
+    if val_characters and len(characters) <= val_characters:
         raise AniRenderError(
             f"The data has {len(characters)} characters; hold out fewer than that "
             f"(--val-characters {val_characters})."
         )
-    held_chars = set(characters[len(characters) - val_characters :])
+    held_chars = set(characters[len(characters) - val_characters :]) if val_characters else set()
     numbers = sorted({int(r["png_name"].split(".")[0]) for r in rows} - {0})
     cut = numbers[int(len(numbers) * (1 - val_poses))] if val_poses > 0 else math.inf
 

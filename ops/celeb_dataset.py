@@ -1,0 +1,72 @@
+"""Render > Export AnimeCeleb Dataset: sampled poses of each character, as a modal job."""
+
+import bpy
+
+from ..addon.celeb_dataset import STYLES, export_celeb_dataset, scene_characters
+from ..addon.jobs import ModalJobOperator
+
+
+class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
+    """Render sampled pose-vector poses of the characters as 256 x 256 RGBA head images
+    with combined_pose.csv (AnimeCeleb layout)"""
+
+    bl_idname = "anirender.export_celeb_dataset"
+    bl_label = "Export AnimeCeleb Dataset"
+    bl_options = {"REGISTER"}
+
+    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH")
+    poses: bpy.props.IntProperty(name="Poses per Character", default=20, min=1, max=100000)
+    styles: bpy.props.EnumProperty(
+        name="Styles",
+        options={"ENUM_FLAG"},
+        items=(
+            ("SHADED", "Shaded", "The character's own materials under one sun"),
+            ("TOON", "Toon", "Base colours with a hard cel-shading terminator"),
+            ("FLAT", "Flat", "Base colours, unshaded"),
+        ),
+        default={"SHADED"},
+    )
+    resolution: bpy.props.IntProperty(name="Size", default=256, min=32, max=2048)
+    samples: bpy.props.IntProperty(name="Samples", default=16, min=1, max=4096)
+    framing: bpy.props.FloatProperty(
+        name="Framing",
+        default=1.8,
+        min=0.5,
+        max=10.0,
+        description="Image width in head-bone lengths",
+    )
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    selected_only: bpy.props.BoolProperty(
+        name="Selected Characters Only", default=False, description="Else every character"
+    )
+    overwrite: bpy.props.BoolProperty(name="Overwrite", default=False)
+
+    def invoke(self, context, event):
+        if not self.directory:
+            context.window_manager.fileselect_add(self)
+            return {"RUNNING_MODAL"}
+        return ModalJobOperator.invoke(self, context, event)
+
+    def execute(self, context):
+        if context.window is not None and not bpy.app.background:
+            return ModalJobOperator.invoke(self, context, None)
+        return ModalJobOperator.execute(self, context)
+
+    def make_job(self, context, guard):
+        selected = list(context.selected_objects) if self.selected_only else None
+        return export_celeb_dataset(
+            context,
+            self.directory or "//celeb_dataset/",
+            self.poses,
+            characters=scene_characters(context.scene, selected),
+            styles=[s for s in STYLES if s in self.styles],
+            seed=self.seed,
+            resolution=self.resolution,
+            framing=self.framing,
+            samples=self.samples,
+            overwrite=self.overwrite,
+        )
+
+
+def draw_render_menu(self, context):
+    self.layout.operator(ANIRENDER_OT_export_celeb_dataset.bl_idname, icon="RENDER_RESULT")
