@@ -306,3 +306,30 @@ def test_cli_writes_passes_with_a_progress_bar(toy_character, tmp_path, capsys):
     args = parser.parse_args(["passes", str(blend), "--out", str(tmp_path), "--frames", "9-2"])
     with pytest.raises(AniRenderError, match="frame range"):
         args.func(args)
+
+
+def test_orthographic_wide_frame_agrees_too(toy_character, tmp_path):
+    import bpy
+
+    from anirender.addon.passes import PassRequest, render_udp_passes
+
+    scene = bpy.context.scene
+    camera = scene.camera
+    camera.data.type = "ORTHO"
+    camera.data.ortho_scale = 2.2
+    images = {}
+    for fast in (False, True):
+        request = PassRequest(tmp_path / str(fast), [6], ("udp", "normal", "depth"), ("npz",),
+                              fast, (80, 56))  # fmt: skip
+        renderer, steps = render_udp_passes(scene, toy_character, request)
+        with renderer:
+            images[fast] = renderer.render_frame(6)
+        steps.close()
+    a, b = images[False], images[True]
+    occupancy_a, occupancy_b = a["udp"][..., 3] > 0, b["udp"][..., 3] > 0
+    assert a["udp"].shape == (56, 80, 4) and occupancy_a.mean() > 0.05
+    assert (occupancy_a == occupancy_b).mean() >= 0.99
+    both = occupancy_a & occupancy_b
+    assert np.abs(a["udp"][both, :3] - b["udp"][both, :3]).max() < 1e-3
+    assert np.percentile(np.abs(a["depth"][both, 0] - b["depth"][both, 0]), 99) < 1e-3
+    assert np.percentile(np.abs(a["normal"][both] - b["normal"][both]), 99) < 1e-2
