@@ -211,6 +211,8 @@ def _joined_arrays(objects, path) -> PortraitMesh:
             tris = np.empty(len(data.loop_triangles) * 3, dtype=np.int64)
             data.loop_triangles.foreach_get("vertices", tris)
             colors = _point_colors(data)
+            if colors is None:  # TripoSR/InstantMesh style: a texture instead of colours
+                colors = _texture_colors(obj, data)
             any_colors |= colors is not None
             all_verts.append(verts)
             all_faces.append(tris.reshape(-1, 3) + offset)
@@ -251,6 +253,36 @@ def _point_colors(data):
         counts = np.bincount(loop_verts, minlength=len(data.vertices))[:, None]
         return sums / np.maximum(counts, 1)
     return None
+
+
+def _texture_colors(obj, data):
+    """Per-vertex colours sampled from the first image texture at each corner's UV."""
+    image = None
+    for slot in obj.material_slots:
+        tree = slot.material.node_tree if slot.material else None
+        for node in tree.nodes if tree else ():
+            if node.bl_idname == "ShaderNodeTexImage" and node.image and node.image.size[0]:
+                image = node.image
+                break
+        if image is not None:
+            break
+    if image is None or data.uv_layers.active is None:
+        return None
+    width, height = image.size
+    pixels = np.empty(width * height * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)  # display values for 8-bit sRGB images
+    pixels = pixels.reshape(height, width, image.channels)[..., :3]
+    uv = np.empty(len(data.loops) * 2, dtype=np.float32)
+    data.uv_layers.active.data.foreach_get("uv", uv)
+    uv = uv.reshape(-1, 2) % 1.0
+    x = np.clip((uv[:, 0] * width).astype(np.int64), 0, width - 1)
+    y = np.clip((uv[:, 1] * height).astype(np.int64), 0, height - 1)
+    loop_verts = np.empty(len(data.loops), dtype=np.int64)
+    data.loops.foreach_get("vertex_index", loop_verts)
+    sums = np.zeros((len(data.vertices), 3))
+    np.add.at(sums, loop_verts, pixels[y, x])
+    counts = np.bincount(loop_verts, minlength=len(data.vertices))[:, None]
+    return sums / np.maximum(counts, 1)
 
 
 def place_at_head_bone(obj, armature, bone_name: str):

@@ -93,6 +93,37 @@ def test_import_each_format_in_file_units(addon, tmp_path, name):
     assert np.allclose(colors[verts[:, 2].argmax()], SKIN, atol=0.15)
 
 
+def test_textured_obj_gets_its_texture_as_colours(addon, tmp_path):
+    """TripoSR-style OBJ + MTL + texture: left half of the head red, right half blue."""
+    import bpy
+    from PIL import Image
+    from recon_head import head_mesh
+
+    verts, faces, _ = head_mesh(48, 1.0)
+    u = np.where(verts[:, 0] < 0, 0.25, 0.75)
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:, :4] = (230, 20, 20)
+    texture[:, 4:] = (20, 20, 230)
+    Image.fromarray(texture).save(tmp_path / "albedo.png")
+    (tmp_path / "head.mtl").write_text("newmtl skin\nKd 1 1 1\nmap_Kd albedo.png\n")
+    with open(tmp_path / "head.obj", "w") as f:
+        f.write("mtllib head.mtl\n")
+        np.savetxt(f, verts, fmt="v %.6f %.6f %.6f")
+        np.savetxt(f, np.stack([u, np.full_like(u, 0.5)], 1), fmt="vt %.3f %.3f")
+        f.write("usemtl skin\n")
+        np.savetxt(f, np.repeat(faces + 1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    before = _counts(bpy)
+    assert bpy.ops.anirender.import_portrait(filepath=str(tmp_path / "head.obj")) == {"FINISHED"}
+    after = _counts(bpy)
+    assert after["images"] == before["images"]  # the importer's leftovers are gone
+    assert after["objects"] == before["objects"] + 1
+    obj = bpy.context.view_layer.objects.active
+    verts, _, colors = _arrays(obj)
+    left, right = verts[:, 0] < -0.05, verts[:, 0] > 0.05
+    assert np.allclose(colors[left].mean(0), [0.9, 0.08, 0.08], atol=0.05)
+    assert np.allclose(colors[right].mean(0), [0.08, 0.08, 0.9], atol=0.05)
+
+
 def _rig(bpy):
     data = bpy.data.armatures.new("Rig")
     rig = bpy.data.objects.new("Rig", data)
