@@ -70,3 +70,9 @@ class ANIRENDER_PT_neural_render(bpy.types.Panel):
         row.prop(settings, "overwrite")
         row.prop(settings, "add_strip")
         layout.operator("anirender.neural_render_animation", icon="RENDER_ANIMATION")
+
+
+def draw_render_menu(self, context):
+    self.layout.separator()
+    self.layout.operator("anirender.neural_render_frame", icon="RENDER_STILL")
+    self.layout.operator("anirender.neural_render_animation", icon="RENDER_ANIMATION")

@@ -3,6 +3,7 @@
 import bpy
 
 from ..ops import celeb_dataset, import_portrait
+from . import character_sheet
 from .passes import draw_render_menu
 
 # Feature modules add their entries here: ("TOPBAR_MT_file_import", draw_fn), ...
@@ -10,6 +11,7 @@ _ENTRIES: list[tuple[str, object]] = []
 _ENTRIES.append(("TOPBAR_MT_render", draw_render_menu))
 _ENTRIES.append(("TOPBAR_MT_file_import", import_portrait.draw_import_menu))
 _ENTRIES.append(("TOPBAR_MT_render", celeb_dataset.draw_render_menu))
+_ENTRIES.append(("TOPBAR_MT_render", character_sheet.draw_render_menu))
 
 
 def add():
