@@ -290,7 +290,9 @@ def place_at_head_bone(obj, armature, bone_name: str):
     bone = armature.data.bones.get(bone_name)
     if bone is None:
         raise AniRenderError(f"Armature {armature.name} has no bone named {bone_name!r}.")
-    head = armature.matrix_world @ bone.head_local
+    pose_bone = armature.pose.bones.get(bone_name) if armature.pose else None
+    local_head = pose_bone.head if pose_bone is not None else bone.head_local  # as posed now
+    head = armature.matrix_world @ local_head
     obj.parent = armature
     obj.parent_type = "BONE"
     obj.parent_bone = bone_name

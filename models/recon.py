@@ -58,6 +58,31 @@ class PortraitImportOptions:
     memory_limit: int | None = None  # bytes; None = what the machine has free
 
 
+_PACKAGES = {  # format -> (import name, pip name) it needs beyond numpy
+    "eg3d_mrc": [("skimage", "scikit-image"), ("scipy", "scipy"), ("mrcfile", "mrcfile")],
+    "density_grid": [("skimage", "scikit-image"), ("scipy", "scipy")],
+    "triplane": [("skimage", "scikit-image"), ("scipy", "scipy"), ("torch", "torch")],
+    "mesh": [("scipy", "scipy")],
+}
+
+
+def require_packages(kind: str):
+    """Name the missing package and how to get it (Blender ships only numpy)."""
+    import importlib.util
+    import sys
+
+    needed = _PACKAGES.get(kind, []) + (
+        [("safetensors", "safetensors")] if kind == "triplane" else []
+    )
+    missing = [pip for module, pip in needed if importlib.util.find_spec(module) is None]
+    if missing:
+        raise AniRenderError(
+            f"Importing this reconstruction needs {', '.join(missing)}, which this Python does "
+            f"not have. Install with: {sys.executable} -m pip install {' '.join(missing)} "
+            "(or run `anirender import portrait` from the AniRender environment)."
+        )
+
+
 def describe_portrait(path) -> str:
     """One line for the file browser: what the importer sees in this file."""
     try:
@@ -70,6 +95,7 @@ def read_portrait_source(path, fmt: PortraitFormat, options: PortraitImportOptio
     """Any non-mesh-file format -> PortraitMesh in the source frame (not yet cleaned)."""
     if options.downsample < 1:
         raise AniRenderError("Downsample must be 1 or more.")
+    require_packages(fmt.kind)
     if fmt.kind == "panic_pickle":
         return read_panic_pickle(path)
     if fmt.kind == "splat_ply":
@@ -98,6 +124,7 @@ def read_portrait_source(path, fmt: PortraitFormat, options: PortraitImportOptio
 
 def clean_up(mesh: PortraitMesh, options: PortraitImportOptions) -> PortraitMesh:
     """Largest piece, smoothing, decimation to the face budget (any frame)."""
+    require_packages("mesh")
     verts, faces, colors = mesh.verts, mesh.faces, mesh.colors
     if not options.colors:
         colors = None

@@ -267,3 +267,14 @@ def test_corrupted_files_only_ever_raise_artist_errors(tmp_path):
                 prepare_portrait(path, options)
             except AniRenderError:
                 pass
+
+
+def test_missing_package_is_named(tmp_path, monkeypatch):
+    """Inside a Blender without mrcfile: say which package and how to install it."""
+    import sys
+
+    path = tmp_path / "seed.mrc"
+    write_eg3d_mrc(path, 32)
+    monkeypatch.setitem(sys.modules, "mrcfile", None)  # Python's own "not installed"
+    with pytest.raises(AniRenderError, match=r"needs mrcfile.*pip install mrcfile"):
+        prepare_portrait(path, FILE_UNITS)
