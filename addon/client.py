@@ -216,6 +216,24 @@ class HttpClient(ShaderClient):
             rgba = self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
         return protocol.check_rgba(rgba, len(udp), udp.shape[1])
 
+    # whole sequences as service-side jobs -------------------------------------------------
+    def submit_sequence(self, sheet_id: str, udp: np.ndarray, frames) -> str:
+        """Queue a whole sequence on the service; returns the job id to poll."""
+        udp = protocol.check_udp(np.asarray(udp, dtype=np.float32))
+        body = protocol.pack(udp=udp, frames=np.asarray(frames, dtype=np.int64))
+        return self._json("POST", f"jobs?sheet_id={sheet_id}", body)["job_id"]
+
+    def sequence_progress(self, job_id: str) -> dict:
+        return self._json("GET", f"jobs/{job_id}", timeout=30)
+
+    def sequence_results(self, job_id: str, start: int = 0, limit: int = 16) -> dict:
+        """The finished frames among positions start .. start + limit - 1: index, frames, rgba."""
+        path = f"jobs/{job_id}/results?start={int(start)}&limit={int(limit)}"
+        return self._arrays("GET", path, ("index", "frames", "rgba"))
+
+    def cancel_sequence(self, job_id: str) -> dict:
+        return self._json("DELETE", f"jobs/{job_id}", timeout=30)
+
 
 class _NotFound(AniRenderError):
     pass

@@ -83,3 +83,20 @@ def test_in_process_client_matches_the_model(tiny_conr_weights, tiny_model):
     want = tiny_model.render(tiny_model.encode_sheet(images), udp)
     np.testing.assert_allclose(client.shade(sheet_id, udp), want, atol=1e-5)
     assert client.info()["device"] == "cpu"
+
+
+def test_sequence_jobs_through_the_client(shader_service, tiny_model):
+    import time
+
+    client = HttpClient(shader_service.url)
+    images, udp = sheet_images(seed=71), udp_frames(4, seed=72)
+    sheet_id = client.upload_sheet(images)
+    job_id = client.submit_sequence(sheet_id, udp, [7, 8, 9, 10])
+    while client.sequence_progress(job_id)["state"] == "running":
+        time.sleep(0.1)
+    assert client.sequence_progress(job_id)["done"] == 4
+    got = client.sequence_results(job_id, start=0, limit=4)
+    assert got["frames"].tolist() == [7, 8, 9, 10]
+    want = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    np.testing.assert_allclose(got["rgba"], want, atol=1e-4)
+    assert client.cancel_sequence(job_id)["state"] == "done"  # too late to cancel
