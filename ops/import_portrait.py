@@ -86,6 +86,12 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
         min=16,
         max=1024,
     )
+    box_size: FloatProperty(
+        name="EG3D Box Size",
+        description="Side of the cube an EG3D .mrc covers (not stored in the file); 0: 1.0 (FFHQ)",
+        default=0.0,
+        min=0.0,
+    )
     use_project_portrait: BoolProperty(
         name="Project Portrait",
         description="Project the front portrait image onto the surfaces it sees",
@@ -123,6 +129,7 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
         col.prop(self, "face_budget")
         col.prop(self, "downsample")
         col.prop(self, "grid_resolution")
+        col.prop(self, "box_size")
         col = layout.column(heading="Look")
         col.prop(self, "head_width_cm")
         col.prop(self, "use_colors")
@@ -164,6 +171,7 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
             smooth_iterations=self.smooth_iterations,
             downsample=self.downsample,
             grid_resolution=self.grid_resolution,
+            box_size=self.box_size,
         )
 
     def _import(self, context):
