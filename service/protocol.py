@@ -82,6 +82,8 @@ def unpack(data: bytes, names: tuple[str, ...], limit: int) -> dict[str, np.ndar
         raise WireError(f"Unexpected arrays in the .npz archive: {', '.join(extra)}.")
     if sum(m.file_size for m in members) > limit:
         raise WireError(f"The .npz archive unpacks to more than {limit} bytes.")
+    for name in names:
+        _check_declared_size(archive, found[name], name)
     out = {}
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -90,6 +92,25 @@ def unpack(data: bytes, names: tuple[str, ...], limit: int) -> dict[str, np.ndar
     except Exception as exc:  # numpy raises many kinds on damaged members
         raise WireError(f"Cannot read array from the .npz archive: {exc}") from exc
     return out
+
+
+def _check_declared_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> None:
+    """The array an .npy header announces must fit in its member (no huge allocations)."""
+    try:
+        with archive.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f"format version {version} is not used on the wire")
+    except Exception as exc:
+        raise WireError(f"Array '{name}' has no valid .npy header ({exc}).") from exc
+    if dtype.hasobject:
+        raise WireError(f"Array '{name}' holds Python objects; only plain numbers travel.")
+    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > member.file_size:
+        raise WireError(f"Array '{name}' announces more data than it holds.")
 
 
 def check_sheet(images: np.ndarray) -> np.ndarray:

@@ -68,6 +68,19 @@ def _npz_with_object_array() -> bytes:
     return buffer.getvalue()
 
 
+def _npz_announcing_a_huge_array() -> bytes:
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**5, 1000, 1000, 4)}
+    )
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("udp.npy", header.getvalue() + b"0" * 64)
+    return archive.getvalue()
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -80,7 +93,8 @@ def _npz_with_object_array() -> bytes:
         (protocol.pack(udp=np.zeros((1, 256, 256, 4), np.float32)), "same working size"),
         (protocol.pack(udp=np.full((1, SIZE, SIZE, 4), np.nan, np.float32)), "NaN"),
         (protocol.pack(udp=udp_frames(1) * 3), "[0, 1]"),
-        (_npz_with_object_array(), "Cannot read array"),
+        (_npz_with_object_array(), "Python objects"),
+        (_npz_announcing_a_huge_array(), "announces more data than it holds"),
     ],
 )
 def test_bad_frames_get_a_clear_400(http, body, message):
