@@ -36,6 +36,7 @@ class FastBackend:
             return {name: np.zeros((height, width, 4), np.float32) for name in passes}
 
         corners = surface["corners"]
+        to_clip = to_clip.astype(np.float32)
         clip = corners @ to_clip[:, :3].T + to_clip[:, 3]
         view = rigid_inverse(to_world)
         rotation = view[:3, :3]
@@ -56,25 +57,25 @@ class FastBackend:
             tri = fragments.triangle.cpu().numpy()
             if channels:
                 image = fragments.interpolate(np.concatenate(channels, axis=2)).cpu().numpy()
+        occupancy = hit[..., None].astype(np.float32)
         images = {}
         for name in passes:
-            pixels = np.zeros((height, width, 4), np.float32)
-            pixels[..., 3] = hit
             if name == "udp":
-                pixels[..., :3] = image[..., columns["udp"]]
+                rgb = image[..., columns["udp"]]
             elif name == "uv":
-                pixels[..., :2] = image[..., columns["uv"]]
+                rgb = np.pad(image[..., columns["uv"]], ((0, 0), (0, 0), (0, 1)))
             elif name == "normal":
                 ortho = renderer.camera.data.type == "ORTHO"
-                pixels[..., :3] = _facing_normals(
+                rgb = _facing_normals(
                     image[..., columns["normal"]], image[..., columns["position"]],
                     tri, hit, surface["face"], rotation, ortho,
                 )  # fmt: skip
             elif name == "depth":
-                pixels[..., :3] = -image[..., columns["position"]][..., 2:3]
+                rgb = np.repeat(0.0 - image[..., columns["position"]][..., 2:3], 3, axis=2)
             else:
-                pixels[..., :3] = hit[..., None]
-            images[name] = pixels
+                rgb = np.repeat(occupancy, 3, axis=2)
+            # interpolation leaves 0 where nothing is hit, so rgb is already background 0
+            images[name] = np.concatenate([rgb, occupancy], axis=2, dtype=np.float32)
         return images
 
     def wrote_exr(self, name: str, frame: int) -> bool:
@@ -135,7 +136,7 @@ def _gather(depsgraph, meshes, passes, cache=None):
             )
         finally:
             evaluated.to_mesh_clear()
-        matrix = np.array(evaluated.matrix_world, dtype=np.float64)
+        matrix = np.array(evaluated.matrix_world, dtype=np.float32)
         world = positions @ matrix[:3, :3].T + matrix[:3, 3]
         corners = world[static["tris"]]
         out = {"corners": corners}
@@ -183,4 +184,4 @@ def _static_arrays(mesh, key, passes, name):
 def _read(collection, attr, count, width, dtype=np.float32):
     flat = np.empty(count * width, dtype=dtype)
     collection.foreach_get(attr, flat)
-    return flat.reshape(count, width).astype(np.float64 if dtype == np.float32 else np.int64)
+    return flat.reshape(count, width)

@@ -93,7 +93,7 @@ def rasterise(
 
 
 def _rasterise(clip, height, width, near_w, device) -> Fragments:
-    clip = torch.as_tensor(np.asarray(clip), device=device).to(torch.float64)
+    clip = torch.as_tensor(np.asarray(clip), device=device).to(torch.float32)
     if clip.ndim != 3 or clip.shape[1:] != (3, 4):
         raise ValueError(f"clip corners must be (T, 3, 4), got {tuple(clip.shape)}")
     height, width = int(height), int(width)
@@ -105,43 +105,40 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     triangle = torch.full((pixels,), -1, dtype=torch.int64, device=device)
     bary = torch.zeros((pixels, 3), dtype=torch.float32, device=device)
 
-    w = clip[..., 3]
-    keep = (w > near_w).all(dim=1)
+    # (component, corner, triangle) layout: every operation below runs on contiguous rows
+    corners = clip.permute(2, 1, 0).contiguous()
+    keep = (corners[3] > near_w).all(dim=0)
     tri_ids = torch.nonzero(keep).squeeze(1)
-    clip = clip[keep]
-    w = w[keep]
+    corners = corners[:, :, tri_ids]
+    inv_w = 1.0 / corners[3]
     # screen space: x to the right, y downwards, in pixels; pixel centres at +0.5
-    ndc = clip[..., :3] / w[..., None]
-    sx = (ndc[..., 0] + 1.0) * 0.5 * width
-    sy = (1.0 - ndc[..., 1]) * 0.5 * height
-    # depth key, affine in screen space, smaller is nearer: -1/w in perspective (exact in
-    # float32 whatever the clip planes), NDC z for an orthographic camera (w == 1)
-    orthographic = bool((w == 1.0).all())
-    key = ndc[..., 2] if orthographic else -1.0 / w
+    sx = (corners[0] * inv_w + 1.0) * (0.5 * width)
+    sy = (1.0 - corners[1] * inv_w) * (0.5 * height)
 
     # the pixel-centre columns/rows each triangle's bounding box can contain
-    col0 = torch.ceil(sx.min(dim=1).values - 0.5).clamp(min=0)
-    col1 = torch.floor(sx.max(dim=1).values - 0.5).clamp(max=width - 1)
-    row0 = torch.ceil(sy.min(dim=1).values - 0.5).clamp(min=0)
-    row1 = torch.floor(sy.max(dim=1).values - 0.5).clamp(max=height - 1)
-    box_w = (col1 - col0 + 1).clamp(min=0)
-    box_h = (row1 - row0 + 1).clamp(min=0)
-    area = (box_w * box_h).to(torch.int64)
-
+    col0 = torch.ceil(sx.amin(dim=0) - 0.5).clamp_(min=0)
+    col1 = torch.floor(sx.amax(dim=0) - 0.5).clamp_(max=width - 1)
+    row0 = torch.ceil(sy.amin(dim=0) - 0.5).clamp_(min=0)
+    row1 = torch.floor(sy.amax(dim=0) - 0.5).clamp_(max=height - 1)
+    box_w = (col1 - col0 + 1).clamp_(min=0)
+    area = (box_w * (row1 - row0 + 1).clamp_(min=0)).to(torch.int64)
     # signed area; degenerate (edge-on) triangles cover no pixel centre
-    x0, x1, x2 = sx.unbind(1)
-    y0, y1, y2 = sy.unbind(1)
-    double_area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    visible = (area > 0) & (double_area.abs() > 1e-12)
-    order = torch.nonzero(visible).squeeze(1)
-    if order.numel() == 0:
+    double_area = (sx[1] - sx[0]) * (sy[2] - sy[0]) - (sx[2] - sx[0]) * (sy[1] - sy[0])
+    visible = torch.nonzero((area > 0) & (double_area.abs() > 1e-12)).squeeze(1)
+    if visible.numel() == 0:
         return _fragments(triangle, bary, zbuffer, height, width)
+    tri_ids, area = tri_ids[visible], area[visible]
+    # depth key, affine in screen space, smaller is nearer: -1/w in perspective (exact in
+    # float32 whatever the clip planes), NDC z for an orthographic camera (w == 1)
+    orthographic = bool((corners[3] == 1.0).all())
+    key = corners[2] * inv_w if orthographic else -inv_w
     # what the inside test needs, one row per triangle: a single gather per batch
-    geometry = torch.cat(
-        [sx, sy, torch.stack([col0, row0, box_w, double_area.sign()], dim=1)], dim=1
-    ).to(torch.float32)
+    geometry = torch.cat([sx, sy, torch.stack([col0, row0, box_w, double_area.sign()])], dim=0)[
+        :, visible
+    ].T.contiguous()
     # and what only the pixels inside need: depth key and 1/w per corner
-    depth_terms = torch.cat([key, 1.0 / w], dim=1).to(torch.float32)
+    depth_terms = torch.cat([key, inv_w], dim=0)[:, visible].T.contiguous()
+    order = torch.arange(visible.numel(), device=device)
 
     # batches of whole triangles, each with at most _PAIRS_PER_BATCH candidate pixels
     counts = area[order]
