@@ -22,7 +22,9 @@ class CharacterSheetImage(bpy.types.PropertyGroup):
     """One reference drawing of the character (a Blender image or a file on disk)."""
 
     image: PointerProperty(name="Image", type=bpy.types.Image)
-    filepath: StringProperty(name="File", subtype="FILE_PATH")
+    filepath: StringProperty(
+        name="File", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
 
 
 class CharacterSettings(bpy.types.PropertyGroup):
@@ -80,6 +82,7 @@ class NeuralRenderSettings(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
         default="//neural/",
         description="Folder the shaded frames are written to (// is relative to the .blend)",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
     size: EnumProperty(
         name="Size",

@@ -135,7 +135,12 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
     bl_label = "Neural Render Animation"
     bl_options = {"REGISTER"}
 
-    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//neural/")
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        default="//neural/",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
     use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
     frame_start: IntProperty(name="Start", default=1)
     frame_end: IntProperty(name="End", default=1)

@@ -274,3 +274,27 @@ def _image_bytes(image) -> np.ndarray:
     pixels = np.empty(width * height * 4, np.float32)
     image.pixels.foreach_get(pixels)
     return np.rint(pixels.reshape(height, width, 4)[::-1] * 255).astype(np.uint8)
+
+
+def test_character_sheet_operators(shader_addon, toy_character, tmp_path):
+    import bpy
+
+    from anirender.addon.sheets import read_sheet
+
+    bpy.context.view_layer.objects.active = toy_character
+    for i, image in enumerate(sheet_images(2, 160, seed=81)):
+        Image.fromarray(image).save(tmp_path / f"view_{i}.png")
+    files = [{"name": "view_0.png"}, {"name": "view_1.png"}, {"name": "notes.txt"}]
+    assert bpy.ops.anirender.sheet_add_files(directory=str(tmp_path), files=files) == {"FINISHED"}
+    image = bpy.data.images.load(str(tmp_path / "view_0.png"))
+    assert bpy.ops.anirender.sheet_add_image(image=image.name) == {"FINISHED"}
+    sheet = toy_character.anirender.sheet
+    assert [Path(e.filepath).name for e in sheet[:2]] == ["view_0.png", "view_1.png"]
+    assert sheet[2].image == image
+    views = read_sheet(toy_character, SIZE)
+    assert views.shape == (3, SIZE, SIZE, 4) and views.dtype == np.uint8
+    np.testing.assert_array_equal(views[0], views[2])  # a file and its Blender image agree
+    assert bpy.ops.anirender.sheet_remove(index=1) == {"FINISHED"}
+    assert len(sheet) == 2 and sheet[1].image == image
+    with pytest.raises(RuntimeError, match="not found"):
+        bpy.ops.anirender.sheet_add_files(directory=str(tmp_path), files=[{"name": "gone.png"}])
