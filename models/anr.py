@@ -1,0 +1,279 @@
+"""ANR: a per-character neural texture on a coarse mesh and a two-stage neural renderer.
+
+- ``NeuralTexture``: one texture per identity, a Laplacian pyramid of ``levels`` learnable
+  images (``channels`` deep, the finest ``texture_size`` square, each level half the size
+  of the one before). A frame's UV pass samples every level bilinearly and the samples are
+  summed, so coarse levels carry low frequencies and get gradients from many pixels. The
+  sampling happens on the texture, never on the UV image, so nothing blends across seams.
+- ``R1`` (a shallow U-Net) turns the sampled texture into features whose first three
+  channels are trained to be the RGB of the frame where the coarse mesh is seen.
+- ``R2`` (a shallow U-Net) reads R1's features with the camera-space normal pass and the
+  coarse occupancy and paints the whole frame, including what the coarse mesh lacks (hair,
+  loose clothes): RGB and a soft mask (logit).
+
+Texture row 0 is V = 1 (an image viewed upright); UV (0, 0) is its bottom-left corner.
+Passes are (B, H, W, 4) float32 as ``addon.passes`` writes them: ``uv`` = U, V, 0,
+occupancy; ``normal`` = X, Y, Z in [-1, 1], occupancy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AniRenderError
+
+MODEL_KIND = "anirender-anr"
+
+
+@dataclass
+class ANRConfig:
+    identities: int = 1
+    channels: int = 8  # neural texture depth
+    texture_size: int = 256  # finest pyramid level
+    levels: int = 4
+    features: int = 16  # R1 output channels (first three: RGB)
+    width: int = 16  # U-Net channels at full resolution (i + 1 times that at level i)
+    depth: int = 3  # U-Net downsamplings
+    identity_names: tuple = ()
+
+    def names(self) -> list[str]:
+        names = list(self.identity_names)
+        return names + [f"identity{i}" for i in range(len(names), self.identities)]
+
+
+class NeuralTexture(nn.Module):
+    """Laplacian pyramids of learnable textures, one pyramid per identity."""
+
+    def __init__(self, identities: int, channels: int, size: int, levels: int):
+        super().__init__()
+        if size >> (levels - 1) < 2:
+            raise AniRenderError(f"A {size}-texel texture cannot have {levels} pyramid levels.")
+        self.levels = nn.ParameterList(
+            nn.Parameter(torch.zeros(identities, channels, size >> i, size >> i))
+            for i in range(levels)
+        )
+        with torch.no_grad():  # small noise on the coarsest level breaks symmetry
+            self.levels[-1].normal_(0.0, 0.1)
+
+    def sample(self, uv: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 2) UV in [0, 1] and (B,) identity indices -> (B, C, H, W)."""
+        grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)
+        total = 0
+        for level in self.levels:
+            total = total + F.grid_sample(
+                level[identity], grid, mode="bilinear", padding_mode="border", align_corners=False
+            )
+        return total
+
+    def image(self, identity: int) -> torch.Tensor:
+        """The summed pyramid of one identity at the finest size: (C, S, S)."""
+        size = self.levels[0].shape[-1]
+        total = 0
+        for level in self.levels:
+            total = total + F.interpolate(
+                level[identity : identity + 1], size=(size, size), mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
+        return total[0]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    # no normalisation layers: their image-wide statistics would let a texture edit
+    # change pixels far from where the edited texels are seen
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class ShallowUNet(nn.Module):
+    """``depth`` stride-2 downsamplings, bilinear upsampling with skip connections."""
+
+    def __init__(self, cin: int, cout: int, width: int, depth: int):
+        super().__init__()
+        widths = [width * (i + 1) for i in range(depth + 1)]
+        self.down = nn.ModuleList([_block(cin, widths[0])])
+        self.down.extend(_block(widths[i], widths[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(
+            _block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))
+        )
+        self.out = nn.Conv2d(widths[0], cout, 1)
+        self.multiple = 2**depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.down[0](x)]
+        for block in self.down[1:]:
+            skips.append(block(F.avg_pool2d(skips[-1], 2)))
+        y = skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, skip], dim=1))
+        return self.out(y)
+
+
+class ANR(nn.Module):
+    def __init__(self, config: ANRConfig | None = None):
+        super().__init__()
+        self.config = config = config or ANRConfig()
+        self.texture = NeuralTexture(
+            config.identities, config.channels, config.texture_size, config.levels
+        )
+        self.r1 = ShallowUNet(config.channels + 1, config.features, config.width, config.depth)
+        self.r2 = ShallowUNet(config.features + 4, 4, config.width, config.depth)
+
+    def forward(self, uv, normal, identity, texture_features=None) -> dict:
+        """Passes (B, H, W, 4) -> ``rgb`` (B, 3, H, W) in [0, 1], ``mask_logit`` (B, 1, H,
+        W), ``r1_rgb`` (B, 3, H, W) and the coarse ``occupancy`` (B, 1, H, W).
+
+        ``texture_features`` replaces the sampled texture (the split optimisation passes a
+        detached copy so the renderer's frames do not train the texture)."""
+        if uv.shape[1] % self.r1.multiple or uv.shape[2] % self.r1.multiple:
+            raise AniRenderError(
+                f"ANR frames must have sides that are multiples of {self.r1.multiple}; "
+                f"got {uv.shape[2]} x {uv.shape[1]}."
+            )
+        occupancy = (uv[..., 3] > 0.5).to(uv.dtype)[:, None]
+        if texture_features is None:
+            texture_features = self.sample_texture(uv, identity)
+        features = self.r1(torch.cat([texture_features * occupancy, occupancy], dim=1))
+        normals = normal[..., :3].permute(0, 3, 1, 2) * occupancy
+        out = self.r2(torch.cat([features, normals, occupancy], dim=1))
+        return {
+            "rgb": torch.sigmoid(out[:, :3]),
+            "mask_logit": out[:, 3:4],
+            "r1_rgb": torch.sigmoid(features[:, :3]),
+            "occupancy": occupancy,
+        }
+
+    def sample_texture(self, uv, identity) -> torch.Tensor:
+        return self.texture.sample(uv[..., :2], identity)
+
+    @torch.no_grad()
+    def render(self, uv: np.ndarray, normal: np.ndarray, identity: int = 0) -> np.ndarray:
+        """Numpy passes (B, H, W, 4) -> premultiplied RGBA float32 (B, H, W, 4)."""
+        if not 0 <= identity < self.config.identities:
+            raise AniRenderError(
+                f"This ANR model has identities 0 to {self.config.identities - 1} "
+                f"({', '.join(self.config.names())}); got {identity}."
+            )
+        device = next(self.parameters()).device
+        uv_t = torch.as_tensor(np.asarray(uv, np.float32), device=device)
+        normal_t = torch.as_tensor(np.asarray(normal, np.float32), device=device)
+        ids = torch.full((len(uv_t),), identity, dtype=torch.long, device=device)
+        out = self(uv_t, normal_t, ids)
+        return premultiplied_rgba(out).cpu().numpy()
+
+
+def premultiplied_rgba(out: dict) -> torch.Tensor:
+    """(B, H, W, 4) premultiplied RGBA from a forward pass."""
+    mask = torch.sigmoid(out["mask_logit"])
+    return torch.cat([out["rgb"] * mask, mask], dim=1).permute(0, 2, 3, 1).contiguous()
+
+
+# ------------------------------------------------------------------ texture editing
+
+
+def texel_box(size: int, box) -> tuple[slice, slice]:
+    """Rows and columns of a ``size`` texture whose texel centres lie in the UV ``box``
+    (u0, v0, u1, v1); row 0 is V = 1."""
+    u0, v0, u1, v1 = (float(x) for x in box)
+    if not (0 <= u0 < u1 <= 1 and 0 <= v0 < v1 <= 1):
+        raise AniRenderError(
+            f"The UV rectangle {box} is not a rectangle inside [0, 1]; give u0 < u1 and v0 < v1."
+        )
+    centres = (np.arange(size) + 0.5) / size
+    cols = np.nonzero((centres >= u0) & (centres <= u1))[0]
+    rows = np.nonzero((1 - centres >= v0) & (1 - centres <= v1))[0]
+    if not len(cols) or not len(rows):
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+@torch.no_grad()
+def swap_texture_region(model: ANR, target: int, source: int, box=None, mask=None) -> None:
+    """Copy ``source``'s texels into ``target``'s texture inside a UV rectangle ``box``
+    (u0, v0, u1, v1) or a UV-space ``mask`` (an (S, S) bool array, row 0 at V = 1,
+    resampled to every pyramid level by nearest texel). Other texels stay as they were."""
+    identities = model.config.identities
+    for which in (target, source):
+        if not 0 <= which < identities:
+            raise AniRenderError(f"No identity {which}; this model has {identities}.")
+    if (box is None) == (mask is None):
+        raise AniRenderError("Give either a UV rectangle or a UV mask for the texture swap.")
+    for level in model.texture.levels:
+        size = level.shape[-1]
+        if box is not None:
+            rows, cols = texel_box(size, box)
+            level[target, :, rows, cols] = level[source, :, rows, cols]
+        else:
+            picked = _mask_at(np.asarray(mask, bool), size)
+            where = torch.as_tensor(picked, device=level.device)
+            level[target][:, where] = level[source][:, where]
+
+
+def _mask_at(mask: np.ndarray, size: int) -> np.ndarray:
+    if mask.ndim != 2:
+        raise AniRenderError(f"A UV mask is a 2-D image; got shape {mask.shape}.")
+    rows = ((np.arange(size) + 0.5) / size * mask.shape[0]).astype(int)
+    cols = ((np.arange(size) + 0.5) / size * mask.shape[1]).astype(int)
+    return mask[rows][:, cols]
+
+
+# ------------------------------------------------------------------------ weights
+
+
+def save_anr(model: ANR, path, metadata: dict | None = None) -> None:
+    """Write the model as safetensors with its config (atomic)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path = str(path)
+    meta = {"kind": MODEL_KIND, "config": json.dumps(asdict(model.config))}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    partial = path + ".partial"
+    save_file(state, partial, metadata=meta)
+    os.replace(partial, path)
+
+
+def read_anr(data: bytes | str, device="cpu") -> ANR:
+    """An ANR from safetensors bytes or a file path (no pickle anywhere)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            raw = bytes(data)
+        else:
+            with open(data, "rb") as handle:
+                raw = handle.read()
+        tensors = load(raw)
+        meta = _metadata(raw)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AniRenderError(f"Cannot read ANR weights: {exc}") from None
+    if meta.get("kind") != MODEL_KIND:
+        raise AniRenderError("These weights are not an AniRender ANR model.")
+    try:
+        fields = json.loads(meta["config"])
+        fields["identity_names"] = tuple(fields.get("identity_names", ()))
+        model = ANR(ANRConfig(**fields))
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise AniRenderError(f"The ANR weights do not match their config: {exc}") from None
+    return model.to(device).eval()
+
+
+def _metadata(raw: bytes) -> dict:
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    return header.get("__metadata__", {}) or {}
