@@ -9,6 +9,7 @@ import importlib
 TRAINERS = (
     "anirender.models.train.conr",
     "anirender.models.train.reenact",
+    "anirender.models.train.anr",
 )
 
 
