@@ -25,13 +25,20 @@ settings) and ``addon.passes_fast`` (the depsgraph's evaluated meshes rasterised
 ``models.raster``: viewport modifier settings, needs torch). Both render from a
 temporary scene that links the character and the camera, so the user's scene keeps its
 render settings, materials and frame; the temporary scene is removed afterwards.
+Known differences: the fast path ignores the camera's clip start/end (Cycles clips), and
+a pixel centre on a silhouette fold may pick the other surface (~1 pixel in 17k).
+
+Only the character's meshes are drawn (other objects neither show nor occlude); meshes
+hidden from rendering are left out. Files are written beside their final name and then
+renamed, so a frame on disk is always complete and is skipped unless overwriting. The
+Cycles path renders into Blender's "Render Result" image (removed again if it made it).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -56,7 +63,6 @@ class PassRequest:
     fast: bool = False
     size: tuple[int, int] | None = None  # (width, height); None: the scene's resolution
     overwrite: bool = False
-    frame_folders: dict = field(default_factory=dict)
 
     def path(self, pass_name: str, frame: int, fmt: str) -> Path:
         return Path(self.out_dir) / pass_name / f"{pass_name}_{frame:04d}.{fmt}"
