@@ -184,3 +184,25 @@ def test_set_canonical_pose_operator(addon, toy_character):
     bpy.context.view_layer.objects.active = empty
     with pytest.raises(RuntimeError, match="deforms no meshes"):
         bpy.ops.anirender.set_canonical_pose(mode="A_POSE")
+
+
+def test_current_frame_mode_uses_the_pose_on_screen(toy_character):
+    bpy = pytest.importorskip("bpy")
+    arm = toy_character
+    scene = bpy.context.scene
+    scene.frame_set(9)
+    recipe = canonical.set_canonical_pose(arm, "CURRENT")
+    assert recipe["mode"] == "CURRENT"
+    body = bpy.data.objects["Body"]
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = body.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    evaluated.to_mesh_clear()
+    to_armature = np.array(arm.matrix_world.inverted() @ evaluated.matrix_world)
+    posed = co.reshape(-1, 3) @ to_armature[:3, :3].T + to_armature[:3, 3]
+    expected = 0.5 + (posed - recipe["centre"]) * recipe["scale"]
+    np.testing.assert_allclose(_colours(arm)["Body"], expected, atol=1e-5)
+    canonical.set_canonical_pose(arm, "A_POSE")
+    assert np.abs(_colours(arm)["Body"] - expected).max() > 0.05  # the wave is not the A-pose
