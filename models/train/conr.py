@@ -101,9 +101,10 @@ def compute_losses(model: CoNR, batch, settings: TrainSettings, generator) -> di
     inside = true_udp[:, 3:4]
     xyz = (torch.abs(guess[:, :3] - true_udp[:, :3]) * inside).sum() / (inside.sum() * 3 + 1e-6)
     losses["udp"] = xyz + _bce(guess[:, 3], true_udp[:, 3])
-    flat = sheet.flatten(0, 1)
-    _, jittered = model.parse_sheet(_jitter(flat, generator).to(device)[:, :3], with_udp=True)
-    losses["consistency"] = torch.stack([guess, jittered]).std(dim=0).mean()
+    # consistency on the first view of each example (one extra parser pass per example)
+    first = sheet[:, 0]
+    _, jittered = model.parse_sheet(_jitter(first, generator).to(device)[:, :3], with_udp=True)
+    losses["consistency"] = torch.stack([out["sheet_udp"][:, 0], jittered]).std(dim=0).mean()
     losses["total"] = sum(
         settings.weights[k] * v for k, v in losses.items() if k in settings.weights
     )

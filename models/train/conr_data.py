@@ -55,18 +55,25 @@ def load_split(root, split: str, size: int | None = None) -> list[CharacterSampl
                 raise AniRenderError(
                     f"{sample['image']} and {sample['udp']} differ in size; regenerate the dataset."
                 )
+            image, udp = frame_sample(image, udp, size or image.shape[0])
             images.append(image)
             udps.append(udp)
         characters.append(CharacterSamples(entry["id"], np.stack(images), np.stack(udps)))
     if not characters:
         raise AniRenderError(f"The dataset in {root} has no '{split}' characters.")
-    side = characters[0].images.shape[1]
-    if size is not None and side != size:
-        raise AniRenderError(
-            f"The dataset in {root} is {side}x{side} but training asks for {size}; "
-            f"pass --size {side} or regenerate the dataset with --size {size}."
-        )
     return characters
+
+
+def frame_sample(image: np.ndarray, udp: np.ndarray, size: int):
+    """Crop a sample to the centred square around the character and resize it, as the
+    official inference frames sheets and poses (so training sees what shading sees)."""
+    from .. import framing
+
+    crop = framing.square_crop_around((image[..., 3] > 0) | (udp[..., 3] > 0))
+    if crop is None:
+        return image, udp
+    image = framing.resize_image(framing.crop_square(image, crop), size)
+    return image, framing.resize_udp(framing.crop_square(udp, crop), size)
 
 
 def sheet_tensor(images: np.ndarray) -> torch.Tensor:
