@@ -15,6 +15,7 @@ _CLASSES = (
     "addon.props:CharacterSettings",
     "addon.props:PassSettings",
     "addon.props:NeuralRenderSettings",
+    "addon.anr_capture:AnrSettings",
     "addon.props:SceneSettings",
     "ops.passes:ANIRENDER_OT_render_udp_passes",
     "ops.canonical:ANIRENDER_OT_set_canonical_pose",
@@ -37,6 +38,10 @@ _CLASSES = (
     "ops.morphs:ANIRENDER_OT_morph_binding_remove",
     "ops.morphs:ANIRENDER_OT_reenact_preview",
     "ops.celeb_dataset:ANIRENDER_OT_export_celeb_dataset",
+    "ops.anr:ANIRENDER_OT_anr_capture",
+    "ops.anr:ANIRENDER_OT_anr_pair_images",
+    "ops.anr:ANIRENDER_OT_anr_render_frame",
+    "ops.anr:ANIRENDER_OT_anr_render_animation",
     "panels.sidebar:ANIRENDER_PT_main",
     "panels.passes:ANIRENDER_PT_passes",
     "panels.morphs:ANIRENDER_UL_morph_bindings",
@@ -46,6 +51,7 @@ _CLASSES = (
     "panels.character_sheet:ANIRENDER_UL_sheet",
     "panels.character_sheet:ANIRENDER_PT_character_sheet",
     "panels.character_sheet:ANIRENDER_PT_neural_render",
+    "panels.anr:ANIRENDER_PT_anr",
 )
 
 

@@ -25,13 +25,40 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..errors import AniRenderError
 from .passes import PassRenderer, PassRequest, check_output_folder, read_blender_image
 from .scene import SceneGuard, find_character, require_camera
 
 DATA_FILE = "anr_data.json"
+_SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".webp", ".bmp")
+
+
+class AnrSettings(bpy.types.PropertyGroup):
+    """Scene defaults of the ANR operators (Scene.anirender.anr)."""
+
+    data_dir: StringProperty(
+        name="Capture Folder", subtype="DIR_PATH", default="//anr_data/",
+        description="Where training frames are captured (one folder per identity)",
+    )  # fmt: skip
+    images_dir: StringProperty(
+        name="Drawn Frames", subtype="DIR_PATH", default="",
+        description="Folder of drawn frames numbered like the animation's frames",
+    )  # fmt: skip
+    coarse: StringProperty(
+        name="Coarse Meshes", default="",
+        description="Comma-separated meshes whose UV/normal passes ANR samples (empty: the "
+        "largest mesh of the character)",
+    )  # fmt: skip
+    weights: StringProperty(
+        name="ANR Model", subtype="FILE_PATH", default="",
+        description="anr.safetensors written by 'anirender train anr'",
+    )  # fmt: skip
+    identity: IntProperty(name="Identity", default=0, min=0, description="Texture to render")
+    size: EnumProperty(name="Size", items=_SIZES, default="256")
+    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//anr/")
 
 
 @dataclass

@@ -57,6 +57,14 @@ class ShaderClient:
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def upload_anr(self, weights: bytes) -> str:
+        """Load an ANR model (the bytes of its safetensors file); returns its id."""
+        raise NotImplementedError
+
+    def shade_anr(self, model_id: str, identity: int, uv, normal) -> np.ndarray:
+        """UV + normal passes (B, H, W, 4) -> premultiplied RGBA (B, H, W, 4)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -117,6 +125,27 @@ class InProcessClient(ShaderClient):
             encoding, size = self._sheets[sheet_id]
             udp = protocol.check_udp(np.asarray(udp, dtype=np.float32), size)
             return self._load().render(encoding, udp)
+
+    def _anr(self):
+        if getattr(self, "_anr_library", None) is None:
+            try:
+                from ..models.anr import AnrLibrary
+            except ImportError:
+                raise AniRenderError(
+                    "Running ANR in Blender needs PyTorch, which this Python lacks. Choose "
+                    "Local Service or Remote Service in the AniRender preferences."
+                ) from None
+            self._anr_library = AnrLibrary()
+        return self._anr_library
+
+    def upload_anr(self, weights: bytes) -> str:
+        return self._anr().add(weights)[0]
+
+    def shade_anr(self, model_id: str, identity: int, uv, normal) -> np.ndarray:
+        try:
+            return self._anr().render(model_id, identity, uv, normal)
+        except KeyError:
+            raise AniRenderError(f"Unknown ANR model '{model_id}'; upload it first.") from None
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -233,6 +262,28 @@ class HttpClient(ShaderClient):
 
     def cancel_sequence(self, job_id: str) -> dict:
         return self._json("DELETE", f"jobs/{job_id}", timeout=30)
+
+    def upload_anr(self, weights: bytes) -> str:
+        body = protocol.pack(weights=np.frombuffer(bytes(weights), dtype=np.uint8))
+        answer = self._json("POST", "anr", body)
+        self._anr_weights = {**getattr(self, "_anr_weights", {}), answer["model_id"]: weights}
+        return answer["model_id"]
+
+    def shade_anr(self, model_id: str, identity: int, uv, normal) -> np.ndarray:
+        uv, normal = np.asarray(uv, np.float32), np.asarray(normal, np.float32)
+        body = protocol.pack(uv=uv, normal=normal)
+        path = f"anr/{model_id}/shade?identity={int(identity)}"
+        try:
+            rgba = self._arrays("POST", path, ("rgba",), body)["rgba"]
+        except _NotFound:
+            weights = getattr(self, "_anr_weights", {}).get(model_id)
+            if weights is None:
+                raise
+            self.upload_anr(weights)  # the service restarted
+            rgba = self._arrays("POST", path, ("rgba",), body)["rgba"]
+        if rgba.dtype != np.float32 or rgba.shape != uv.shape:
+            raise AniRenderError(f"The service answered {rgba.dtype} {rgba.shape} for ANR.")
+        return rgba
 
 
 class _NotFound(AniRenderError):
@@ -441,3 +492,25 @@ class ShadingSession:
             if self.sheet_id is None:
                 self.sheet_id = self.client.upload_sheet(self.images)
         return self.client.shade(self.sheet_id, udp)
+
+
+class AnrSession:
+    """One ANR model and identity, shaded frame after frame from worker threads (the
+    client is made and the model uploaded on the first call, in a worker thread)."""
+
+    def __init__(self, settings: dict, weights: bytes, identity: int = 0):
+        self.settings = dict(settings)
+        self.weights = weights
+        self.identity = int(identity)
+        self.client: ShaderClient | None = None
+        self.model_id: str | None = None
+        self._lock = threading.Lock()
+
+    def shade(self, uv: np.ndarray, normal: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self.client is None:
+                settings = dict(self.settings)
+                self.client = client_for(settings.pop("mode"), **settings)
+            if self.model_id is None:
+                self.model_id = self.client.upload_anr(self.weights)
+        return self.client.shade_anr(self.model_id, self.identity, uv, normal)

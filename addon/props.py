@@ -15,6 +15,7 @@ from bpy.props import (
     StringProperty,
 )
 
+from .anr_capture import AnrSettings  # the ANR operators' scene defaults
 from .morphs import MorphSettings  # the pose sliders' group, nested in CharacterSettings
 
 
@@ -110,6 +111,7 @@ class NeuralRenderSettings(bpy.types.PropertyGroup):
 class SceneSettings(bpy.types.PropertyGroup):
     passes: PointerProperty(type=PassSettings)
     neural: PointerProperty(type=NeuralRenderSettings)
+    anr: PointerProperty(type=AnrSettings)
 
 
 def attach():

@@ -207,6 +207,50 @@ def create_app(
     def cancel_job(job_id: str) -> dict:
         return queue.cancel_job(job_id).progress()
 
+    # ANR: per-character models (``weights``: the bytes of an ANR safetensors file as
+    # uint8), shaded from UV + normal passes; loaded lazily, kept by content id
+    def anr_library():
+        if getattr(app.state, "anr", None) is None:
+            from ..models.anr import AnrLibrary
+
+            app.state.anr = AnrLibrary(device=static_info.get("device", "cpu"))
+        return app.state.anr
+
+    def anr_model(model_id: str) -> dict:
+        try:
+            return anr_library().describe(model_id)
+        except KeyError:
+            raise UnknownSheet(f"Unknown ANR model '{model_id}'; upload it again.") from None
+
+    @app.post(f"{API}/anr", openapi_extra=_NPZ_BODY, responses=_ERRORS)
+    async def upload_anr(request: Request) -> dict:
+        """Upload an ANR model (``weights``: uint8 bytes of its safetensors file)."""
+        weights = (await read_arrays(request, ("weights",)))["weights"]
+        if weights.dtype != np.uint8 or weights.ndim != 1:
+            raise protocol.WireError("ANR 'weights' are the file's bytes: a 1-D uint8 array.")
+        key, model, cached = await asyncio.to_thread(anr_library().add, weights.tobytes())
+        return {"model_id": key, "identities": model.config.names(), "cached": cached}
+
+    @app.post(
+        f"{API}/anr/{{model_id}}/shade",
+        openapi_extra=_NPZ_BODY,
+        responses={200: _NPZ_ANSWER, **_ERRORS},
+        response_class=Response,
+    )
+    async def shade_anr(
+        model_id: str, request: Request, identity: int = Query(0, ge=0, le=1024)
+    ) -> Response:
+        """Shade ``uv`` + ``normal`` passes with an ANR model; answers ``rgba``."""
+        anr_model(model_id)
+        arrays = await read_arrays(request, ("uv", "normal"))
+        try:
+            rgba = await asyncio.to_thread(
+                anr_library().render, model_id, identity, arrays["uv"], arrays["normal"]
+            )
+        except KeyError:
+            raise UnknownSheet(f"Unknown ANR model '{model_id}'; upload it again.") from None
+        return await asyncio.to_thread(npz, rgba=rgba)
+
     return app
 
 

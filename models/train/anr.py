@@ -53,7 +53,7 @@ class TrainSettings:
     batch: int = 2
     crop_width: int = 0  # train on crops this wide around the character (0: whole frame)
     lr_texture: float = 1e-2
-    lr_renderer: float = 1e-3
+    lr_renderer: float = 3e-3
     channels: int = 8
     texture_size: int = 256
     levels: int = 4

@@ -1,0 +1,308 @@
+"""ANR operators: capture training frames, pair drawn frames, render with a trained model.
+
+Capture ANR Training Frames / Pair Images with Animation write a capture folder
+(``addon.anr_capture``) to train with ``anirender train anr``. Neural Render (ANR) Frame /
+Animation follow the CoNR operators' flow: the fast pass renderer draws the coarse mesh's
+UV and normal passes on the main thread, a worker thread sends them through the shader
+client (in process, local or remote service) and the answer is written on the main
+thread; frames already on disk are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from ..addon import shaded_frames
+from ..addon.anr_capture import (
+    CaptureRequest,
+    capture_training_frames,
+    coarse_meshes,
+    pair_image_sequence,
+)
+from ..addon.client import AnrSession, ServiceUnavailable, settings_from
+from ..addon.jobs import Job, ModalJobOperator
+from ..addon.passes import PassRenderer, PassRequest, check_output_folder, scene_character
+from ..addon.prefs import preferences
+from ..addon.scene import character_from_context, require_camera
+from ..errors import AniRenderError
+
+_SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
+
+
+def _settings(scene):
+    return getattr(getattr(scene, "anirender", None), "anr", None)
+
+
+def _armature(context):
+    if context.active_object is None and not context.selected_objects:
+        character = scene_character(context.scene)
+    else:
+        character = character_from_context(context)
+    if character.armature is None:
+        raise AniRenderError(
+            f'"{character.name}" has no armature. Select the rigged character (its armature '
+            "or one of its meshes)."
+        )
+    return character.armature
+
+
+def _frame_range(op, scene) -> list[int]:
+    first, last = (
+        (scene.frame_start, scene.frame_end)
+        if op.use_scene_range
+        else (op.frame_start, op.frame_end)
+    )
+    if last < first:
+        raise AniRenderError(f"The frame range {first}-{last} is empty; end before start.")
+    return list(range(first, last + 1))
+
+
+def _coarse_names(text: str) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+class _FromScene:
+    _scene_names: tuple = ()
+
+    def _take_scene_settings(self, scene):
+        settings = _settings(scene)
+        if settings is None:
+            return
+        for name in self._scene_names:
+            if not self.properties.is_property_set(name) and hasattr(settings, name):
+                setattr(self, name, getattr(settings, name))
+
+
+class ANIRENDER_OT_anr_capture(_FromScene, ModalJobOperator, bpy.types.Operator):
+    """Render ANR training pairs over the frame range: the character's own look with Cycles, and its coarse mesh's UV and normal passes"""
+
+    bl_idname = "anirender.anr_capture"
+    bl_label = "Capture ANR Training Frames"
+    bl_options = {"REGISTER"}
+    _scene_names = ("data_dir", "coarse")
+
+    data_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH", default="//anr_data/")
+    coarse: StringProperty(name="Coarse Meshes", default="")
+    size: IntProperty(name="Size", default=256, min=32)
+    samples: IntProperty(name="Samples", default=6, min=1)
+    identity: StringProperty(name="Identity", default="")
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=1)
+
+    def make_job(self, context, guard):
+        scene = context.scene
+        self._take_scene_settings(scene)
+        armature = _armature(context)
+        request = CaptureRequest(
+            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=_frame_range(self, scene),
+            size=self.size, coarse=_coarse_names(self.coarse), identity=self.identity,
+            samples=self.samples,
+        )  # fmt: skip
+        total, steps = capture_training_frames(scene, armature, request)
+        job = Job("Capture ANR Training Frames", steps, total=total)
+        job.summary = f"{total} ANR training frames captured into {request.out_dir}"
+        return job
+
+
+class ANIRENDER_OT_anr_pair_images(_FromScene, ModalJobOperator, bpy.types.Operator):
+    """Pair a drawn image sequence with the animation's frames (same frame numbers) as ANR training data"""
+
+    bl_idname = "anirender.anr_pair_images"
+    bl_label = "Pair Images with Animation"
+    bl_options = {"REGISTER"}
+    _scene_names = ("data_dir", "coarse", "images_dir")
+
+    images_dir: StringProperty(name="Drawn Frames", subtype="DIR_PATH", default="")
+    data_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH", default="//anr_data/")
+    coarse: StringProperty(name="Coarse Meshes", default="")
+    identity: StringProperty(name="Identity", default="")
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=1)
+
+    def make_job(self, context, guard):
+        scene = context.scene
+        self._take_scene_settings(scene)
+        if not self.images_dir:
+            raise AniRenderError("Choose the folder of drawn frames to pair with the animation.")
+        armature = _armature(context)
+        request = CaptureRequest(
+            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=_frame_range(self, scene),
+            coarse=_coarse_names(self.coarse), identity=self.identity,
+        )  # fmt: skip
+        folder = bpy.path.abspath(self.images_dir)
+        total, steps = pair_image_sequence(scene, armature, folder, request)
+        job = Job("Pair Images with Animation", steps, total=total)
+        job.summary = f"{total} drawn frames paired into {request.out_dir}"
+        return job
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+class _AnrRender(_FromScene, ModalJobOperator):
+    size: EnumProperty(name="Size", items=_SIZES, default="256")
+    weights: StringProperty(name="ANR Model", subtype="FILE_PATH", default="")
+    identity: IntProperty(name="Identity", default=0, min=0)
+    coarse: StringProperty(name="Coarse Meshes", default="")
+
+    def _prepare(self, context, frames, folder):
+        """(armature, pass renderer, session), checked before anything changes."""
+        scene = context.scene
+        require_camera(scene)
+        armature = _armature(context)
+        path = Path(bpy.path.abspath(self.weights)) if self.weights else None
+        if path is None or not path.is_file():
+            raise AniRenderError(
+                f"No ANR model at '{self.weights}'. Train one with `anirender train anr` and "
+                "choose its anr.safetensors in the ANR panel."
+            )
+        coarse = coarse_meshes(armature, _coarse_names(self.coarse))
+        size = int(self.size)
+        request = PassRequest(
+            out_dir=folder, frames=list(frames), passes=("uv", "normal"), formats=("npz",),
+            fast=True, size=(size, size), overwrite=True,
+        )  # fmt: skip
+        renderer = PassRenderer(scene, armature, request)
+        others = [m for m in renderer.meshes if m not in coarse]
+        session = AnrSession(settings_from(preferences(context)), path.read_bytes(), self.identity)
+        return armature, renderer, others, session
+
+    def execute(self, context):
+        self._made_job = None
+        try:
+            return super().execute(context)
+        finally:
+            job = self._made_job
+            if job is not None and not job.finished:
+                job.cancel()
+
+
+def _coarse_passes(renderer, others, frame):
+    """UV and normal passes of ``frame`` with only the coarse meshes drawn."""
+    hidden = [(m, m.hide_render) for m in others]
+    try:
+        for mesh, _ in hidden:
+            mesh.hide_render = True
+        images = renderer.render_frame(frame)
+    finally:
+        for mesh, was in hidden:
+            mesh.hide_render = was
+    return images["uv"][None], images["normal"][None]
+
+
+class ANIRENDER_OT_anr_render_frame(_AnrRender, bpy.types.Operator):
+    """Render the current frame of the character with its trained ANR model and show it in the Image Editor"""
+
+    bl_idname = "anirender.anr_render_frame"
+    bl_label = "Neural Render Frame (ANR)"
+    bl_options = {"REGISTER"}
+    _scene_names = ("size", "weights", "identity", "coarse")
+
+    def make_job(self, context, guard):
+        self._take_scene_settings(context.scene)
+        frame = context.scene.frame_current
+        folder = Path(bpy.app.tempdir or "/tmp")
+        armature, renderer, others, session = self._prepare(context, [frame], folder)
+        name = f"{armature.name} ANR Frame"
+
+        def steps(job):
+            with renderer:
+                uv, normal = _coarse_passes(renderer, others, frame)
+            yield f"frame {frame}: shading"
+
+            def show(rgba):
+                image = shaded_frames.show_frame(name, rgba[0], context)
+                guard.keep(image)
+                job.summary = f'Frame {frame} rendered with ANR into image "{image.name}"'
+
+            job.submit(session.shade, uv, normal, then=show)
+
+        job = Job("Neural Render Frame (ANR)", steps, total=1)
+        self._made_job = job
+        return job
+
+
+class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
+    """Render the character over a frame range with its ANR model into a PNG sequence (frames already on disk are kept)"""
+
+    bl_idname = "anirender.anr_render_animation"
+    bl_label = "Neural Render Animation (ANR)"
+    bl_options = {"REGISTER"}
+    _scene_names = ("size", "weights", "identity", "coarse", "output_dir")
+
+    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//anr/")
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=1)
+    overwrite: BoolProperty(name="Overwrite", default=False)
+
+    def make_job(self, context, guard):
+        scene = context.scene
+        self._take_scene_settings(scene)
+        frames = _frame_range(self, scene)
+        folder = check_output_folder(bpy.path.abspath(self.output_dir))
+        name = f"{_armature(context).name}_anr"
+        paths = {f: shaded_frames.frame_path(folder, name, f) for f in frames}
+        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
+        armature, renderer, others, session = self._prepare(context, todo or frames, folder)
+        writer = shaded_frames.FrameWriter(int(self.size))
+        written, outstanding = [0], [0]
+
+        def shade(uv, normal):
+            try:
+                return session.shade(uv, normal)
+            except ServiceUnavailable as exc:
+                raise ServiceUnavailable(
+                    f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
+                    f"stay in {folder}; run Neural Render Animation (ANR) again for the rest."
+                ) from None
+
+        def steps(job):
+            def counted(message):
+                job.done = written[0] - 1  # Job.step adds one: done counts written frames
+                return message
+
+            def write(frame):
+                def then(rgba):
+                    writer.write(paths[frame], rgba[0])
+                    written[0] += 1
+                    outstanding[0] -= 1
+
+                return then
+
+            try:
+                with renderer:
+                    for frame in todo:
+                        uv, normal = _coarse_passes(renderer, others, frame)
+                        outstanding[0] += 1
+                        job.submit(shade, uv, normal, then=write(frame))
+                        yield counted(f"frame {frame}")
+                while outstanding[0]:
+                    job.poll()
+                    if outstanding[0]:
+                        time.sleep(0.01)
+                        yield counted(f"waiting for {outstanding[0]} frames")
+                image = guard.keep(
+                    shaded_frames.load_sequence(
+                        paths[frames[0]], len(frames), f"{armature.name} ANR"
+                    )
+                )
+                skipped = len(frames) - len(todo)
+                job.summary = (
+                    f"{len(todo)} frames rendered with ANR into {folder}"
+                    + (f" ({skipped} already there)" if skipped else "")
+                    + f'; image sequence "{image.name}"'
+                )
+                yield counted("done")
+            finally:
+                writer.close()
+
+        job = Job("Neural Render Animation (ANR)", steps, total=len(todo), workers=2)
+        self._made_job = job
+        return job

@@ -1,0 +1,33 @@
+"""The ANR panel: capture training frames, pick a trained model, render with it."""
+
+import bpy
+
+
+class ANIRENDER_PT_anr(bpy.types.Panel):
+    bl_label = "Neural Render (ANR)"
+    bl_idname = "ANIRENDER_PT_anr"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "AniRender"
+    bl_parent_id = "ANIRENDER_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.anirender.anr
+        box = layout.box()
+        box.label(text="Training Frames", icon="IMAGE_DATA")
+        box.prop(settings, "coarse")
+        box.prop(settings, "data_dir")
+        box.operator("anirender.anr_capture", icon="RENDER_STILL")
+        box.prop(settings, "images_dir")
+        box.operator("anirender.anr_pair_images", icon="SEQUENCE")
+        box = layout.box()
+        box.label(text="Render", icon="SHADING_TEXTURE")
+        box.prop(settings, "weights")
+        row = box.row()
+        row.prop(settings, "identity")
+        row.prop(settings, "size")
+        box.operator("anirender.anr_render_frame", icon="RENDER_STILL")
+        box.prop(settings, "output_dir")
+        box.operator("anirender.anr_render_animation", icon="RENDER_ANIMATION")
