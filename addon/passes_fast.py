@@ -37,7 +37,7 @@ class FastBackend:
 
         corners = surface["corners"]
         to_clip = to_clip.astype(np.float32)
-        clip = corners @ to_clip[:, :3].T + to_clip[:, 3]
+        clip = _affine(corners, to_clip[:, :3], to_clip[:, 3])
         view = rigid_inverse(to_world)
         rotation = view[:3, :3]
         # only the corner values the requested passes need are interpolated
@@ -47,9 +47,9 @@ class FastBackend:
         if "uv" in passes:
             columns["uv"] = _add(channels, surface["uv"])
         if "normal" in passes:
-            columns["normal"] = _add(channels, surface["normal"] @ rotation.T)
+            columns["normal"] = _add(channels, _affine(surface["normal"], rotation))
         if "normal" in passes or "depth" in passes:
-            columns["position"] = _add(channels, corners @ rotation.T + view[:3, 3])
+            columns["position"] = _add(channels, _affine(corners, rotation, view[:3, 3]))
         threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
         with self.raster.cpu_threads(threads):
             fragments = self.raster.rasterise(clip, height, width, device=self.device)
@@ -99,6 +99,15 @@ def _facing_normals(normal, position, tri, hit, geometric, rotation, orthographi
     n[back] *= -1.0
     out[hit] = n
     return out
+
+
+def _affine(points: np.ndarray, linear: np.ndarray, offset=None) -> np.ndarray:
+    """``points @ linear.T + offset`` over the last axis, as one 2-D product (numpy runs a
+    3-D ``@`` as one tiny product per row)."""
+    flat = points.reshape(-1, points.shape[-1]) @ linear.T.astype(points.dtype)
+    if offset is not None:
+        flat += offset.astype(points.dtype)
+    return flat.reshape(*points.shape[:-1], linear.shape[0])
 
 
 def _add(channels: list, values: np.ndarray) -> slice:

@@ -156,13 +156,17 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
 
 def _draw_batch(batch, counts, geometry, depth_terms, tri_ids, width, zbuffer, triangle, bary):
     device = batch.device
-    t = torch.repeat_interleave(batch, counts)
+    position = torch.repeat_interleave(counts)  # which triangle of the batch, per pair
+    t = batch[position]
     first = torch.cumsum(counts, 0) - counts
-    local = torch.arange(t.numel(), device=device) - torch.repeat_interleave(first, counts)
+    local = (torch.arange(t.numel(), device=device) - first[position]).to(torch.float32)
     rows = geometry[t]
-    box_w = rows[:, 8].to(torch.int64)
-    col = rows[:, 6] + (local % box_w).to(torch.float32)
-    row = rows[:, 7] + torch.div(local, box_w, rounding_mode="floor").to(torch.float32)
+    # pixel within the box, in float32 (exact for these small integers, and vectorised
+    # where integer division is not)
+    box_w = rows[:, 8]
+    down = torch.floor((local + 0.5) / box_w)
+    col = rows[:, 6] + (local - down * box_w)
+    row = rows[:, 7] + down
     # edge functions, each from the pixel centre to the two corners of one edge: a shared
     # edge gives exactly opposite values in its two triangles, so no centre falls through
     dx = rows[:, 0:3] - (col + 0.5)[:, None]
