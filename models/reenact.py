@@ -403,10 +403,10 @@ class Reenactor:
     dragging a slider costs one mapping + warp + edit pass.
     """
 
-    def __init__(self, weights=None, device: str = "cpu", threads: int | None = None):
+    def __init__(self, weights=None, device: str = "cpu", threads: int | None = None, model=None):
         if threads:
             torch.set_num_threads(threads)
-        self.model = load_reenact(weights, device=device)
+        self.model = model.to(device).eval() if model is not None else load_reenact(weights, device)
         self.device = device
         self._source_key = None
         self._source = None

@@ -1,0 +1,114 @@
+"""Slider to image: reenactment preview latency vs a Cycles render of the same pose.
+
+    .venv/bin/python bench/reenact.py [--poses 12] [--size 256] [--threads 2]
+
+On the toy character (cached test character) with its pose sliders set up, each timed
+step is what the live preview does for one slider change: set the 20 sliders
+(``apply_pose``), read them back, reenact a ``--size`` x ``--size`` portrait (the
+character's own neutral head render) and write the result into a Blender image.
+
+Contenders, interleaved pose by pose so they share the machine's load:
+
+- ``small``: the shipped ``assets/reenact_small.safetensors`` (works at its own size,
+  64 x 64; resize in and out included);
+- ``full``: a 256 x 256 generator of the same architecture at width 32 (seeded weights:
+  the same work as a trained one);
+- baseline ``cycles``: render the same pose with Cycles as the dataset export stages it
+  (16 samples, ``--size`` px, toon style).
+
+Reports the median seconds per slider change and the ratio baseline / contender.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--poses", type=int, default=12)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "reenact.json")
+    args = parser.parse_args()
+
+    import bpy
+    import torch
+    from PIL import Image
+
+    from anirender.addon import morphs
+    from anirender.addon.celeb_dataset import render_pose_image
+    from anirender.addon.character_cache import load_character
+    from anirender.addon.reenact_preview import show_rgba
+    from anirender.addon.scene import find_character
+    from anirender.models.reenact import FaceGenerator, ReenactConfig, Reenactor, load_reenact
+
+    torch.set_num_threads(args.threads)
+    armature = load_character("toy")
+    character = find_character(armature)
+    bindings = morphs.setup_morph_rig(character)
+    scratch = Path(tempfile.mkdtemp(prefix="anirender-bench-"))
+    portrait_path = render_pose_image(
+        bpy.context, character, [0.0] * 20, scratch / "portrait.png", "TOON", args.size
+    )
+    portrait = np.asarray(Image.open(portrait_path).convert("RGBA"))
+
+    small = Reenactor()
+    torch.manual_seed(0)
+    full = Reenactor(model=FaceGenerator(ReenactConfig(image_size=args.size, base=32)))
+    full_params = sum(p.numel() for p in full.model.parameters())
+    small_cfg = load_reenact().cfg
+
+    def preview(reenactor, pose):
+        morphs.apply_pose(armature, pose)
+        values = morphs.get_pose(armature)
+        show_rgba(reenactor.reenact(portrait, values))
+
+    def cycles(pose, index):
+        render_pose_image(
+            bpy.context, character, pose, scratch / f"{index}.png", "TOON", args.size, samples=16
+        )
+
+    poses = [morphs.random_pose(bindings, seed=i) for i in range(args.poses + 1)]
+    preview(small, poses[0])  # warm-up: first calls allocate
+    preview(full, poses[0])
+    times = {"small": [], "full": [], "cycles": []}
+    for i, pose in enumerate(poses[1:]):
+        for name, run in (
+            ("small", lambda pose=pose: preview(small, pose)),
+            ("full", lambda pose=pose: preview(full, pose)),
+            ("cycles", lambda pose=pose, i=i: cycles(pose, i)),
+        ):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+        print(f"pose {i + 1}/{args.poses}", {k: round(v[-1], 3) for k, v in times.items()})
+
+    median = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"torch threads, Python {sys.version.split()[0]}, torch {torch.__version__}",
+        "size": args.size,
+        "poses": args.poses,
+        "small_config": small_cfg.to_json(),
+        "full_params": full_params,
+        "median_s": median,
+        "cycles_over": {k: median["cycles"] / median[k] for k in ("small", "full")},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
