@@ -10,6 +10,8 @@ Camera axes for normals and depth are written into the material each frame.
 
 from __future__ import annotations
 
+import os
+
 import bpy
 import numpy as np
 
@@ -38,10 +40,10 @@ class CyclesBackend:
         for name, material in self.materials.items():
             _aim_material(material, to_world)
             layer.material_override = material
-            if "exr" in renderer.request.formats:
-                path = renderer.request.path(name, frame, "exr")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._exr_written.add((name, frame))
+            final = renderer.request.path(name, frame, "exr")
+            if "exr" in renderer.request.formats:  # beside the final file, renamed at the end
+                final.parent.mkdir(parents=True, exist_ok=True)
+                path = final.with_name(f".{final.stem}.partial.exr")
             else:
                 path = renderer.scratch_dir / f"{name}.exr"
             set_file_format(temp, "exr")
@@ -50,8 +52,11 @@ class CyclesBackend:
                 bpy.ops.render.render(write_still=True)
             pixels = read_pass_image(path)
             images[name] = _decode(name, pixels)
-            if name == "normal" and (name, frame) in self._exr_written:
-                renderer.write_image(path, images[name], "exr")  # the decoded values
+            if "exr" in renderer.request.formats:
+                if not np.array_equal(images[name], pixels):  # normals, stray alpha
+                    renderer.write_image(path, images[name], "exr")
+                os.replace(path, final)  # the file holds exactly the array handed on
+                self._exr_written.add((name, frame))
         layer.material_override = None
         return images
 
