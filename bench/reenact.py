@@ -1,6 +1,6 @@
 """Slider to image: reenactment preview latency vs a Cycles render of the same pose.
 
-    .venv/bin/python bench/reenact.py [--poses 12] [--size 256] [--threads 2]
+    .venv/bin/python bench/reenact.py [--poses 12] [--size 256] [--threads 1]
 
 On the toy character (cached test character) with its pose sliders set up, each timed
 step is what the live preview does for one slider change: set the 20 sliders
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poses", type=int, default=12)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "reenact.json")
     args = parser.parse_args()
 
