@@ -248,3 +248,73 @@ def test_pose_text_round_trip():
         morphs.pose_from_text("1, 2, 3")
     with pytest.raises(AniRenderError, match="clipboard"):
         morphs.pose_from_text("hello")
+
+
+# ---------------------------------------------------------------------------- MakeHuman
+
+
+def _evaluated_coords(bpy, obj):
+    bpy.context.view_layer.update()
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    evaluated.to_mesh_clear()
+    return co.reshape(-1, 3)
+
+
+@pytest.mark.parametrize(
+    "target, key",
+    [
+        ("eye_closed_l", "eye-left-closure"),
+        ("eye_closed_r", "eye-right-closure"),
+        ("brow_raised_l", "eyebrows-left-up"),
+        ("brow_lowered_r", "eyebrows-right-down"),
+        ("mouth_a", "mouth-open"),
+        ("mouth_u", "mouth-pursing"),
+    ],
+)
+def test_makehuman_target_moves_exactly_its_expression_unit(makehuman_character, target, key):
+    import bpy
+
+    from anirender.addon import morphs
+    from anirender.addon.scene import find_character
+
+    character = find_character(makehuman_character)
+    body = character.meshes[0]
+    morphs.apply_pose(makehuman_character, [0.0] * 20)
+    neutral = _evaluated_coords(bpy, body)
+    pose = [0.0] * 20
+    pose[morphs.POSE_NAMES.index(target)] = 1.0
+    morphs.apply_pose(makehuman_character, pose)
+    values = _key_values(bpy, character.meshes)
+    assert values[(body.name, key)] == pytest.approx(1.0)
+    others = {k: v for k, v in values.items() if k[1] not in (key, "Basis")}
+    assert others and max(others.values()) == 0.0
+
+    # the vertices that moved are the ones this unit moves, and nothing else
+    posed = _evaluated_coords(bpy, body)
+    moved = np.linalg.norm(posed - neutral, axis=1) > 1e-6
+    block = body.data.shape_keys.key_blocks[key]
+    basis = body.data.shape_keys.reference_key
+    offsets = np.empty(len(block.data) * 3, np.float32)
+    block.data.foreach_get("co", offsets)
+    rest = np.empty_like(offsets)
+    basis.data.foreach_get("co", rest)
+    support = np.linalg.norm((offsets - rest).reshape(-1, 3), axis=1) > 1e-7
+    assert moved.sum() > 10
+    assert not np.any(moved & ~support)
+
+
+def test_makehuman_head_yaw(makehuman_character):
+    import bpy
+
+    from anirender.addon import morphs
+
+    bpy.context.scene.frame_set(0)
+    morphs.apply_pose(makehuman_character, [0.0] * 20)
+    straight = _head_delta(bpy, makehuman_character, "head")
+    morphs.apply_pose(makehuman_character, [0.0] * 19 + [20.0])
+    turned = _head_delta(bpy, makehuman_character, "head")
+    # the walk poses the neck too: the slider adds a 20 degree turn about the armature's Z
+    np.testing.assert_allclose(turned @ straight.T, _rotation("Z", 20.0), atol=1e-4)

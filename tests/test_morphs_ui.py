@@ -132,3 +132,21 @@ def test_dataset_export_rows_reproduce_renders(addon, toy_character, tmp_path):
     # and it differs from another row's picture (the comparison can fail)
     other = np.asarray(Image.open(out / row["org_id"] / row["cluster"] / rotated[0]["png_name"]))
     assert np.abs(other.astype(int) - redone.astype(int)).mean() > 2
+
+
+def test_dataset_cli_on_a_blend_file(blender, tmp_path):
+    from anirender.addon.celeb_dataset import read_pose_csv
+    from anirender.addon.character_cache import character_blend
+    from anirender.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["dataset", "celeb", str(character_blend("toy")), "--out", str(out), "--poses", "1"]
+    argv += ["--size", "32", "--styles", "flat", "--samples", "1", "--seed", "5"]
+    assert main(argv) == 0
+    rows = read_pose_csv(out / "combined_pose.csv")
+    assert [(r["cluster"], r["png_name"]) for r in rows] == [
+        ("frontal_flat", "00000.png"),
+        ("frontal_flat", "00001.png"),
+        ("rotated_flat", "00001.png"),
+    ]
+    assert main(argv) == 2  # the folder holds a dataset: refused without --overwrite
