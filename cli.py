@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "anirender.models.recon_cli",
     "anirender.addon.dataset_cli",
     "anirender.models.train.cli",
+    "anirender.models.anr_cli",
     "anirender.service.serve",
 )
 

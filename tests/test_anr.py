@@ -1,0 +1,359 @@
+"""ANR on the MakeHuman walk: capture, train a small model, render held-out poses.
+
+One module-scoped run captures the toon-dressed MakeHuman (two outfits = two identities
+sharing one renderer) over the walk at 128 x 128 with Cycles, the coarse body's UV and
+normal passes from the fast renderer, and trains a small ANR for a bounded number of
+steps on the CPU, holding out four frames. The tests judge that one trained model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SIZE = 128
+FRAMES = list(range(0, 41))  # the walk cycle
+HELD_OUT = [5, 15, 25, 35]
+OUTFITS = {"outfit0": 0, "outfit7": 7}  # toon_look seeds: both with a skirt, different hair
+
+
+def capture(folder, seed, identity):
+    import bpy
+
+    from anirender.addon.anr_capture import CaptureRequest, capture_training_frames
+    from anirender.addon.character_cache import load_character
+    from anirender.addon.toon_look import dress_character
+
+    armature = load_character("makehuman")
+    dress_character(armature, seed)
+    request = CaptureRequest(folder, FRAMES, size=SIZE, identity=identity)
+    total, steps = capture_training_frames(bpy.context.scene, armature, request)
+    assert total == len(FRAMES)
+    for _ in steps:
+        pass
+
+
+@pytest.fixture(scope="module")
+def anr_run(tmp_path_factory):
+    """{data: [folders], out: checkpoint folder, settings, state} of one trained ANR."""
+    import bpy
+
+    from anirender.models.train.anr import TrainSettings, train
+
+    root = tmp_path_factory.mktemp("anr")
+    folders = []
+    for identity, seed in OUTFITS.items():
+        folders.append(root / identity)
+        capture(folders[-1], seed, identity)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    settings = TrainSettings(
+        data=folders, out=root / "model", steps=400, batch=2, crop_width=64, width=12,
+        texture_size=128, hold_out=HELD_OUT, seed=0, threads=1, checkpoint_every=200,
+    )  # fmt: skip
+    state = train(settings, show_progress=False)
+    return {"data": folders, "out": root / "model", "settings": settings, "state": state}
+
+
+@pytest.fixture(scope="module")
+def model(anr_run):
+    from anirender.models.anr import read_anr
+
+    return read_anr(anr_run["out"] / "anr.safetensors")
+
+
+def all_frames(anr_run, index=0):
+    from anirender.models.train.anr import read_identity
+
+    return read_identity(anr_run["data"][index])
+
+
+def save_row(path, *images):
+    row = np.concatenate([np.clip(i, 0, 1) for i in images], axis=1)
+    rgb = (row[..., :3] * 255).round().astype(np.uint8)
+    Image.fromarray(rgb).resize((rgb.shape[1] * 2, rgb.shape[0] * 2), Image.NEAREST).save(path)
+
+
+# ------------------------------------------------------------------------- quality
+
+
+def test_held_out_frames_beat_nearest_keyframe_baseline(anr_run, model, artifacts_dir):
+    from anirender.models.train.anr import nearest_uv_baseline, premultiply, psnr
+
+    data = all_frames(anr_run)
+    keys = [data.frames.index(f) for f in anr_run["state"]["keyframes"]["outfit0"]]
+    held = [data.frames.index(f) for f in HELD_OUT]
+    predicted = model.render(data.uv[held], data.normal[held], identity=0)
+    truth = premultiply(data.target[held])
+    baseline = np.stack(
+        [nearest_uv_baseline(data.uv[keys], data.target[keys], data.uv[i]) for i in held]
+    )
+    model_psnr = np.mean([psnr(p, t) for p, t in zip(predicted, truth)])
+    base_psnr = np.mean([psnr(b, t) for b, t in zip(baseline, truth)])
+    rows = [np.concatenate([t, p, b], axis=1) for t, p, b in zip(truth, predicted, baseline)]
+    save_row(artifacts_dir / "anr_held_out_truth_model_baseline.png", np.concatenate(rows, 0))
+    print(f"held-out PSNR: ANR {model_psnr:.2f} dB, nearest-UV keyframe {base_psnr:.2f} dB")
+    assert model_psnr > base_psnr
+
+
+def test_mask_tracks_the_silhouette(anr_run, model):
+    from anirender.models.train.anr import mask_iou
+
+    data = all_frames(anr_run)
+    held = [data.frames.index(f) for f in HELD_OUT]
+    predicted = model.render(data.uv[held], data.normal[held], identity=0)
+    ious = [mask_iou(p[..., 3], t[..., 3]) for p, t in zip(predicted, data.target[held])]
+    # the coarse body alone misses hair and skirt: the mask must do better than it
+    coarse = [mask_iou(data.uv[i][..., 3], data.target[i][..., 3]) for i in held]
+    print(f"mask IoU {np.mean(ious):.3f}, coarse body IoU {np.mean(coarse):.3f}")
+    assert min(ious) > 0.8
+    assert np.mean(ious) > np.mean(coarse)
+
+
+def test_r1_first_channels_learn_colour(anr_run, model):
+    import torch
+
+    data = all_frames(anr_run)
+    held = [data.frames.index(f) for f in HELD_OUT]
+    with torch.no_grad():
+        out = model(torch.from_numpy(data.uv[held]), torch.from_numpy(data.normal[held]),
+                    torch.zeros(len(held), dtype=torch.long))  # fmt: skip
+    r1 = out["r1_rgb"].permute(0, 2, 3, 1).numpy()
+    seen = (data.uv[held][..., 3] > 0.5) & (data.target[held][..., 3] > 0.5)
+    error = np.abs(r1 - data.target[held][..., :3])[seen].mean()
+    grey = np.abs(0.5 - data.target[held][..., :3])[seen].mean()  # an untrained sigmoid
+    assert error < 0.6 * grey
+
+
+# ---------------------------------------------------------------------- keyframes
+
+
+def test_keyframe_selection_is_deterministic_and_greedy(anr_run):
+    from anirender.models.train.anr import choose_keyframes, texel_coverage
+
+    data = all_frames(anr_run)
+    train_uv = data.uv[[data.frames.index(f) for f in FRAMES if f not in HELD_OUT]]
+    first = choose_keyframes(train_uv)
+    assert first == choose_keyframes(train_uv.copy())
+    kept = [f for f in FRAMES if f not in HELD_OUT]
+    assert [kept[i] for i in first] == anr_run["state"]["keyframes"]["outfit0"]
+    coverage = texel_coverage(train_uv)
+    counts = coverage.sum(axis=1)
+    assert first[0] == int(np.argmax(counts))  # the frame that sees most texture
+    seen = np.zeros(coverage.shape[1], bool)
+    gains = []
+    for index in first:
+        gains.append(int((coverage[index] & ~seen).sum()))
+        seen |= coverage[index]
+    assert all(g > 0 for g in gains) and gains == sorted(gains, reverse=True)
+    assert len(first) <= len(train_uv) // 4
+
+
+# ---------------------------------------------------------------------- texture swap
+
+
+def test_swapped_texture_region_changes_only_that_region(anr_run, model):
+    import copy
+
+    import torch
+    from scipy.ndimage import binary_dilation
+
+    from anirender.models.anr import swap_texture_region, texel_box
+
+    data = all_frames(anr_run)
+    frame = data.frames.index(HELD_OUT[1])
+    uv, normal = data.uv[frame : frame + 1], data.normal[frame : frame + 1]
+    seen = uv[0][..., 3] > 0.5
+    # a rectangle around most UVs of the upper half of the seen body
+    rows = np.nonzero(seen.any(axis=1))[0]
+    upper = seen.copy()
+    upper[rows[0] + (rows[-1] - rows[0]) // 2 :] = False
+    u, v = uv[0][..., 0][upper], uv[0][..., 1][upper]
+    box = (
+        float(np.percentile(u, 10)),
+        float(np.percentile(v, 10)),
+        float(np.percentile(u, 90)),
+        float(np.percentile(v, 90)),
+    )
+    swapped = copy.deepcopy(model)
+    swap_texture_region(swapped, target=0, source=1, box=box)
+    for before, after in zip(model.texture.levels, swapped.texture.levels):
+        r, c = texel_box(before.shape[-1], box)
+        inside = torch.zeros(before.shape[-2:], dtype=torch.bool)
+        inside[r, c] = True
+        assert inside.any()
+        assert torch.equal(after[0][:, ~inside], before[0][:, ~inside])
+        assert torch.equal(after[0][:, inside], before[1][:, inside])
+        assert torch.equal(after[1], before[1])
+        assert not torch.equal(after[0][:, inside], before[0][:, inside])
+
+    change = np.abs(swapped.render(uv, normal, 0) - model.render(uv, normal, 0))[0, ..., :3]
+    change = change.max(axis=-1)
+    u_img, v_img = uv[0][..., 0], uv[0][..., 1]
+    # where the rectangle's texels are sampled (bilinear: one texel of margin)
+    margin = 1.0 / model.config.texture_size
+    in_box = seen & (u_img > box[0] - margin) & (u_img < box[2] + margin)
+    in_box &= (v_img > box[1] - margin) & (v_img < box[3] + margin)
+    assert in_box.sum() > 20
+    far = ~binary_dilation(in_box, iterations=12)
+    print(f"mean change where seen {change[in_box].mean():.4f}, far away {change[far].mean():.5f}")
+    assert change[in_box].mean() > 0.02
+    assert change[far].mean() < 0.05 * change[in_box].mean()
+    assert change[far].max() < 0.5 * change[in_box].max()
+
+
+# ------------------------------------------------------------------- checkpoints
+
+
+def test_resume_continues_exactly(anr_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from anirender.models.train.anr import TrainSettings, train
+
+    def settings(out, steps):
+        return TrainSettings(
+            data=anr_run["data"][:1], out=out, steps=steps, batch=1, crop_width=32, width=4,
+            depth=2, texture_size=32, levels=2, hold_out=HELD_OUT, checkpoint_every=2,
+        )  # fmt: skip
+
+    train(settings(tmp_path / "straight", 4), show_progress=False)
+    train(settings(tmp_path / "resumed", 2), show_progress=False)
+    state = train(settings(tmp_path / "resumed", 4), resume=True, show_progress=False)
+    assert state["step"] == 4
+    a = load_file(str(tmp_path / "straight" / "anr.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "anr.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.allclose(a[key].numpy(), b[key].numpy(), atol=1e-6), key
+    record = json.loads((tmp_path / "resumed" / "state.json").read_text())
+    assert record["keyframes"] == state["keyframes"]
+
+
+def test_bad_weights_are_refused(tmp_path):
+    from anirender.errors import AniRenderError
+    from anirender.models.anr import read_anr
+
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(AniRenderError):
+        read_anr(path)
+
+
+# ------------------------------------------------------------ service and client
+
+
+def test_service_shades_like_the_model_in_process(anr_run, model, tiny_conr_weights):
+    from service_support import running_service
+
+    from anirender.addon.client import HttpClient, InProcessClient
+
+    data = all_frames(anr_run)
+    held = [data.frames.index(f) for f in HELD_OUT[:2]]
+    weights = (anr_run["out"] / "anr.safetensors").read_bytes()
+    want = model.render(data.uv[held], data.normal[held], identity=1)
+    local = InProcessClient()
+    got_local = local.shade_anr(local.upload_anr(weights), 1, data.uv[held], data.normal[held])
+    assert np.allclose(got_local, want, atol=1e-5)
+    with running_service(tiny_conr_weights) as service:
+        client = HttpClient(service.url)
+        model_id = client.upload_anr(weights)
+        got = client.shade_anr(model_id, 1, data.uv[held], data.normal[held])
+        assert np.allclose(got, want, atol=1e-4)
+        # a bad pass is refused with a message, not a crash
+        from anirender.errors import AniRenderError
+
+        with pytest.raises(AniRenderError, match="normal"):
+            client.shade_anr(model_id, 0, data.uv[held], data.normal[held][:, :64])
+        with pytest.raises(AniRenderError, match="identit"):
+            client.shade_anr(model_id, 5, data.uv[held], data.normal[held])
+
+
+# ---------------------------------------------------------------------- operators
+
+
+@pytest.fixture
+def anr_addon(blender):
+    """The add-on enabled through Blender (so it has preferences), in-process shading."""
+    import addon_utils
+
+    addon_utils.enable("anirender", default_set=True)
+    try:
+        prefs = blender.context.preferences.addons["anirender"].preferences
+        prefs.service_mode = "IN_PROCESS"
+        yield prefs
+    finally:
+        addon_utils.disable("anirender", default_set=True)
+
+
+def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
+    import os
+    import shutil
+
+    import bpy
+
+    from anirender.addon.character_cache import load_character
+    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.toon_look import dress_character
+    from anirender.models.framing import to_straight_uint8
+
+    armature = load_character("makehuman")
+    dress_character(armature, OUTFITS["outfit0"])
+    bpy.context.view_layer.objects.active = armature
+    armature.select_set(True)
+    before = scene_snapshot(bpy.context)
+    frames = dict(use_scene_range=False, frame_start=10, frame_end=12)
+
+    captured = tmp_path / "captured"
+    result = bpy.ops.anirender.anr_capture(data_dir=str(captured), size=64, **frames)
+    assert result == {"FINISHED"}
+    record = json.loads((captured / "anr_data.json").read_text())
+    assert record["frames"] == [10, 11, 12] and record["coarse_meshes"] == ["MakeHumanBody"]
+    for f in (10, 11, 12):
+        assert Image.open(captured / "target" / f"target_{f:04d}.png").size == (64, 64)
+        with np.load(captured / "uv" / f"uv_{f:04d}.npz") as npz:
+            assert npz["i"].shape == (64, 64, 4)
+    assert scene_snapshot(bpy.context) == before
+
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    for f in (10, 11, 12):
+        shutil.copy(captured / "target" / f"target_{f:04d}.png", drawn / f"walk_{f:03d}.png")
+    paired = tmp_path / "paired"
+    result = bpy.ops.anirender.anr_pair_images(
+        images_dir=str(drawn), data_dir=str(paired), **frames
+    )
+    assert result == {"FINISHED"}
+    assert json.loads((paired / "anr_data.json").read_text())["source"] == "images"
+    os.remove(drawn / "walk_011.png")
+    result = bpy.ops.anirender.anr_pair_images(
+        images_dir=str(drawn), data_dir=str(tmp_path / "paired2"), **frames
+    )
+    assert result == {"CANCELLED"}  # frame 11 is missing
+    assert scene_snapshot(bpy.context) == before
+
+    weights = str(anr_run["out"] / "anr.safetensors")
+    out = tmp_path / "rendered"
+    render = dict(weights=weights, identity=0, size="128", output_dir=str(out), **frames)
+    assert bpy.ops.anirender.anr_render_animation(**render) == {"FINISHED"}
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 3
+    data = all_frames(anr_run)
+    index = data.frames.index(11)
+    want = to_straight_uint8(
+        model.render(data.uv[index : index + 1], data.normal[index : index + 1])
+    )
+    got = np.asarray(Image.open(files[1]).convert("RGBA"))
+    assert np.abs(got.astype(int) - want[0].astype(int)).max() <= 2
+
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    files[1].unlink()
+    assert bpy.ops.anirender.anr_render_animation(**render) == {"FINISHED"}
+    assert files[1].is_file()  # rendered again
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in (files[0], files[2]))  # kept
+
+    assert bpy.ops.anirender.anr_render_frame(weights=weights, size="128") == {"FINISHED"}
+    assert any(i.name.endswith("ANR Frame") for i in bpy.data.images)
+    result = bpy.ops.anirender.anr_render_frame(weights=str(tmp_path / "none.safetensors"))
+    assert result == {"CANCELLED"}
