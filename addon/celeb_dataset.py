@@ -265,6 +265,11 @@ def export_celeb_dataset(
             raise AniRenderError(
                 f'Character "{character.name}" has no armature; the export frames the head bone.'
             )
+        if morphs.find_head_bone(character.armature) is None:
+            raise AniRenderError(
+                f'Armature "{character.name}" has no head or neck bone the export can frame '
+                "(looked for head, Head, J_Bip_C_Head, mixamorig:Head, 頭, neck ...)."
+            )
     per_character = len(styles) * (1 + 2 * poses)
     total = per_character * len(characters)
 
