@@ -31,19 +31,14 @@ DEBOUNCE = 0.12
 
 def default_reenact():
     """The ``reenact(portrait, pose) -> rgba`` callable to use (see the module doc)."""
-    try:
-        from . import client as client_module
-        from .prefs import preferences
+    from . import client as client_module
+    from .prefs import preferences
 
-        prefs = preferences()
-        if prefs is not None:
-            client = client_module.client_for(
-                prefs.service_mode, **client_module.settings_from(prefs)
-            )
-            if hasattr(client, "reenact"):
-                return client.reenact
-    except (ImportError, AttributeError, AniRenderError):
-        pass
+    prefs = preferences()
+    if prefs is not None and callable(getattr(client_module.ShaderClient, "reenact", None)):
+        settings = client_module.settings_from(prefs)
+        client = client_module.client_for(settings.pop("mode"), **settings)
+        return client.reenact
     try:
         from ..models.reenact import reenact
     except ImportError:

@@ -191,3 +191,8 @@ def test_live_preview_is_debounced_and_shows_the_result(addon, toy_character):
     assert len(calls) < 10  # most intermediate positions were skipped
     result = bpy.data.images[RESULT_IMAGE]
     assert tuple(result.size) == (64, 48)
+
+    # the one-shot operator goes through the add-on's choice of reenactor
+    bpy.context.view_layer.objects.active = toy_character
+    assert bpy.ops.anirender.reenact_preview() == {"FINISHED"}
+    assert tuple(bpy.data.images[RESULT_IMAGE].size) == (64, 48)
