@@ -73,58 +73,67 @@ class ShaderClient:
 
 
 class InProcessClient(ShaderClient):
+    """The service's own ``ShadingQueue`` in this process: one worker thread owns the
+    model, as in the service (torch's CPU threads also run much faster from a worker
+    thread than from Blender's main thread on busy machines)."""
+
     def __init__(self, weights: str | None = None, device: str = "auto"):
         self.weights = weights or None
         self.device = device
         self.where = "in Blender"
-        self._model = None
-        self._sheets: dict[str, object] = {}
+        self.last_shading_seconds = 0.0
+        self._queue = None
         self._lock = threading.Lock()
 
-    def _load(self):
-        if self._model is None:
-            try:
-                import torch
-            except ImportError:
-                raise AniRenderError(
-                    "Running the networks in Blender needs PyTorch, which this Python lacks. "
-                    "Choose Local Service or Remote Service in the AniRender preferences."
-                ) from None
-            from ..models.weights import load_conr
+    def _shading_queue(self):
+        with self._lock:
+            if self._queue is None:
+                try:
+                    import torch
+                except ImportError:
+                    raise AniRenderError(
+                        "Running the networks in Blender needs PyTorch, which this Python "
+                        "lacks. Choose Local Service or Remote Service in the AniRender "
+                        "preferences."
+                    ) from None
+                from ..models.weights import load_conr
+                from ..service.queue import ShadingQueue
 
-            device = self.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model = load_conr(self.weights, device=device)
-            self._device = device
-        return self._model
+                device = self.device
+                if device == "auto":
+                    device = "cuda" if torch.cuda.is_available() else "cpu"
+                self._device = device
+                self._queue = ShadingQueue(load_conr(self.weights, device=device)).start()
+            return self._queue
 
     def info(self) -> dict:
-        with self._lock:
-            model = self._load()
+        queue = self._shading_queue()
         return {
             "service": "anirender (in process)",
             "device": self._device,
             "models": {"conr": {"weights": str(self.weights or "conr")}},
-            "sheets": [{"sheet_id": k} for k in self._sheets],
-            "config": vars(model.config) if hasattr(model.config, "__dict__") else {},
+            "sheets": [{"sheet_id": s.sheet_id, "views": s.views} for s in queue.sheets()],
+            "stats": dict(queue.stats),
         }
 
     def upload_sheet(self, images: np.ndarray) -> str:
         images = protocol.check_sheet(np.asarray(images))
-        key = protocol.sheet_id(images)
-        with self._lock:
-            if key not in self._sheets:
-                self._sheets[key] = (self._load().encode_sheet(images), images.shape[1])
-        return key
+        sheet, _ = self._shading_queue().add_sheet(protocol.sheet_id(images), images).result()
+        return sheet.sheet_id
 
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
+        queue = self._shading_queue()
+        udp = protocol.check_udp(np.asarray(udp, dtype=np.float32), queue.sheet(sheet_id).size)
+        future = queue.shade(sheet_id, udp)
+        rgba = future.result()
+        self.last_shading_seconds = future.shading_seconds
+        return rgba
+
+    def close(self) -> None:
         with self._lock:
-            if sheet_id not in self._sheets:
-                raise AniRenderError(f"Unknown character sheet '{sheet_id}'; upload it first.")
-            encoding, size = self._sheets[sheet_id]
-            udp = protocol.check_udp(np.asarray(udp, dtype=np.float32), size)
-            return self._load().render(encoding, udp)
+            if self._queue is not None:
+                self._queue.stop()
+                self._queue = None
 
     def _anr(self):
         if getattr(self, "_anr_library", None) is None:

@@ -131,3 +131,15 @@ def running_service(weights: Path, *args: str, env: dict | None = None):
                 service.process.wait(15)
             except subprocess.TimeoutExpired:
                 service.kill()
+
+
+def reference_frames(model, images: np.ndarray, udp: np.ndarray) -> np.ndarray:
+    """What the service should answer, computed in process on a worker thread.
+
+    (On these busy shared cores torch's CPU threads run many times faster from a worker
+    thread than from the main thread; the service's model also lives on one.)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: model.render(model.encode_sheet(images), udp)).result()

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from service_support import running_service, sheet_images, udp_frames
+from service_support import reference_frames, running_service, sheet_images, udp_frames
 
 from anirender.addon.client import HttpClient, InProcessClient, ServiceUnavailable
 from anirender.errors import AniRenderError
@@ -24,8 +24,7 @@ def test_four_concurrent_clients_get_their_own_frames(shader_service, tiny_model
     """Four clients, two sheets, interleaved requests: no frame lost, swapped or mixed."""
     sheets = [sheet_images(seed=31), sheet_images(seed=32)]
     udp = [udp_frames(6, seed=40 + c) for c in range(4)]
-    encodings = [tiny_model.encode_sheet(s) for s in sheets]
-    expected = [tiny_model.render(encodings[c % 2], udp[c]) for c in range(4)]
+    expected = [reference_frames(tiny_model, sheets[c % 2], udp[c]) for c in range(4)]
     batches_before = httpx.get(shader_service.url + "/v1/info").json()["stats"]
 
     def one_client(c):
@@ -48,7 +47,7 @@ def test_four_concurrent_clients_get_their_own_frames(shader_service, tiny_model
 
 def test_client_uploads_the_sheet_again_after_a_restart(tiny_conr_weights, tiny_model):
     images, udp = sheet_images(seed=51), udp_frames(2, seed=52)
-    want = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    want = reference_frames(tiny_model, images, udp)
     with running_service(tiny_conr_weights) as first:
         client = HttpClient(first.url)
         sheet_id = client.upload_sheet(images)
@@ -80,7 +79,7 @@ def test_in_process_client_matches_the_model(tiny_conr_weights, tiny_model):
     client = InProcessClient(str(tiny_conr_weights), device="cpu")
     images, udp = sheet_images(seed=61), udp_frames(3, seed=62)
     sheet_id = client.upload_sheet(images)
-    want = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    want = reference_frames(tiny_model, images, udp)
     np.testing.assert_allclose(client.shade(sheet_id, udp), want, atol=1e-5)
     assert client.info()["device"] == "cpu"
 
@@ -97,6 +96,6 @@ def test_sequence_jobs_through_the_client(shader_service, tiny_model):
     assert client.sequence_progress(job_id)["done"] == 4
     got = client.sequence_results(job_id, start=0, limit=4)
     assert got["frames"].tolist() == [7, 8, 9, 10]
-    want = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    want = reference_frames(tiny_model, images, udp)
     np.testing.assert_allclose(got["rgba"], want, atol=1e-4)
     assert client.cancel_sequence(job_id)["state"] == "done"  # too late to cancel

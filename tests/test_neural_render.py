@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_support import running_service, sheet_images
+from service_support import reference_frames, running_service, sheet_images
 
 SIZE = 128
 
@@ -59,8 +59,8 @@ def expected_frames(context, armature, frames, tiny_model, tmp_path) -> np.ndarr
     request = PassRequest(tmp_path / "udp", list(frames), ("udp",), ("npz",), True, (SIZE, SIZE))
     with PassRenderer(context.scene, armature, request) as renderer:
         udp = np.stack([renderer.render_frame(f)["udp"] for f in frames])
-    encoding = tiny_model.encode_sheet(read_sheet(armature, SIZE))
-    return to_straight_uint8(tiny_model.render(encoding, udp)), udp
+    rgba = reference_frames(tiny_model, read_sheet(armature, SIZE), udp)
+    return to_straight_uint8(rgba), udp
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -10,7 +10,14 @@ import time
 import httpx
 import numpy as np
 import pytest
-from service_support import SIZE, running_service, sheet_images, start_service, udp_frames
+from service_support import (
+    SIZE,
+    reference_frames,
+    running_service,
+    sheet_images,
+    start_service,
+    udp_frames,
+)
 
 from anirender.service import protocol
 
@@ -48,7 +55,7 @@ def test_shaded_frames_are_the_model_output(http, tiny_model):
     again = http.post("/sheets", content=protocol.pack(images=images)).json()
     assert again == {"sheet_id": sheet_id, "views": 2, "size": SIZE, "cached": True}
     rgba = shade(http, sheet_id, udp)
-    expected = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    expected = reference_frames(tiny_model, images, udp)
     assert rgba.shape == (3, SIZE, SIZE, 4) and rgba.dtype == np.float32
     np.testing.assert_allclose(rgba, expected, atol=1e-4)
     # different poses give different frames (the answer is not a constant)
@@ -151,7 +158,7 @@ def test_sequence_job_progress_results_cancel(http, tiny_model):
     answer = http.get(f"/jobs/{job['job_id']}/results", params={"start": 1, "limit": 3})
     got = protocol.unpack(answer.content, ("index", "frames", "rgba"), 1 << 28)
     assert got["index"].tolist() == [1, 2, 3] and got["frames"].tolist() == [11, 12, 13]
-    expected = tiny_model.render(tiny_model.encode_sheet(images), udp)
+    expected = reference_frames(tiny_model, images, udp)
     np.testing.assert_allclose(got["rgba"], expected[1:4], atol=1e-4)
 
     wrong = http.post(
@@ -201,7 +208,7 @@ def test_frames_from_concurrent_requests_are_batched(tiny_conr_weights, tiny_mod
     queue = ShadingQueue(tiny_model, max_batch=8).start()
     try:
         a, b = sheet_images(seed=11), sheet_images(seed=12)
-        sheet_a, _ = queue.add_sheet("a", a).result()
+        queue.add_sheet("a", a).result()
         busy = queue.add_sheet("b", b)  # the worker encodes b while frames arrive
         udp = udp_frames(8, seed=13)
         futures = [queue.shade("a", udp[i : i + 2]) for i in range(0, 8, 2)]
@@ -209,12 +216,10 @@ def test_frames_from_concurrent_requests_are_batched(tiny_conr_weights, tiny_mod
         mixed = [queue.shade(s, udp[i : i + 1]) for i, s in enumerate("abab")]
         results = [f.result(timeout=120) for f in futures]
         assert queue.stats["largest_batch"] == 8
-        expected = tiny_model.render(sheet_a.encoding, udp)
+        expected = reference_frames(tiny_model, a, udp)
         np.testing.assert_allclose(np.concatenate(results), expected, atol=1e-4)
-        enc_b = queue.sheet("b").encoding
         for i, (s, future) in enumerate(zip("abab", mixed)):
-            encoding = sheet_a.encoding if s == "a" else enc_b
-            want = tiny_model.render(encoding, udp[i : i + 1])
+            want = reference_frames(tiny_model, a if s == "a" else b, udp[i : i + 1])
             np.testing.assert_allclose(future.result(timeout=120), want, atol=1e-4)
     finally:
         queue.stop()
