@@ -20,8 +20,6 @@ the bone's own, so the head turns about the armature's axes whatever the bone's 
 and keyframes on the head bone still play underneath.
 """
 
-from __future__ import annotations
-
 import math
 
 import bpy

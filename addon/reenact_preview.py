@@ -97,6 +97,7 @@ class PreviewSession:
         self._portrait = None
         self.shown = 0
         self.errors: list[str] = []
+        self.timer = self.tick  # one bound method: bpy.app.timers compares by identity
         self._thread = threading.Thread(target=self._work, name="anirender-reenact", daemon=True)
         self._thread.start()
 
@@ -196,7 +197,7 @@ def start_preview(owner, reenact=None) -> PreviewSession:
     stop_preview(owner.name)
     session = PreviewSession(owner.name, reenact=reenact)
     _SESSIONS[owner.name] = session
-    bpy.app.timers.register(session.tick, first_interval=TICK)
+    bpy.app.timers.register(session.timer, first_interval=TICK)
     return session
 
 
@@ -204,8 +205,8 @@ def stop_preview(owner_name: str) -> None:
     session = _SESSIONS.pop(owner_name, None)
     if session is None:
         return
-    if bpy.app.timers.is_registered(session.tick):
-        bpy.app.timers.unregister(session.tick)
+    if bpy.app.timers.is_registered(session.timer):
+        bpy.app.timers.unregister(session.timer)
     session.stop()
 
 

@@ -177,6 +177,13 @@ class ANIRENDER_OT_reenact_preview(_CharacterOperator, bpy.types.Operator):
     bl_label = "Reenact Portrait"
     bl_options = {"REGISTER"}
 
+    @classmethod
+    def unregister(cls):
+        """Disabling the add-on stops every live preview (timers and worker threads)."""
+        from ..addon.reenact_preview import stop_all
+
+        stop_all()
+
     def run(self, context, character):
         from ..addon import reenact_preview
 

@@ -196,3 +196,19 @@ def test_live_preview_is_debounced_and_shows_the_result(addon, toy_character):
     bpy.context.view_layer.objects.active = toy_character
     assert bpy.ops.anirender.reenact_preview() == {"FINISHED"}
     assert tuple(bpy.data.images[RESULT_IMAGE].size) == (64, 48)
+
+
+def test_live_preview_toggle_starts_and_stops_a_session(addon, toy_character):
+    import bpy
+
+    from anirender.addon import reenact_preview
+
+    settings = toy_character.anirender.morphs
+    settings.portrait = bpy.data.images.new("Portrait", 32, 32, alpha=True)
+    settings.live_preview = True
+    session = reenact_preview._SESSIONS[toy_character.name]
+    assert bpy.app.timers.is_registered(session.timer) and session._thread.is_alive()
+    settings.live_preview = False
+    assert toy_character.name not in reenact_preview._SESSIONS
+    assert not session._thread.is_alive()
+    assert not bpy.app.timers.is_registered(session.timer)
