@@ -212,15 +212,17 @@ def test_resume_continues_exactly(anr_run, tmp_path):
 
     from anirender.models.train.anr import TrainSettings, train
 
-    def settings(out, steps):
+    def settings(out, stop_at=0):
         return TrainSettings(
-            data=anr_run["data"][:1], out=out, steps=steps, batch=1, crop_width=32, width=4,
-            depth=2, texture_size=32, levels=2, hold_out=HELD_OUT, checkpoint_every=2,
+            data=anr_run["data"][:1], out=out, steps=4, batch=1, crop_width=32, width=4,
+            depth=2, texture_size=32, levels=2, hold_out=HELD_OUT, checkpoint_every=10,
+            stop_at=stop_at,
         )  # fmt: skip
 
-    train(settings(tmp_path / "straight", 4), show_progress=False)
-    train(settings(tmp_path / "resumed", 2), show_progress=False)
-    state = train(settings(tmp_path / "resumed", 4), resume=True, show_progress=False)
+    train(settings(tmp_path / "straight"), show_progress=False)
+    paused = train(settings(tmp_path / "resumed", stop_at=3), show_progress=False)
+    assert paused["step"] == 3
+    state = train(settings(tmp_path / "resumed"), resume=True, show_progress=False)
     assert state["step"] == 4
     a = load_file(str(tmp_path / "straight" / "anr.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "anr.safetensors"))
@@ -327,10 +329,10 @@ def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
     assert result == {"FINISHED"}
     assert json.loads((paired / "anr_data.json").read_text())["source"] == "images"
     os.remove(drawn / "walk_011.png")
-    result = bpy.ops.anirender.anr_pair_images(
-        images_dir=str(drawn), data_dir=str(tmp_path / "paired2"), **frames
-    )
-    assert result == {"CANCELLED"}  # frame 11 is missing
+    with pytest.raises(RuntimeError, match="missing frames 11"):
+        bpy.ops.anirender.anr_pair_images(
+            images_dir=str(drawn), data_dir=str(tmp_path / "paired2"), **frames
+        )
     assert scene_snapshot(bpy.context) == before
 
     weights = str(anr_run["out"] / "anr.safetensors")
@@ -355,5 +357,5 @@ def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
 
     assert bpy.ops.anirender.anr_render_frame(weights=weights, size="128") == {"FINISHED"}
     assert any(i.name.endswith("ANR Frame") for i in bpy.data.images)
-    result = bpy.ops.anirender.anr_render_frame(weights=str(tmp_path / "none.safetensors"))
-    assert result == {"CANCELLED"}
+    with pytest.raises(RuntimeError, match="No ANR model"):
+        bpy.ops.anirender.anr_render_frame(weights=str(tmp_path / "none.safetensors"))

@@ -71,6 +71,7 @@ class TrainSettings:
     device: str = "cpu"
     threads: int = 1
     checkpoint_every: int = 100
+    stop_at: int = 0  # pause after this step (checkpointed; --resume goes on), 0: run on
 
     def model_config(self, names) -> ANRConfig:
         return ANRConfig(
@@ -404,7 +405,8 @@ def train(settings: TrainSettings, resume: bool = False, show_progress: bool = T
     log = (out / LOG_FILE).open("a")
     started = time.perf_counter() - state.get("seconds", 0.0)
     try:
-        while state["step"] < settings.steps:
+        last = min(settings.steps, settings.stop_at or settings.steps)
+        while state["step"] < last:
             step = state["step"]
             losses = train_step(model, optimisers, data, settings, step)
             state["step"] = step + 1
@@ -414,7 +416,7 @@ def train(settings: TrainSettings, resume: bool = False, show_progress: bool = T
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['total']:.4f}", l1=f"{record['l1']:.4f}")
-            if state["step"] % settings.checkpoint_every == 0 or state["step"] == settings.steps:
+            if state["step"] % settings.checkpoint_every == 0 or state["step"] == last:
                 log.flush()
                 save_checkpoint(out, model, optimisers, state)
     finally:
@@ -551,6 +553,7 @@ def add_train_cli(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--stop-at", type=int, default=0, help="pause after this step")
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.set_defaults(func=_run)
 
@@ -567,7 +570,7 @@ def _run(args) -> int:
         width=args.width, keyframes=args.keyframes, hold_out=hold_out,
         adversarial=args.adversarial, adversarial_weight=args.adversarial_weight,
         seed=args.seed, device=device, threads=args.threads,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, stop_at=args.stop_at,
     )  # fmt: skip
     if args.resume and (args.out / STATE_FILE).is_file():
         saved = json.loads((args.out / STATE_FILE).read_text())["settings"]
