@@ -354,6 +354,7 @@ class LocalService:
                     f"{tail or '(nothing)'}"
                 )
         _STARTED.add(self)
+        status.update(text=f"Local service running on port {self.bound_port}", ok=True)
         return self
 
     def _read_output(self, process, found):
