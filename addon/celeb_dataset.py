@@ -12,7 +12,8 @@ sampled poses (AnimeCeleb's Algorithm 1, seeded per character). Frontal and rota
 renders of one pose share the png name.
 
 Staging: an orthographic camera looks at the head bone from the character's front (the
-armature's -Y side), ``framing`` head-bone lengths wide; one sun shines along the
+armature's -Y side), ``framing`` head-bone lengths wide, centred ``frame_centre`` of the
+way up the bone; one sun shines along the
 camera's view direction onto the face; other lights are hidden and the world is a dim
 grey. Styles: ``SHADED`` (the character's own materials), ``TOON`` (Toon BSDF in the
 base colour: hard cel terminator), ``FLAT`` (emission of the base colour: flat fill).
@@ -35,6 +36,11 @@ from .scene import Character, meshes_deformed_by
 STYLES = ("SHADED", "TOON", "FLAT")
 GROUPS = ("frontal", "rotated")
 CSV_NAME = "combined_pose.csv"
+# Defaults of the framing: image width in head-bone lengths, and where along the head bone
+# (0 = its root, 1 = its tip) the image is centred. The shipped reenactment model was
+# trained on 1.8 / 0.5 (toy heads); 2.4 / 0.25 keeps the chin and neck in the frame.
+FRAMING = 2.4
+FRAME_CENTRE = 0.25
 TOON_THRESHOLD = 0.45  # cosine between normal and light above which TOON is lit
 CSV_HEADER = ("org_id", "cluster", "png_name", *morphs.POSE_NAMES)
 
@@ -163,7 +169,7 @@ def _pose_fcurves(owner):
     return [fc for fc in bag.fcurves if fc.data_path in paths]
 
 
-def head_frame(character: Character, depsgraph, framing: float):
+def head_frame(character: Character, depsgraph, framing: float, centre: float = FRAME_CENTRE):
     """World centre, camera rotation and ortho scale that frame the head bone."""
     armature = character.armature
     bone_name = morphs.find_head_bone(armature)
@@ -177,13 +183,12 @@ def head_frame(character: Character, depsgraph, framing: float):
     bone = evaluated.pose.bones[bone_name]
     world = armature.matrix_world
     head, tail = world @ bone.head, world @ bone.tail
-    centre = (head + tail) / 2
     length = max((tail - head).length, 1e-3)
-    return centre, rotation, length * framing
+    return head + (tail - head) * centre, rotation, length * framing
 
 
-def _stage(scene, character, depsgraph, framing, resolution, samples):
-    centre, rotation, scale = head_frame(character, depsgraph, framing)
+def _stage(scene, character, depsgraph, framing, resolution, samples, centre=FRAME_CENTRE):
+    centre, rotation, scale = head_frame(character, depsgraph, framing, centre)
     cam_data = bpy.data.cameras.new("AniRender Celeb Camera")
     cam_data.type = "ORTHO"
     cam_data.ortho_scale = scale
@@ -237,7 +242,8 @@ def export_celeb_dataset(
     styles=("SHADED",),
     seed: int = 0,
     resolution: int = 256,
-    framing: float = 1.8,
+    framing: float = FRAMING,
+    frame_centre: float = FRAME_CENTRE,
     samples: int = 16,
     overwrite: bool = False,
 ) -> Job:
@@ -304,7 +310,7 @@ def export_celeb_dataset(
                 mesh.hide_render = True
             morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
             depsgraph = context.evaluated_depsgraph_get()
-            _stage(scene, character, depsgraph, framing, resolution, samples)
+            _stage(scene, character, depsgraph, framing, resolution, samples, frame_centre)
             org_id = bpy.path.clean_name(character.name)
             sampled = [
                 morphs.random_pose(bindings, seed=seed * 100003 + index * 7919 + i)
@@ -426,13 +432,14 @@ def render_pose_image(
     path,
     style: str = "SHADED",
     resolution: int = 256,
-    framing: float = 1.8,
+    framing: float = FRAMING,
+    frame_centre: float = FRAME_CENTRE,
     samples: int = 16,
 ) -> Path:
     """Render one pose of one character exactly as the export stages it.
 
-    The scene is restored afterwards (the sliders keep their values; an unrigged
-    character keeps the rig ``apply_pose`` set up).
+    The scene is restored afterwards (the sliders get their values back; an unrigged
+    character keeps the rig ``apply_pose`` sets up).
     Used to check a dataset row: render its pose again and compare with the PNG.
     """
     from .scene import SceneGuard
@@ -440,6 +447,7 @@ def render_pose_image(
     path = Path(path)
     owner = character.owner
     saved = morphs.get_pose(owner) if morphs.is_rigged(owner) else None
+    morphs.apply_pose(character, saved or [0.0] * morphs.POSE_SIZE)  # rig outside the guard
     others = [o for o in context.scene.objects if o.type == "MESH" and o not in character.meshes]
     with SceneGuard(context):
         to_light = character.armature.matrix_world.to_quaternion() @ Vector((0, -1, 0))
@@ -449,7 +457,7 @@ def render_pose_image(
                 mesh.hide_render = True
             morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
             depsgraph = context.evaluated_depsgraph_get()
-            _stage(context.scene, character, depsgraph, framing, resolution, samples)
+            _stage(context.scene, character, depsgraph, framing, resolution, samples, frame_centre)
             swap.apply(style)
             morphs.apply_pose(character, pose)
             render_still(context.scene, path)

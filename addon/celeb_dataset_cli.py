@@ -17,7 +17,10 @@ def add_dataset_cli(subparsers) -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--framing", type=float, default=1.8, help="width in head lengths")
+    parser.add_argument("--framing", type=float, default=2.4, help="width in head lengths")
+    parser.add_argument(
+        "--frame-centre", type=float, default=0.25, help="image centre along the head bone"
+    )
     parser.add_argument("--characters", default=None, help="comma list of armature names")
     parser.add_argument(
         "--toy-cast", type=int, default=0, help="render N recoloured toys instead of a .blend"
@@ -59,6 +62,7 @@ def run_celeb(args) -> int:
             seed=args.seed,
             resolution=args.size,
             framing=args.framing,
+            frame_centre=args.frame_centre,
             samples=args.samples,
             overwrite=args.overwrite,
         )

@@ -145,7 +145,7 @@ def _ensure_head_pose_empty(armature, owner):
     empty.rotation_mode = HEAD_EULER_ORDER
     empty.empty_display_type = "ARROWS"
     empty.empty_display_size = 0.05
-    empty.hide_render = True
+    empty.hide_render = False  # render depsgraphs skip hidden objects, constraints included
     anim = empty.animation_data
     if anim is not None:
         for fcurve in list(anim.drivers):
@@ -399,6 +399,17 @@ def is_rigged(owner) -> bool:
     return bool(owner.get("anirender_morph_rig")) and all(n in owner.keys() for n in POSE_NAMES)
 
 
+def _head_target_lost(character: Character) -> bool:
+    """True when a head constraint lost its empty (deleted by hand or by an undo)."""
+    if character.armature is None:
+        return False
+    return any(
+        c.name.startswith(HEAD_CONSTRAINT) and c.target is None
+        for b in character.armature.pose.bones
+        for c in b.constraints
+    )
+
+
 # ------------------------------------------------------------------------- pose values
 
 
@@ -422,7 +433,7 @@ def apply_pose(armature, pose) -> None:
     character = armature if isinstance(armature, Character) else find_character(armature)
     values = _as_pose(pose)
     owner = character.owner
-    if not is_rigged(owner):
+    if not is_rigged(owner) or _head_target_lost(character):
         setup_morph_rig(character)
     for name, value in zip(POSE_NAMES, values):
         if name in ANGLE_NAMES:

@@ -30,10 +30,17 @@ class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
     samples: bpy.props.IntProperty(name="Samples", default=16, min=1, max=4096)
     framing: bpy.props.FloatProperty(
         name="Framing",
-        default=1.8,
+        default=2.4,
         min=0.5,
         max=10.0,
         description="Image width in head-bone lengths",
+    )
+    frame_centre: bpy.props.FloatProperty(
+        name="Frame Centre",
+        default=0.25,
+        min=-2.0,
+        max=3.0,
+        description="Where along the head bone the image is centred (0 its root, 1 its tip)",
     )
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     selected_only: bpy.props.BoolProperty(
@@ -63,6 +70,7 @@ class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
             seed=self.seed,
             resolution=self.resolution,
             framing=self.framing,
+            frame_centre=self.frame_centre,
             samples=self.samples,
             overwrite=self.overwrite,
         )

@@ -114,6 +114,10 @@ def test_dataset_export_rows_reproduce_renders(addon, toy_character, tmp_path):
             assert row["pose"][17:] == [0.0, 0.0, 0.0]
     rotated = [r for r in rows if r["cluster"] == "rotated_toon"]
     assert all(max(abs(v) for v in r["pose"][17:]) > 0 for r in rotated)
+    for r in rotated:  # the head really turned in the render
+        turned = np.asarray(Image.open(out / r["org_id"] / r["cluster"] / r["png_name"]))
+        straight = np.asarray(Image.open(out / r["org_id"] / "frontal_toon" / r["png_name"]))
+        assert np.abs(turned.astype(int) - straight.astype(int)).mean() > 2
 
     # render one row again from its CSV values: the same picture
     row = rotated[-1]

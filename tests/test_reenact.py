@@ -28,7 +28,15 @@ def held_out_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("reenact") / "held_out"
     with SceneGuard(bpy.context):
         export_celeb_dataset(
-            bpy.context, out, poses=8, styles=("TOON",), seed=77, resolution=128, samples=4
+            bpy.context,
+            out,
+            poses=8,
+            styles=("TOON",),
+            seed=77,
+            resolution=128,
+            samples=4,
+            framing=1.8,
+            frame_centre=0.5,  # as the shipped model's training data
         ).run_to_end()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     return out
