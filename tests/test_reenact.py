@@ -131,6 +131,13 @@ def test_released_checkpoint_loader_maps_keys_and_pose_order(tmp_path):
     torch.testing.assert_close(got, expected, atol=5e-4, rtol=1e-3)
     assert (unpermuted - expected).abs().max() > 2e-2
 
+    # PIRenderer's own .pt layout: {"net_G": state dict, "net_G_ema": state dict, ...}
+    pth = tmp_path / "epoch_00190_iteration_000400000_checkpoint.pt"
+    torch.save({"net_G": foreign.state_dict(), "net_G_ema": foreign.state_dict()}, pth)
+    with torch.no_grad():
+        same = reenact.load_released_checkpoint(pth, cfg=cfg)(source, ours)["fake_image"]
+        torch.testing.assert_close(same, foreign(source, ours)["fake_image"])
+
     with pytest.raises(AniRenderError, match=r"matches \d+ of \d+ generator tensors"):
         reenact.load_released_checkpoint(ckpt, cfg=ReenactConfig(image_size=32, base=16))
 
