@@ -227,3 +227,15 @@ def test_live_preview_toggle_starts_and_stops_a_session(addon, toy_character):
     assert toy_character.name not in reenact_preview._SESSIONS
     assert not session._thread.is_alive()
     assert not bpy.app.timers.is_registered(session.timer)
+
+
+def test_full_size_generator_predicts_a_64_by_64_flow():
+    torch.manual_seed(0)
+    model = FaceGenerator(ReenactConfig()).eval()  # 256 x 256, as PIRenderer / AnimeCeleb
+    assert model.mapping_net.first.in_features == 20
+    assert model.mapping_net.first.out_features == 256 and model.mapping_net.layer == 3
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 256, 256), torch.zeros(1, 20))
+    assert out["flow_field"].shape == (1, 2, 64, 64)
+    assert out["warp_image"].shape == out["fake_image"].shape == (1, 3, 256, 256)
+    assert out["fake_image"].abs().max() <= 1
