@@ -31,6 +31,7 @@ from ..errors import AniRenderError
 POSE_SIZE = 20
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
+SHIPPED_SHA256 = "5dbab8014f2292c827b76d349f2bb894a20fd9a928be62d82d873a1e142ace2d"
 FORMAT = "anirender.reenact/1"
 
 
@@ -314,6 +315,14 @@ def load_reenact(path=None, device="cpu") -> FaceGenerator:
         )
     if path.suffix != ".safetensors":
         return load_released_checkpoint(path, device=device)
+    if path.resolve() == SHIPPED_WEIGHTS.resolve():
+        import hashlib
+
+        if hashlib.sha256(path.read_bytes()).hexdigest() != SHIPPED_SHA256:
+            raise AniRenderError(
+                f"{path} does not match its recorded sha256; it is damaged or was replaced. "
+                "Restore it from the repository (git checkout assets/reenact_small.safetensors)."
+            )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:
         raise AniRenderError(
