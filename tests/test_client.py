@@ -37,7 +37,7 @@ def test_four_concurrent_clients_get_their_own_frames(shader_service, tiny_model
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one_client, range(4)))
     for c in range(4):
-        np.testing.assert_allclose(results[c], expected[c], atol=1e-4)
+        np.testing.assert_allclose(results[c], expected[c], atol=1e-3)
         for other in range(4):  # every client's frames differ from every other's
             if other != c:
                 assert np.abs(results[c] - expected[other]).max() > 0.05
@@ -51,13 +51,13 @@ def test_client_uploads_the_sheet_again_after_a_restart(tiny_conr_weights, tiny_
     with running_service(tiny_conr_weights) as first:
         client = HttpClient(first.url)
         sheet_id = client.upload_sheet(images)
-        np.testing.assert_allclose(client.shade(sheet_id, udp[:1]), want[:1], atol=1e-4)
+        np.testing.assert_allclose(client.shade(sheet_id, udp[:1]), want[:1], atol=1e-3)
         first.kill()
         with pytest.raises(ServiceUnavailable, match="does not answer"):
             client.shade(sheet_id, udp[1:])
     with running_service(tiny_conr_weights) as second:
         client.url = second.url  # the same client, pointed at the new service
-        np.testing.assert_allclose(client.shade(sheet_id, udp[1:]), want[1:], atol=1e-4)
+        np.testing.assert_allclose(client.shade(sheet_id, udp[1:]), want[1:], atol=1e-3)
         assert httpx.get(second.url + "/v1/info").json()["stats"]["sheets_encoded"] == 1
 
 
@@ -97,5 +97,5 @@ def test_sequence_jobs_through_the_client(shader_service, tiny_model):
     got = client.sequence_results(job_id, start=0, limit=4)
     assert got["frames"].tolist() == [7, 8, 9, 10]
     want = reference_frames(tiny_model, images, udp)
-    np.testing.assert_allclose(got["rgba"], want, atol=1e-4)
+    np.testing.assert_allclose(got["rgba"], want, atol=1e-3)
     assert client.cancel_sequence(job_id)["state"] == "done"  # too late to cancel

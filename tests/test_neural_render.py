@@ -69,7 +69,7 @@ def read_png(path: Path) -> np.ndarray:
 
 def assert_same_frame(got: np.ndarray, want: np.ndarray):
     assert got.shape == want.shape
-    assert np.abs(got.astype(int) - want.astype(int)).max() <= 2
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 2  # batches round differently
 
 
 def stats(url: str) -> dict:

@@ -57,7 +57,7 @@ def test_shaded_frames_are_the_model_output(http, tiny_model):
     rgba = shade(http, sheet_id, udp)
     expected = reference_frames(tiny_model, images, udp)
     assert rgba.shape == (3, SIZE, SIZE, 4) and rgba.dtype == np.float32
-    np.testing.assert_allclose(rgba, expected, atol=1e-4)
+    np.testing.assert_allclose(rgba, expected, atol=1e-3)
     # different poses give different frames (the answer is not a constant)
     assert np.abs(rgba[0] - rgba[1]).max() > 0.05
 
@@ -159,7 +159,7 @@ def test_sequence_job_progress_results_cancel(http, tiny_model):
     got = protocol.unpack(answer.content, ("index", "frames", "rgba"), 1 << 28)
     assert got["index"].tolist() == [1, 2, 3] and got["frames"].tolist() == [11, 12, 13]
     expected = reference_frames(tiny_model, images, udp)
-    np.testing.assert_allclose(got["rgba"], expected[1:4], atol=1e-4)
+    np.testing.assert_allclose(got["rgba"], expected[1:4], atol=1e-3)
 
     wrong = http.post(
         "/jobs", params={"sheet_id": sheet_id}, content=protocol.pack(udp=udp, frames=frames[:2])
@@ -217,10 +217,10 @@ def test_frames_from_concurrent_requests_are_batched(tiny_conr_weights, tiny_mod
         results = [f.result(timeout=120) for f in futures]
         assert queue.stats["largest_batch"] == 8
         expected = reference_frames(tiny_model, a, udp)
-        np.testing.assert_allclose(np.concatenate(results), expected, atol=1e-4)
+        np.testing.assert_allclose(np.concatenate(results), expected, atol=1e-3)
         for i, (s, future) in enumerate(zip("abab", mixed)):
             want = reference_frames(tiny_model, a if s == "a" else b, udp[i : i + 1])
-            np.testing.assert_allclose(future.result(timeout=120), want, atol=1e-4)
+            np.testing.assert_allclose(future.result(timeout=120), want, atol=1e-3)
     finally:
         queue.stop()
 
