@@ -116,6 +116,8 @@ class FeatureNorm(nn.Module):
         self.norm = nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
 
     def forward(self, x):
+        # (group_norm with C groups is faster on channels-last tensors but its one-pass
+        # variance drifts by ~1e-5, which the shader amplifies: keep instance_norm)
         return self.norm(x)
 
 
@@ -250,8 +252,8 @@ def upsample2(x):
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
-def warp(image, flow):
-    """Backward warp by a flow in pixels (x then y), border padding, align_corners=True.
+def warp(image, flow, scale: float = 1.0):
+    """Backward warp by ``flow * scale`` in pixels (x then y), border padding, corners aligned.
 
     ``flow`` may carry G flows (2G channels); the image's channels are then split into G
     equal groups, each warped by its own flow.
@@ -263,7 +265,11 @@ def warp(image, flow):
     xs = torch.linspace(-1.0, 1.0, w, device=flow.device).view(1, 1, w)
     ys = torch.linspace(-1.0, 1.0, h, device=flow.device).view(1, h, 1)
     grid = torch.stack(
-        [xs + flow[:, 0] / ((w - 1.0) / 2.0), ys + flow[:, 1] / ((h - 1.0) / 2.0)], dim=-1
+        [
+            xs + flow[:, 0] * (scale / ((w - 1.0) / 2.0)),
+            ys + flow[:, 1] * (scale / ((h - 1.0) / 2.0)),
+        ],
+        dim=-1,
     )
     out = F.grid_sample(
         image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True
@@ -411,12 +417,21 @@ class CINN(nn.Module):
         def per_frame(x):  # (S*V, ...) -> (frames*V, ...)
             return x.repeat(frames, *([1] * (x.dim() - 1))) if shared else x
 
-        def mix(weights, values):  # softmax-weighted sum over views
-            w = weights.unflatten(0, (frames, views))
+        def view_weights(mask):
+            """mask * softmax_views(mask), as (numerator weights, per-frame denominator).
+
+            The mask is a sigmoid in (0, 1), so exp needs no max subtraction.
+            """
+            e = torch.exp(mask)
+            return (mask * e).unflatten(0, (frames, views)), e.unflatten(0, (frames, views)).sum(1)
+
+        def mix(weights, values, channels):  # softmax-weighted sum over views
+            num, den = weights
             v = values.unflatten(0, (frames, views))
-            return (w * v).sum(1)
+            return (num[:, :, channels] * v).sum(1) / den[:, channels]
 
         state = {}
+        last = len(self.decoder_blocks) - 1
         for k, block in enumerate(self.decoder_blocks):
             if k == 0:
                 view = {
@@ -425,8 +440,6 @@ class CINN(nn.Module):
                     "mixed_rgba": sheet_rgba[0],
                 }
                 frame = {"target": target_features[0]}
-                out = block(view, frame, views)
-                flow = out[:, :2]
             else:
                 view = {
                     "flow": state["flow"],
@@ -440,27 +453,25 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-                out = block(view, frame, views)
-                flow = out[:, :2] + state["flow"]
+            # NCHW from here on: resampling and warping want it (one copy at this size)
+            out = block(view, frame, views).contiguous()
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
-            o = 2
-            msg, o = out[:, o : o + n_msg], o + n_msg
-            msg_flow, o = out[:, o : o + n_msg_flow], o + n_msg_flow
-            loc, o = out[:, o : o + n_loc], o + n_loc
-            loc_flow, o = out[:, o : o + n_loc_flow], o + n_loc_flow
-            mask = torch.sigmoid(out[:, o:])
-            last = k == len(self.decoder_blocks) - 1
-            if not last:
-                # everything moves to the next level's resolution; flows scale with it
-                msg, loc, mask = upsample2(msg), upsample2(loc) if n_loc else None, upsample2(mask)
-                flow = upsample2(flow) * 2.0
-                msg_flow = upsample2(msg_flow) * 2.0
-                loc_flow = upsample2(loc_flow) * 2.0 if n_loc else None
-            msg = warp(msg, msg_flow)
-            weight = mask * torch.softmax(mask.unflatten(0, (frames, views)), 1).flatten(0, 1)
-            mixed_message = mix(weight[:, 2:], msg)
-            if last:
-                return mixed_message
+            o_mask = 2 + n_msg + n_msg_flow + n_loc + n_loc_flow
+            if k == last:  # only the combined message leaves the shader
+                msg = warp(out[:, 2 : 2 + n_msg], out[:, 2 + n_msg : 2 + n_msg + n_msg_flow])
+                weights = view_weights(torch.sigmoid(out[:, o_mask + 2 :]))
+                return mix(weights, msg, slice(None))
+            flow = out[:, :2] if k == 0 else out[:, :2] + state["flow"]
+            # everything moves to the next level's resolution; flows scale with it
+            flow = upsample2(flow) * 2.0
+            messages = upsample2(out[:, 2:o_mask])  # message | flows | local | flows
+            mask = upsample2(torch.sigmoid(out[:, o_mask:]))
+            o = n_msg + n_msg_flow
+            msg = warp(messages[:, :n_msg], messages[:, n_msg:o], scale=2.0)
+            local = None
+            if n_loc:
+                local = warp(messages[:, o : o + n_loc], messages[:, o + n_loc :], scale=2.0)
+            weights = view_weights(mask)
             rgba = warp(per_frame(sheet_rgba[k + 1]), flow)
             feature = None
             if k + 1 < len(sheet_features):
@@ -469,10 +480,10 @@ class CINN(nn.Module):
                 "flow": flow,
                 "rgba": rgba,
                 "feature": feature,
-                "local": warp(loc, loc_flow) if n_loc else None,
-                "mixed_flow": mix(weight[:, 0:1], flow),
-                "mixed_rgba": mix(weight[:, 0:1], rgba),
-                "mixed_message": mixed_message,
+                "local": local,
+                "mixed_flow": mix(weights, flow, slice(0, 1)),
+                "mixed_rgba": mix(weights, rgba, slice(0, 1)),
+                "mixed_message": mix(weights, msg, slice(2, None)),
             }
         raise AssertionError("unreachable")
 
@@ -555,7 +566,10 @@ class CoNR(nn.Module):
         self.target_pose_encoder = target_pose_encoder_net(config)
         self.shader = CINN(config)
         self.rgbadecodernet = RGBADecoder(config.messages[-1])
-        self.frames_per_batch = 4
+        #: most frames shaded together; fewer when frames * views * pixels would pass
+        #: ``pixels_per_batch`` (memory grows with it: ~0.2 GB per 256x256 view in fp32)
+        self.frames_per_batch = 8
+        self.pixels_per_batch = 16 * 256 * 256
 
     # ----------------------------------------------------------------- loading, saving
 
@@ -731,7 +745,7 @@ class CoNR(nn.Module):
         udp = check_udp(udp, sheet.size)
         udp = quantise_udp_mask(udp)
         out = np.empty(udp.shape, dtype=np.float32)
-        step = max(1, int(self.frames_per_batch))
+        step = self.frames_per_chunk(sheet)
         with torch.inference_mode():
             for start in range(0, len(udp), step):
                 chunk = torch.from_numpy(udp[start : start + step]).permute(0, 3, 1, 2)
@@ -739,6 +753,11 @@ class CoNR(nn.Module):
                 rgba = self.shade(pose, sheet.rgba, sheet.features, sheet.views)
                 out[start : start + step] = rgba.permute(0, 2, 3, 1).float().cpu().numpy()
         return out
+
+    def frames_per_chunk(self, sheet: SheetEncoding) -> int:
+        """How many frames ``render`` shades in one batch for this sheet."""
+        by_memory = self.pixels_per_batch // (sheet.views * sheet.size * sheet.size)
+        return max(1, min(int(self.frames_per_batch), by_memory))
 
     def detect_udp(self, images: np.ndarray) -> np.ndarray:
         """UDP estimate (B, H, W, 4) from uint8 RGB or RGBA images (B, H, W, 3|4)."""

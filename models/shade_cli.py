@@ -122,7 +122,7 @@ def run_shade(args) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     height, width = first[1][:2]
-    step = model.frames_per_batch
+    step = model.frames_per_chunk(encoding)
     with tempfile.TemporaryDirectory(prefix=".shade-", dir=args.out) as tmp:
         written = []
         with tqdm(total=len(frames), unit="frame", desc="shade") as bar:
