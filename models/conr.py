@@ -636,7 +636,10 @@ class CoNR(nn.Module):
         return self
 
     def set_precision(self, precision: str) -> CoNR:
-        """'fp32' or 'bf16' (convolutions in bfloat16; flows, warps and mixing stay fp32)."""
+        """'fp32' or 'bf16' (convolutions in bfloat16; flows, warps and mixing stay fp32).
+
+        Going back from bf16 to fp32 keeps the rounded weights: reload to get them back.
+        """
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
         if precision not in dtypes:
             raise AniRenderError(f"Unknown precision '{precision}'; use one of {sorted(dtypes)}.")
