@@ -91,7 +91,7 @@ def plan_characters(spec: DatasetSpec) -> list[CharacterRecipe]:
     recipes = []
     for i in range(spec.characters):
         toy = spec.toy_every and i % spec.toy_every == spec.toy_every - 1
-        seed = int(rng.integers(2**31))
+        seed = int(np.random.default_rng([spec.seed, i]).integers(2**31))  # not the count
         recipes.append(
             CharacterRecipe(
                 id=f"c{i:03d}",

@@ -176,7 +176,8 @@ def toon_material(name: str = "AniRender Toon", pattern_kind: int = 0) -> bpy.ty
     pattern sticks to the cloth whatever the pose).
     """
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5.0 makes materials without nodes
+        mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     out = nodes.new("ShaderNodeOutputMaterial")

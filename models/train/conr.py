@@ -183,8 +183,17 @@ def learning_rate(settings: TrainSettings, step: int) -> float:
 # ---------------------------------------------------------------------------- training
 
 
-def train(settings: TrainSettings, resume: bool = False, show_progress: bool = True) -> dict:
-    """Run (or resume) training; returns the final state record."""
+def train(
+    settings: TrainSettings,
+    resume: bool = False,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Run (or resume) training; returns the final state record.
+
+    ``stop_after`` ends this run after that many steps (a checkpoint is written), as an
+    interruption would; ``resume`` picks it up again.
+    """
     settings.out = Path(settings.out)
     train_set = load_split(settings.data, "train", settings.size)
     val_set = load_split(settings.data, "val", settings.size)
@@ -204,7 +213,12 @@ def train(settings: TrainSettings, resume: bool = False, show_progress: bool = T
     log = (settings.out / LOG_FILE).open("a")
     started = time.perf_counter() - state.get("seconds", 0.0)
     try:
-        while state["step"] < settings.steps:
+        until = (
+            settings.steps
+            if stop_after is None
+            else min(settings.steps, state["step"] + stop_after)
+        )
+        while state["step"] < until:
             step = state["step"]
             rng = np.random.default_rng([settings.seed, step])
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
@@ -230,7 +244,7 @@ def train(settings: TrainSettings, resume: bool = False, show_progress: bool = T
                     json.dumps({"step": state["step"], "validation": state["validation"]}) + "\n"
                 )
                 model.train()
-            if state["step"] % settings.checkpoint_every == 0 or done:
+            if state["step"] % settings.checkpoint_every == 0 or done or state["step"] == until:
                 log.flush()
                 save_checkpoint(settings.out, model, optimiser, state)
     finally:
