@@ -8,7 +8,10 @@ The CoNR generator's parser is defined here; other kinds live in the modules lis
 import importlib
 from pathlib import Path
 
-GENERATORS: tuple[str, ...] = ("anirender.addon.celeb_dataset_cli",)
+GENERATORS: tuple[str, ...] = (
+    "anirender.addon.celeb_dataset_cli",
+    "anirender.addon.anr_capture_cli",
+)
 
 
 def add_cli(subparsers) -> None:

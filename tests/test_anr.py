@@ -393,3 +393,27 @@ def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
     assert any(i.name.endswith("ANR Frame") for i in bpy.data.images)
     with pytest.raises(RuntimeError, match="No ANR model"):
         bpy.ops.anirender.anr_render_frame(weights=str(tmp_path / "none.safetensors"))
+
+
+def test_dataset_cli_captures_and_pairs_drawn_frames(blender, tmp_path, capsys):
+    import shutil
+
+    from anirender.cli import main
+
+    out = tmp_path / "captured"
+    args = ["dataset", "anr", "--character", "makehuman", "--frames", "3-5", "--size", "64"]
+    assert main(args + ["--out", str(out), "--outfit", "7", "--identity", "skirt"]) == 0
+    record = json.loads((out / "anr_data.json").read_text())
+    assert record["identity"] == "skirt" and record["frames"] == [3, 4, 5]
+    alpha = np.asarray(Image.open(out / "target" / "target_0004.png"))[..., 3]
+    with np.load(out / "uv" / "uv_0004.npz") as npz:
+        body = npz["i"][..., 3] > 0.5
+    # the look (with hair and skirt) covers more than the coarse body it is paired with
+    assert (alpha > 127).sum() > body.sum() > 0
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    for frame in (3, 4):
+        shutil.copy(out / "target" / f"target_{frame:04d}.png", drawn / f"key{frame}.png")
+    args = ["dataset", "anr", "--character", "makehuman", "--frames", "3-5"]
+    assert main(args + ["--out", str(tmp_path / "paired"), "--images", str(drawn)]) == 2
+    assert "missing frames 5" in capsys.readouterr().err
