@@ -6,12 +6,13 @@ from ..ops import celeb_dataset, import_portrait
 from . import character_sheet
 from .passes import draw_render_menu
 
-# Feature modules add their entries here: ("TOPBAR_MT_file_import", draw_fn), ...
-_ENTRIES: list[tuple[str, object]] = []
-_ENTRIES.append(("TOPBAR_MT_render", draw_render_menu))
-_ENTRIES.append(("TOPBAR_MT_file_import", import_portrait.draw_import_menu))
-_ENTRIES.append(("TOPBAR_MT_render", celeb_dataset.draw_render_menu))
-_ENTRIES.append(("TOPBAR_MT_render", character_sheet.draw_render_menu))
+# (menu type name, draw function), appended in this order
+_ENTRIES = (
+    ("TOPBAR_MT_render", draw_render_menu),
+    ("TOPBAR_MT_render", celeb_dataset.draw_render_menu),
+    ("TOPBAR_MT_render", character_sheet.draw_render_menu),
+    ("TOPBAR_MT_file_import", import_portrait.draw_import_menu),
+)
 
 
 def add():
