@@ -55,6 +55,7 @@ class TrainSettings:
     flow_groups: int = 8
     seed: int = 0
     device: str = "cpu"
+    threads: int = 1  # torch CPU threads; on a busy machine more threads only spin
     checkpoint_every: int = 100
     val_every: int = 500
     val_examples: int = 16
@@ -195,6 +196,8 @@ def train(
     interruption would; ``resume`` picks it up again.
     """
     settings.out = Path(settings.out)
+    if settings.device == "cpu" and settings.threads:
+        torch.set_num_threads(settings.threads)
     train_set = load_split(settings.data, "train", settings.size)
     val_set = load_split(settings.data, "val", settings.size)
     if resume and (settings.out / STATE_FILE).is_file():
@@ -304,6 +307,9 @@ def add_train_cli(subparsers) -> None:
     parser.add_argument("--flow-groups", type=int, default=defaults.flow_groups)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--threads", type=int, default=defaults.threads, help="CPU threads (0: torch's default)"
+    )
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--val-every", type=int, default=defaults.val_every)
     parser.add_argument("--resume", action="store_true", help="continue from --out")
@@ -327,6 +333,7 @@ def _run(args) -> int:
         flow_groups=args.flow_groups,
         seed=args.seed,
         device=device,
+        threads=args.threads,
         checkpoint_every=args.checkpoint_every,
         val_every=args.val_every,
     )
