@@ -7,8 +7,10 @@ each working size and number of sheet views, in one run and side by side:
 - ``reference``: ``tests/conr_reference.py``, per frame and per view, fp32, NCHW;
 - ``fast fp32`` / ``fast bf16``: ``CoNR.render`` with all views and frames batched.
 
-Reports frames per second, the speed-up over the reference, peak resident memory during
-the timed call (Linux VmHWM), max |fast - reference| and the bf16 PSNR against fp32.
+Each path runs ``--repeats`` times, interleaved, and its fastest run counts. Reports
+frames per second, the speed-up over the reference, peak resident memory of the process
+during the path's runs (Linux VmHWM, includes the ~1.5 GB of fp32 + bf16 weights), max
+|fast - reference| and the bf16 PSNR against fp32.
 
     .venv/bin/python bench/conr.py [--sizes 256 512] [--views 1 4] [--frames 2]
 """
@@ -78,12 +80,27 @@ def timed(fn):
     return out, time.perf_counter() - start, peak_mib()
 
 
+def best_of(repeats, paths):
+    """Run each path ``repeats`` times, interleaved; keep each one's fastest run.
+
+    Interleaving and the minimum make the ratio fair on a machine shared with others.
+    """
+    best = {}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            out, seconds, peak = timed(fn)
+            if name not in best or seconds < best[name][1]:
+                best[name] = (out, seconds, max(peak, best.get(name, (0, 0, 0))[2]))
+    return best
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--views", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--frames", type=int, default=2, help="frames per fast-path call")
     parser.add_argument("--reference-frames", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs, best kept")
     args = parser.parse_args()
 
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare("cpu")
@@ -111,28 +128,30 @@ def main():
             udp = udp_frames(args.frames, size)
             reference.set_sheet(sheet)
             n_ref = args.reference_frames
-            ref_out, t_ref, m_ref = timed(
-                lambda: np.stack([reference.render_frame(u) for u in udp[:n_ref]])  # noqa: B023
+            enc32, enc16 = model.encode_sheet(sheet), low.encode_sheet(sheet)
+            best = best_of(
+                args.repeats,
+                {
+                    "ref": lambda: np.stack([reference.render_frame(u) for u in udp[:n_ref]]),  # noqa: B023
+                    "fp32": lambda: model.render(enc32, udp),  # noqa: B023
+                    "bf16": lambda: low.render(enc16, udp),  # noqa: B023
+                },
             )
+            ref_out, t_ref, m_ref = best["ref"]
+            out32, t32, m32 = best["fp32"]
+            out16, t16, m16 = best["bf16"]
             ref_fps = n_ref / t_ref
-            print(f"| {size} | {views} | reference fp32 | {ref_fps:.3f} | 1.00 | {m_ref:.0f} | |")
-
-            enc = model.encode_sheet(sheet)
-            out32, t32, m32 = timed(lambda: model.render(enc, udp))  # noqa: B023
             diff = np.abs(out32[:n_ref] - ref_out).max()
-            fps = args.frames / t32
-            print(
-                f"| {size} | {views} | fast fp32 | {fps:.3f} | {fps / ref_fps:.2f} | {m32:.0f} "
-                f"| max diff {diff:.1e} |"
-            )
-
-            enc = low.encode_sheet(sheet)
-            out16, t16, m16 = timed(lambda: low.render(enc, udp))  # noqa: B023
             mse = float(np.mean((out16 - out32) ** 2))
             psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
-            fps = args.frames / t16
+            fps32, fps16 = args.frames / t32, args.frames / t16
+            print(f"| {size} | {views} | reference fp32 | {ref_fps:.3f} | 1.00 | {m_ref:.0f} | |")
             print(
-                f"| {size} | {views} | fast bf16 | {fps:.3f} | {fps / ref_fps:.2f} | {m16:.0f} "
+                f"| {size} | {views} | fast fp32 | {fps32:.3f} | {fps32 / ref_fps:.2f} | {m32:.0f} "
+                f"| max diff {diff:.1e} |"
+            )
+            print(
+                f"| {size} | {views} | fast bf16 | {fps16:.3f} | {fps16 / ref_fps:.2f} | {m16:.0f} "
                 f"| PSNR {psnr:.1f} dB |",
                 flush=True,
             )
