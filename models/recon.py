@@ -172,11 +172,17 @@ def prepare_portrait(path, options: PortraitImportOptions | None = None):
     fmt = detect_portrait_format(path)
     if fmt.kind in MESH_FILE_KINDS:
         raise AniRenderError(f"{path.name}: {fmt.description} must be read through Blender.")
-    mesh = clean_up(read_portrait_source(path, fmt, options), options)
-    if len(mesh.verts) == 0:
-        raise AniRenderError(f"{path.name}: nothing left to import (no vertices).")
-    mesh = fit_to_size(source_to_blender(mesh), options.head_width_cm)
+    mesh = finish_portrait(path, read_portrait_source(path, fmt, options), options)
     return fmt, mesh
+
+
+def finish_portrait(path, mesh: PortraitMesh, options: PortraitImportOptions) -> PortraitMesh:
+    """The second half of ``prepare_portrait`` (clean, turn, size); a separate stage so
+    Blender's import job can check for Esc between reading and cleaning."""
+    mesh = clean_up(mesh, options)
+    if len(mesh.verts) == 0:
+        raise AniRenderError(f"{Path(path).name}: nothing left to import (no vertices).")
+    return fit_to_size(source_to_blender(mesh), options.head_width_cm)
 
 
 # --------------------------------------------------------------------- writing files

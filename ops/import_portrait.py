@@ -9,6 +9,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
+from ..addon.jobs import ModalJobOperator
 from ..errors import AniRenderError
 
 _FILTER = "*.pkl;*.pickle;*.mrc;*.map;*.npy;*.npz;*.safetensors;*.obj;*.ply;*.glb;*.gltf"
@@ -32,17 +33,7 @@ def _describe(path: str) -> str:
     return _described[key]
 
 
-def _guess_portrait_image(path: Path) -> Path | None:
-    """PAniC-3D writes marching_cubes/.../front.pkl next to ortho/.../front.png."""
-    candidates = [path.with_suffix(".png")]
-    parts = list(path.parts)
-    if "marching_cubes" in parts:
-        parts[parts.index("marching_cubes")] = "ortho"
-        candidates.append(Path(*parts).with_suffix(".png"))
-    return next((c for c in candidates if c.is_file()), None)
-
-
-class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
+class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportHelper):
     """Import a portrait reconstruction (PAniC-3D, EG3D, triplane or mesh) as a clean head mesh"""
 
     bl_idname = "anirender.import_portrait"
@@ -143,22 +134,43 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
         sub.enabled = self.use_attach_to_head
         sub.prop(self, "head_bone")
 
+    # How the file browser and the modal job meet: ``invoke`` is ImportHelper's (it opens
+    # the file browser and returns RUNNING_MODAL); once the artist picks a file, Blender
+    # calls ``execute`` on the same operator, with ``options.is_invoke`` still set. That
+    # ``execute`` starts the modal job itself (timer + modal handler, as Blender's
+    # "Operator Modal Timer" template does from execute). Scripts, the redo panel and
+    # background runs call ``execute`` without invoke (or without a window) and get the
+    # same job run to the end synchronously.
+    def invoke(self, context, event):
+        return ImportHelper.invoke(self, context, event)
+
     def execute(self, context):
-        wm = context.window_manager
-        wm.progress_begin(0, 3)  # busy cursor with a counter while the volume is meshed
-        try:
-            obj = self._import(context)
-        except AniRenderError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        finally:
-            wm.progress_end()
+        self._plan = None
+        modal = (
+            self.options.is_invoke
+            and not self.options.is_repeat
+            and context.window is not None
+            and not bpy.app.background
+        )
+        if modal:
+            return ModalJobOperator.invoke(self, context, None)
+        return self._after(context, ModalJobOperator.execute(self, context))
+
+    def modal(self, context, event):
+        return self._after(context, ModalJobOperator.modal(self, context, event))
+
+    def _after(self, context, result):
+        """Select the new head once the guard has put the rest of the scene back."""
+        plan = getattr(self, "_plan", None)
+        if result != {"FINISHED"} or plan is None or plan.obj is None:
+            return result
         for other in context.selected_objects:
             other.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
-        self.report({"INFO"}, f"Imported {obj.name}: {len(obj.data.polygons)} faces")
-        return {"FINISHED"}
+        plan.obj.select_set(True)
+        context.view_layer.objects.active = plan.obj
+        for note in plan.notes:
+            self.report({"WARNING"}, note)
+        return result
 
     def _options(self):
         from ..models.recon import PortraitImportOptions
@@ -174,64 +186,20 @@ class ANIRENDER_OT_import_portrait(bpy.types.Operator, ImportHelper):
             box_size=self.box_size,
         )
 
-    def _import(self, context):
-        from ..addon import meshes
-        from ..addon.scene import SceneGuard
-        from ..models.recon import clean_up, fit_to_size, prepare_portrait
-        from ..models.recon_mesh import front_projection, vertex_normals
-        from ..models.recon_readers import MESH_FILE_KINDS, detect_portrait_format
+    def make_job(self, context, guard):
+        from ..addon.portrait_import import plan_portrait_import, portrait_import_job
 
-        path = Path(bpy.path.abspath(self.filepath))
-        options = self._options()
-        armature = self._armature(context)
-        fmt = detect_portrait_format(path)
-        context.window_manager.progress_update(1)
-        # all checks and heavy work first; nothing is added until the mesh is ready
-        if fmt.kind in MESH_FILE_KINDS:
-            mesh = fit_to_size(
-                clean_up(meshes.read_mesh_file(path, fmt.kind), options), options.head_width_cm
-            )
-        else:
-            fmt, mesh = prepare_portrait(path, options)
-        context.window_manager.progress_update(2)
-        portrait = None
-        if self.use_project_portrait:
-            image_path = self.portrait_path or _guess_portrait_image(path)
-            if not image_path:
-                raise AniRenderError(
-                    f"{path.name}: Project Portrait needs the front view image; choose it in "
-                    "Portrait Image."
-                )
-            if len(mesh.faces) == 0:
-                raise AniRenderError(f"{path.name}: a point cloud cannot carry a portrait.")
-        bone_name = None
-        if armature is not None:
-            bone_name = self.head_bone or meshes.find_head_bone(armature)
-            if armature.data.bones.get(bone_name) is None:
-                raise AniRenderError(f"Armature {armature.name} has no bone named {bone_name!r}.")
-
-        with SceneGuard(context) as guard:  # removes anything half-made if a step fails
-            if self.use_project_portrait:
-                portrait = meshes.load_portrait_image(image_path)
-            obj = meshes.create_portrait_object(path.stem, mesh, context.collection)
-            if portrait is not None:
-                if mesh.box is not None:
-                    centre, side = mesh.box
-                else:
-                    low, high = mesh.verts.min(0), mesh.verts.max(0)
-                    centre, side = (low + high) / 2, float((high - low)[[0, 2]].max())
-                normals = vertex_normals(mesh.verts, mesh.faces)
-                uv, facing = front_projection(mesh.verts, normals, centre, side)
-                meshes.add_front_projection(obj, uv, facing, portrait)
-                guard.keep(portrait)
-            if bone_name is not None:
-                meshes.place_at_head_bone(obj, armature, bone_name)
-            else:
-                obj.location = context.scene.cursor.location
-            guard.keep(obj)
-        for note in mesh.notes:
-            self.report({"WARNING"}, note)
-        return obj
+        self._plan = plan_portrait_import(
+            self.filepath,
+            self._options(),
+            context.collection,
+            location=context.scene.cursor.location,
+            project_portrait=self.use_project_portrait,
+            portrait_path=self.portrait_path,
+            armature=self._armature(context),
+            head_bone=self.head_bone,
+        )
+        return portrait_import_job(self._plan, guard)
 
     def _armature(self, context):
         if not self.use_attach_to_head:

@@ -310,3 +310,42 @@ def test_bad_inputs_leave_the_scene_untouched(addon, tmp_path):
             bpy.ops.anirender.import_portrait(**kwargs)
         assert _counts(bpy) == before, kwargs
     assert not (tmp_path / "pwned").exists()
+
+
+def test_import_job_steps_off_the_main_thread_and_esc_adds_nothing(addon, tmp_path):
+    """The operator's job, driven step by step as the modal timer does: meshing is a worker
+    task (the main thread is free while it runs), and cancelling midway adds nothing."""
+    import bpy
+
+    from anirender.addon.portrait_import import plan_portrait_import, portrait_import_job
+    from anirender.addon.scene import SceneGuard, scene_snapshot
+    from anirender.models.recon import PortraitImportOptions
+
+    path = tmp_path / "seed.mrc"
+    write_eg3d_mrc(path)
+    context = bpy.context
+    before, counts = scene_snapshot(context), _counts(bpy)
+
+    with SceneGuard(context) as guard:
+        plan = plan_portrait_import(path, PortraitImportOptions(), context.collection)
+        job = portrait_import_job(plan, guard)
+        assert job.step() and job.message == "Reading and meshing seed.mrc"
+        assert job.busy_waiting  # the volume is meshed by a worker, not in this step
+        while job.done < 2:  # through meshing, into cleaning: Esc here
+            assert job.step()
+        assert job.message == "Cleaning the mesh" and plan.obj is None
+        job.cancel()
+        assert job.cancelled and job.step() is False
+    assert _counts(bpy) == counts and scene_snapshot(context) == before
+
+    with SceneGuard(context) as guard:
+        plan = plan_portrait_import(path, PortraitImportOptions(), context.collection)
+        job = portrait_import_job(plan, guard)
+        messages = []
+        while job.step():
+            if job.message not in messages:
+                messages.append(job.message)
+    assert messages == ["Reading and meshing seed.mrc", "Cleaning the mesh", "Building the mesh"]
+    assert job.done == job.total and not job.cancelled
+    assert plan.obj.name in bpy.data.objects and len(plan.obj.data.polygons) > 100
+    assert _counts(bpy)["objects"] == counts["objects"] + 1
