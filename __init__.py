@@ -42,6 +42,7 @@ _CLASSES = (
     "ops.anr:ANIRENDER_OT_anr_pair_images",
     "ops.anr:ANIRENDER_OT_anr_render_frame",
     "ops.anr:ANIRENDER_OT_anr_render_animation",
+    "ops.anr:ANIRENDER_OT_anr_swap_texture",
     "panels.sidebar:ANIRENDER_PT_main",
     "panels.passes:ANIRENDER_PT_passes",
     "panels.morphs:ANIRENDER_UL_morph_bindings",

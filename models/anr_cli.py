@@ -31,32 +31,45 @@ def add_cli(subparsers) -> None:
 
 
 def _swap(args) -> int:
+    print(swap_anr_file(args.model, args.out, args.target, args.source, args.box, args.mask))
+    return 0
+
+
+def parse_uv_box(text: str) -> tuple[float, float, float, float]:
+    """ "u0,v0,u1,v1" -> four floats, with a message for the artist when it is not that."""
+    try:
+        box = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise AniRenderError(f"Cannot read the UV rectangle {text!r}; write u0,v0,u1,v1.") from None
+    if len(box) != 4:
+        raise AniRenderError(f"The UV rectangle {text!r} needs four numbers u0,v0,u1,v1.")
+    return box
+
+
+def swap_anr_file(model_path, out, target: int, source: int, box=None, mask=None) -> str:
+    """Read an ANR file, swap a UV region of ``source``'s texture into ``target``'s (a box
+    "u0,v0,u1,v1" or 4-tuple, or a mask image path: white = swap, row 0 at V = 1), write
+    the result to ``out``. Shared by ``anirender anr swap`` and Blender's operator.
+    Returns a one-line summary."""
     from .anr import read_anr, save_anr, swap_texture_region
 
-    box = mask = None
-    if args.box:
-        try:
-            box = tuple(float(x) for x in args.box.split(","))
-        except ValueError:
-            raise AniRenderError(
-                f"Cannot read the UV rectangle {args.box!r}; write u0,v0,u1,v1."
-            ) from None
-        if len(box) != 4:
-            raise AniRenderError(f"The UV rectangle {args.box!r} needs four numbers u0,v0,u1,v1.")
-    if args.mask is not None:
+    if isinstance(box, str):
+        box = parse_uv_box(box) if box else None
+    picked = None
+    if mask:
         import numpy as np
         from PIL import Image
 
         try:
-            mask = np.asarray(Image.open(args.mask).convert("L")) > 127
+            picked = np.asarray(Image.open(mask).convert("L")) > 127
         except OSError as exc:
-            raise AniRenderError(f"Cannot read the UV mask {args.mask}: {exc}") from None
-    model = read_anr(args.model)
-    swap_texture_region(model, args.target, args.source, box=box, mask=mask)
-    save_anr(model, args.out, metadata={"swapped": f"{args.source}->{args.target}"})
+            raise AniRenderError(f"Cannot read the UV mask {mask}: {exc}") from None
+    model = read_anr(model_path)
+    swap_texture_region(model, target, source, box=box, mask=picked)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_anr(model, out, metadata={"swapped": f"{source}->{target}"})
     names = model.config.names()
-    print(f"{names[args.target]} now wears {names[args.source]}'s texels there: {args.out}")
-    return 0
+    return f"{names[target]} now wears {names[source]}'s texels there: {out}"
 
 
 def _info(args) -> int:

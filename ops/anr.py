@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatVectorProperty,
+    IntProperty,
+    StringProperty,
+)
 
 from ..addon import shaded_frames
 from ..addon.anr_capture import (
@@ -306,3 +312,81 @@ class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
         job = Job("Neural Render Animation (ANR)", steps, total=len(todo), workers=2)
         self._made_job = job
         return job
+
+
+# -------------------------------------------------------------------- texture swap
+
+
+class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
+    """Copy a UV region of one identity's neural texture into another's and save the result as a new ANR model"""
+
+    bl_idname = "anirender.anr_swap_texture"
+    bl_label = "Swap Texture Region (ANR)"
+    bl_options = {"REGISTER"}
+
+    weights: StringProperty(name="ANR Model", subtype="FILE_PATH", default="")
+    target: IntProperty(name="Target Identity", default=0, min=0,
+                        description="Identity whose texture changes")  # fmt: skip
+    source: IntProperty(name="Source Identity", default=1, min=0,
+                        description="Identity the texels come from")  # fmt: skip
+    region: EnumProperty(
+        name="Region",
+        items=(
+            ("BOX", "UV Box", "A UV rectangle u0, v0, u1, v1"),
+            ("MASK", "Mask Image", "A UV-space image: white swaps, row 0 at the top (V = 1)"),
+        ),
+        default="BOX",
+    )
+    uv_box: FloatVectorProperty(
+        name="UV Box", size=4, default=(0.0, 0.0, 0.5, 0.5), min=0.0, max=1.0,
+        description="u0, v0, u1, v1 of the rectangle to swap",
+    )  # fmt: skip
+    mask: StringProperty(name="Mask Image", subtype="FILE_PATH", default="")
+    output: StringProperty(
+        name="Output", subtype="FILE_PATH", default="//anr_swapped.safetensors",
+        description="Where the swapped model is written (a new file)",
+    )  # fmt: skip
+
+    def invoke(self, context, event):
+        settings = _settings(context.scene)
+        if not self.weights and settings is not None:
+            self.weights = settings.weights
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "weights")
+        row = layout.row()
+        row.prop(self, "target")
+        row.prop(self, "source")
+        layout.prop(self, "region", expand=True)
+        if self.region == "BOX":
+            layout.prop(self, "uv_box")
+        else:
+            layout.prop(self, "mask")
+        layout.prop(self, "output")
+
+    def execute(self, context):
+        from ..addon.anr_swap import swap_anr_texture
+
+        if not self.weights:
+            self.report({"ERROR"}, "Choose the ANR model (anr.safetensors) to edit.")
+            return {"CANCELLED"}
+        if self.region == "MASK" and not self.mask:
+            self.report({"ERROR"}, "Choose the UV mask image, or swap a UV box instead.")
+            return {"CANCELLED"}
+        try:
+            summary = swap_anr_texture(
+                settings_from(preferences(context)),
+                bpy.path.abspath(self.weights),
+                bpy.path.abspath(self.output),
+                self.target,
+                self.source,
+                box=tuple(self.uv_box) if self.region == "BOX" else None,
+                mask=bpy.path.abspath(self.mask) if self.region == "MASK" else None,
+            )
+        except AniRenderError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}

@@ -1,4 +1,5 @@
-"""The ANR panel: capture training frames, pick a trained model, render with it."""
+"""The ANR panel: capture training frames, pick a trained model, render with it, swap
+texture regions between identities."""
 
 import bpy
 
@@ -31,3 +32,6 @@ class ANIRENDER_PT_anr(bpy.types.Panel):
         box.operator("anirender.anr_render_frame", icon="RENDER_STILL")
         box.prop(settings, "output_dir")
         box.operator("anirender.anr_render_animation", icon="RENDER_ANIMATION")
+        box = layout.box()
+        box.label(text="Edit Model", icon="UV")
+        box.operator("anirender.anr_swap_texture", icon="UV_SYNC_SELECT")
