@@ -37,6 +37,7 @@ _CLASSES = (
     "ops.morphs:ANIRENDER_OT_morph_binding_add",
     "ops.morphs:ANIRENDER_OT_morph_binding_remove",
     "ops.morphs:ANIRENDER_OT_reenact_preview",
+    "ops.reenact_render:ANIRENDER_OT_render_pose_animation",
     "ops.celeb_dataset:ANIRENDER_OT_export_celeb_dataset",
     "ops.anr:ANIRENDER_OT_anr_capture",
     "ops.anr:ANIRENDER_OT_anr_pair_images",

@@ -1,7 +1,9 @@
 """One way to ask for shaded frames, three ways to get them.
 
 ``ShaderClient`` is what operators use: ``upload_sheet(images) -> sheet_id``,
-``shade(sheet_id, udp) -> rgba``, ``info()``. Behind it:
+``shade(sheet_id, udp) -> rgba``, ``info()``; for head reenactment
+``upload_portrait(image) -> portrait_id``, ``reenact(portrait_id, poses) -> rgba``.
+Behind it:
 
 - ``InProcessClient``: the networks run inside this Python (needs torch here). The model
   is loaded lazily on first use; this is the one place Blender-side code reaches into
@@ -63,6 +65,15 @@ class ShaderClient:
 
     def shade_anr(self, model_id: str, identity: int, uv, normal) -> np.ndarray:
         """UV + normal passes (B, H, W, 4) -> premultiplied RGBA (B, H, W, 4)."""
+        raise NotImplementedError
+
+    def upload_portrait(self, images: np.ndarray) -> str:
+        """A portrait to reenact (uint8 (H, W, 4) straight RGBA); returns its id."""
+        raise NotImplementedError
+
+    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+        """Pose vectors (N, 20) -> the portrait reenacted: premultiplied float32
+        (N, H, W, 4) at the portrait's size."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -134,6 +145,9 @@ class InProcessClient(ShaderClient):
             if self._queue is not None:
                 self._queue.stop()
                 self._queue = None
+            if getattr(self, "_portrait_library", None) is not None:
+                self._portrait_library.stop()
+                self._portrait_library = None
 
     def _anr(self):
         if getattr(self, "_anr_library", None) is None:
@@ -156,6 +170,42 @@ class InProcessClient(ShaderClient):
         except KeyError:
             raise AniRenderError(f"Unknown ANR model '{model_id}'; upload it first.") from None
 
+    def _portraits(self):
+        """The service's ``PortraitLibrary`` (its own model thread), made on first use."""
+        with self._lock:
+            if getattr(self, "_portrait_library", None) is None:
+                try:
+                    import torch
+                except ImportError:
+                    raise AniRenderError(
+                        "Reenacting portraits in Blender needs PyTorch, which this Python "
+                        "lacks. Choose Local Service or Remote Service in the AniRender "
+                        "preferences."
+                    ) from None
+                from ..service.portraits import PortraitLibrary
+
+                device = self.device
+                if device == "auto":
+                    device = "cuda" if torch.cuda.is_available() else "cpu"
+                self._portrait_library = PortraitLibrary(device=device)
+            return self._portrait_library
+
+    def upload_portrait(self, images: np.ndarray) -> str:
+        portrait = protocol.check_portrait(as_portrait(images))
+        return self._portraits().add(portrait).result()[0].portrait_id
+
+    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+        library = self._portraits()
+        portrait = library.portrait(portrait_id)
+        poses = np.asarray(poses, np.float32).reshape(-1, protocol.POSE_SIZE)
+        batch = protocol.reenact_batch(portrait.width * portrait.height)
+        return np.concatenate(
+            [
+                library.reenact(portrait_id, protocol.check_poses(poses[i : i + batch])).result()
+                for i in range(0, len(poses), batch)
+            ]
+        )
+
 
 # ---------------------------------------------------------------------------- HTTP
 
@@ -173,6 +223,7 @@ class HttpClient(ShaderClient):
         self.token = token or None
         self.timeout = timeout
         self._sheets: dict[str, np.ndarray] = {}  # kept to upload again after a restart
+        self._portrait_images: dict[str, np.ndarray] = {}  # the same for portraits
         #: model seconds of the last ``shade`` answer (what is left of its time is transfer)
         self.last_shading_seconds = 0.0
 
@@ -293,6 +344,55 @@ class HttpClient(ShaderClient):
         if rgba.dtype != np.float32 or rgba.shape != uv.shape:
             raise AniRenderError(f"The service answered {rgba.dtype} {rgba.shape} for ANR.")
         return rgba
+
+    def upload_portrait(self, images: np.ndarray) -> str:
+        portrait = protocol.check_portrait(as_portrait(images))
+        answer = self._json("POST", "portraits", protocol.pack(portrait=portrait))
+        self._portrait_images[answer["portrait_id"]] = portrait
+        return answer["portrait_id"]
+
+    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+        poses = np.asarray(poses, np.float32).reshape(-1, protocol.POSE_SIZE)
+        known = self._portrait_images.get(portrait_id)
+        if known is not None:
+            pixels = known.shape[0] * known.shape[1]
+        else:  # uploaded by another client: ask its size
+            try:
+                answer = self._json("GET", f"portraits/{portrait_id}", timeout=30)
+            except _NotFound:
+                raise AniRenderError(
+                    f"The service does not know portrait '{portrait_id}'; upload it first."
+                ) from None
+            pixels = int(answer["width"]) * int(answer["height"])
+        batch = protocol.reenact_batch(pixels)
+        parts = []
+        for i in range(0, len(poses), batch):
+            chunk = protocol.check_poses(poses[i : i + batch])
+            path = f"portraits/{portrait_id}/reenact"
+            body = protocol.pack(poses=chunk)
+            try:
+                rgba = self._arrays("POST", path, ("rgba",), body)["rgba"]
+            except _NotFound:
+                if known is None:
+                    raise
+                self.upload_portrait(known)  # the service restarted
+                rgba = self._arrays("POST", path, ("rgba",), body)["rgba"]
+            if rgba.dtype != np.float32 or rgba.ndim != 4 or rgba.shape[0] != len(chunk):
+                raise AniRenderError(
+                    f"The service answered {rgba.dtype} {rgba.shape} for {len(chunk)} poses."
+                )
+            parts.append(rgba)
+        return np.concatenate(parts)
+
+
+def as_portrait(images) -> np.ndarray:
+    """uint8 (H, W, 4) from (H, W, 3 or 4) or a batch of one; RGB gets an opaque alpha."""
+    image = np.asarray(images)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        image = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], 2)
+    return image
 
 
 class _NotFound(AniRenderError):
@@ -524,3 +624,28 @@ class AnrSession:
             if self.model_id is None:
                 self.model_id = self.client.upload_anr(self.weights)
         return self.client.shade_anr(self.model_id, self.identity, uv, normal)
+
+
+class ReenactSession:
+    """One portrait at a time, reenacted from worker threads (live preview, pose
+    animation): the client is made (a local service started) on the first call, in the
+    worker thread, and a portrait is uploaded again only when its pixels change."""
+
+    def __init__(self, settings: dict):
+        self.settings = dict(settings)
+        self.client: ShaderClient | None = None
+        self._uploaded: tuple[str, str] | None = None  # (content id, service id)
+        self._lock = threading.Lock()
+
+    def reenact(self, portrait: np.ndarray, poses) -> np.ndarray:
+        """uint8 (H, W, 3|4) + poses (N, 20) -> premultiplied float32 (N, H, W, 4)."""
+        portrait = protocol.check_portrait(as_portrait(portrait))
+        key = protocol.portrait_id(portrait)
+        with self._lock:
+            if self.client is None:
+                settings = dict(self.settings)
+                self.client = client_for(settings.pop("mode"), **settings)
+            if self._uploaded is None or self._uploaded[0] != key:
+                self._uploaded = (key, self.client.upload_portrait(portrait))
+            portrait_id = self._uploaded[1]
+        return self.client.reenact(portrait_id, poses)

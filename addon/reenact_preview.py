@@ -7,9 +7,10 @@ worker thread; requests made while the worker is busy replace each other, so a d
 costs at most one inference in flight plus the last pose. The worker calls
 ``reenact(portrait_rgba_uint8, pose20) -> rgba`` and never touches ``bpy``.
 
-Which ``reenact`` runs: the shader client's ``reenact`` method when the client
-(addon/client.py) offers one (service or in-process), else the in-process model in
-``models.reenact`` (needs torch in Blender's Python; the shipped small model by default).
+Which ``reenact`` runs: the shader client chosen in the AniRender preferences (in
+Blender, local service, remote service; addon/client.py ``ReenactSession``). The
+client is made, a local service started and the portrait uploaded on the worker thread,
+so none of it blocks Blender.
 """
 
 from __future__ import annotations
@@ -30,22 +31,19 @@ DEBOUNCE = 0.12
 
 
 def default_reenact():
-    """The ``reenact(portrait, pose) -> rgba`` callable to use (see the module doc)."""
-    from . import client as client_module
+    """The ``reenact(portrait, pose) -> uint8 rgba`` callable to use (see the module doc).
+
+    Cheap to make: nothing connects until its first call (on the preview's worker).
+    """
+    from ..models.framing import to_straight_uint8
+    from .client import ReenactSession, settings_from
     from .prefs import preferences
 
-    prefs = preferences()
-    if prefs is not None and callable(getattr(client_module.ShaderClient, "reenact", None)):
-        settings = client_module.settings_from(prefs)
-        client = client_module.client_for(settings.pop("mode"), **settings)
-        return client.reenact
-    try:
-        from ..models.reenact import reenact
-    except ImportError:
-        raise AniRenderError(
-            "The reenactment preview needs PyTorch in Blender's Python, or a shader service "
-            "that offers reenactment (AniRender preferences)."
-        ) from None
+    session = ReenactSession(settings_from(preferences()))
+
+    def reenact(portrait, pose):
+        return to_straight_uint8(session.reenact(portrait, [pose])[0])
+
     return reenact
 
 

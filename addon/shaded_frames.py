@@ -36,8 +36,8 @@ class FrameWriter:
     off by a crash is never mistaken for a finished one when a run resumes.
     """
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int | tuple[int, int]):
+        self.size = size  # a side, or (width, height) for frames that are not square
         self._image = None
 
     def write(self, path: Path, rgba: np.ndarray) -> None:
@@ -51,9 +51,8 @@ class FrameWriter:
 
     def _scratch(self):
         if self._image is None:
-            self._image = bpy.data.images.new(
-                "AniRender frame writer", self.size, self.size, alpha=True
-            )
+            width, height = self.size if isinstance(self.size, tuple) else (self.size,) * 2
+            self._image = bpy.data.images.new("AniRender frame writer", width, height, alpha=True)
             self._image.alpha_mode = "STRAIGHT"
         return self._image
 

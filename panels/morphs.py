@@ -67,6 +67,7 @@ class ANIRENDER_PT_pose(bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("anirender.pose_copy", icon="COPYDOWN", text="Copy")
         row.operator("anirender.pose_paste", icon="PASTEDOWN", text="Paste")
+        layout.operator("anirender.render_pose_animation", icon="RENDER_ANIMATION")
 
 
 class ANIRENDER_PT_pose_bindings(bpy.types.Panel):

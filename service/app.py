@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import AniRenderError
 from . import protocol
+from .portraits import PortraitLibrary, UnknownPortrait
 from .queue import QueueStopped, ShadingQueue, UnknownJob, UnknownSheet
 
 API = "/v1"
@@ -41,14 +42,18 @@ def create_app(
     token: str | None = None,
     max_request_bytes: int = 256 << 20,
     info: dict | None = None,
+    portraits: PortraitLibrary | None = None,
 ) -> FastAPI:
-    """The FastAPI app around a started ``ShadingQueue``."""
+    """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
+    reenactment: the shipped weights, loaded on first use, unless one is given)."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
         description=protocol.__doc__,
     )
     app.state.queue = queue
+    portraits = portraits or PortraitLibrary(device=(info or {}).get("device", "cpu"))
+    app.state.portraits = portraits
     static_info = dict(info or {})
 
     def error(status: int, message: str) -> JSONResponse:
@@ -75,6 +80,7 @@ def create_app(
 
     @app.exception_handler(UnknownSheet)
     @app.exception_handler(UnknownJob)
+    @app.exception_handler(UnknownPortrait)
     async def not_found(request, exc):
         return error(404, str(exc))
 
@@ -124,6 +130,12 @@ def create_app(
                 {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
             ],
             "stats": dict(queue.stats),
+            "reenact": {
+                "weights": portraits.weights_name,
+                "portraits": len(portraits.portraits()),
+                "max_poses": protocol.MAX_POSES,
+                "stats": dict(portraits.stats),
+            },
             "versions": {
                 **static_info.get("versions", {}),
                 "python": platform.python_version(),
@@ -249,6 +261,46 @@ def create_app(
             )
         except KeyError:
             raise UnknownSheet(f"Unknown ANR model '{model_id}'; upload it again.") from None
+        return await asyncio.to_thread(npz, rgba=rgba)
+
+    # reenactment: a portrait (uint8 RGBA) uploaded once, then posed with 20-value vectors
+    def portrait_info(portrait, **extra) -> dict:
+        return {
+            "portrait_id": portrait.portrait_id,
+            "width": portrait.width,
+            "height": portrait.height,
+            **extra,
+        }
+
+    @app.post(f"{API}/portraits", openapi_extra=_NPZ_BODY, responses=_ERRORS)
+    async def upload_portrait(request: Request) -> dict:
+        """Upload a portrait (``portrait``: uint8 H x W x 4); cached under its content id."""
+        image = protocol.check_portrait((await read_arrays(request, ("portrait",)))["portrait"])
+        portrait, cached = await asyncio.wrap_future(portraits.add(image))
+        return portrait_info(portrait, cached=cached)
+
+    @app.get(f"{API}/portraits/{{portrait_id}}", responses=_ERRORS)
+    def get_portrait(portrait_id: str) -> dict:
+        return portrait_info(portraits.portrait(portrait_id))
+
+    @app.delete(f"{API}/portraits/{{portrait_id}}", responses=_ERRORS)
+    def delete_portrait(portrait_id: str) -> dict:
+        portraits.forget(portrait_id)
+        return {"portrait_id": portrait_id, "deleted": True}
+
+    @app.post(
+        f"{API}/portraits/{{portrait_id}}/reenact",
+        openapi_extra=_NPZ_BODY,
+        responses={200: _NPZ_ANSWER, **_ERRORS},
+        response_class=Response,
+    )
+    async def reenact(portrait_id: str, request: Request) -> Response:
+        """Reenact a portrait with ``poses`` (float32 N x 20); answers ``rgba``
+        (premultiplied, the portrait's size)."""
+        portrait = portraits.portrait(portrait_id)
+        poses = (await read_arrays(request, ("poses",)))["poses"]
+        poses = protocol.check_poses(poses, portrait.width * portrait.height)
+        rgba = await asyncio.wrap_future(portraits.reenact(portrait_id, poses))
         return await asyncio.to_thread(npz, rgba=rgba)
 
     return app

@@ -22,15 +22,23 @@ name            dtype, shape                meaning
 ``frames``      int64 (B,)                  scene frame numbers of a job's ``udp``
 ``rgba``        float32 (B, H, W, 4)        shaded frames, premultiplied RGBA in [0, 1]
 ``index``       int64 (B,)                  positions in the job of returned ``rgba``
+``portrait``    uint8 (H, W, 4)             a portrait to reenact, straight RGBA
+``poses``       float32 (N, 20)             pose vectors (AnimeCeleb order; angles in
+                                            degrees, within +-90; expressions in [0, 1])
 ==============  ==========================  ==========================================
+
+Portraits need not be square or a multiple of 128 (16 to ``MAX_PORTRAIT_SIDE`` pixels a
+side); their reenactments come back as ``rgba`` at the portrait's size, premultiplied.
 
 Endpoints (all under ``/v1``, Bearer token when the service has one):
 ``GET health``, ``GET info``, ``POST sheets`` (``images`` -> ``{"sheet_id", ...}``),
 ``GET|DELETE sheets/{id}``, ``POST sheets/{id}/shade`` (``udp`` -> ``rgba``),
 ``POST jobs?sheet_id=`` (``udp``, ``frames`` -> ``{"job_id", ...}``), ``GET jobs/{id}``
 (progress), ``GET jobs/{id}/results?start=&limit=`` (``index``, ``frames``, ``rgba`` of
-the finished frames in that range), ``DELETE jobs/{id}`` (cancel). ``shade`` answers
-carry ``X-AniRender-Shading-Seconds``: the model time spent on the request's frames.
+the finished frames in that range), ``DELETE jobs/{id}`` (cancel), ``POST portraits``
+(``portrait`` -> ``{"portrait_id", ...}``), ``GET|DELETE portraits/{id}``,
+``POST portraits/{id}/reenact`` (``poses`` -> ``rgba``). ``shade`` answers carry
+``X-AniRender-Shading-Seconds``: the model time spent on the request's frames.
 """
 
 from __future__ import annotations
@@ -53,6 +61,14 @@ SHADING_SECONDS = "X-AniRender-Shading-Seconds"
 SIZE_MULTIPLE = 128
 MAX_SIZE = 1024
 MAX_VIEWS = 16
+POSE_SIZE = 20
+POSE_ANGLES = slice(17, 20)  # head roll, pitch, yaw in degrees
+MAX_ANGLE = 90.0
+MIN_PORTRAIT_SIDE = 16
+MAX_PORTRAIT_SIDE = 1024
+MAX_POSES = 64
+#: poses x portrait pixels per reenact request (the answer: 16 bytes a pixel, 256 MiB)
+MAX_REENACT_PIXELS = 1 << 24
 
 
 class WireError(AniRenderError):
@@ -163,6 +179,63 @@ def check_rgba(rgba: np.ndarray, count: int, size: int) -> np.ndarray:
             f"({count}, {size}, {size}, 4). Is it an AniRender service of another version?"
         )
     return rgba
+
+
+def check_portrait(portrait: np.ndarray) -> np.ndarray:
+    """A portrait: uint8 (H, W, 4) straight RGBA (or (1, H, W, 4)), 16 to 1024 a side."""
+    if portrait.dtype != np.uint8:
+        raise WireError(f"A portrait is uint8 RGBA; got {portrait.dtype}.")
+    if portrait.ndim == 4 and portrait.shape[0] == 1:
+        portrait = portrait[0]
+    if portrait.ndim != 3 or portrait.shape[-1] != 4:
+        raise WireError(f"A portrait is (H, W, 4) RGBA; got shape {portrait.shape}.")
+    h, w = portrait.shape[:2]
+    if not (
+        MIN_PORTRAIT_SIDE <= h <= MAX_PORTRAIT_SIDE and MIN_PORTRAIT_SIDE <= w <= MAX_PORTRAIT_SIDE
+    ):
+        raise WireError(
+            f"The portrait is {w}x{h}; its sides must be {MIN_PORTRAIT_SIDE} to "
+            f"{MAX_PORTRAIT_SIDE} pixels. Scale it first."
+        )
+    return np.ascontiguousarray(portrait)
+
+
+def check_poses(poses: np.ndarray, pixels: int | None = None) -> np.ndarray:
+    """Pose vectors: float32 (N, 20), finite, expressions in [0, 1], angles within +-90;
+    with ``pixels`` (the portrait's), no more than one request's worth of answer."""
+    if poses.dtype != np.float32:
+        raise WireError(f"Poses must be float32; got {poses.dtype}.")
+    if poses.ndim != 2 or poses.shape[1] != POSE_SIZE or not 1 <= poses.shape[0] <= MAX_POSES:
+        raise WireError(
+            f"Poses are (N, {POSE_SIZE}) with N from 1 to {MAX_POSES}; got shape {poses.shape}."
+        )
+    if pixels is not None and len(poses) > reenact_batch(pixels):
+        raise WireError(
+            f"{len(poses)} poses of this portrait make too large an answer; send at most "
+            f"{reenact_batch(pixels)} per request."
+        )
+    if not np.isfinite(poses).all():
+        raise WireError("The poses contain NaN or infinite values.")
+    expressions = np.delete(poses, np.r_[POSE_ANGLES], axis=1)
+    if expressions.min() < 0.0 or expressions.max() > 1.0:
+        raise WireError(
+            f"Expression weights must lie in [0, 1]; found {expressions.min():.4g} .. "
+            f"{expressions.max():.4g}."
+        )
+    angles = np.abs(poses[:, POSE_ANGLES]).max()
+    if angles > MAX_ANGLE:
+        raise WireError(f"Head angles must lie within +-{MAX_ANGLE:g} degrees; found {angles:.4g}.")
+    return np.ascontiguousarray(poses)
+
+
+def reenact_batch(pixels: int) -> int:
+    """How many poses of a portrait of ``pixels`` pixels one reenact request may carry."""
+    return max(1, min(MAX_POSES, MAX_REENACT_PIXELS // max(int(pixels), 1)))
+
+
+def portrait_id(portrait: np.ndarray) -> str:
+    """Content id of a portrait (as ``sheet_id``): the same pixels give the same id."""
+    return "p" + sheet_id(portrait)[:23]
 
 
 def sheet_id(images: np.ndarray) -> str:

@@ -1,5 +1,9 @@
 """``anirender serve``: load CoNR, start the shading worker, serve HTTP with uvicorn.
 
+Head reenactment (``/v1/portraits``) uses the shipped small model unless
+``--reenact-weights`` names another; a named file is loaded at start, so a bad path
+stops the service at once instead of failing the first request.
+
 The socket is bound before uvicorn starts, so ``--port 0`` works: the service prints
 ``ANIRENDER_SERVICE_PORT=<port>`` on its own line (flushed) once it listens, which is what
 the add-on's local-service launcher waits for.
@@ -76,10 +80,12 @@ def serve(
     max_request_mb: float = 256,
     max_batch: int = 8,
     exit_with_stdin: bool = False,
+    reenact_weights: str | None = None,
 ) -> None:
     import uvicorn
 
     from .app import create_app
+    from .portraits import PortraitLibrary
 
     if not is_loopback(host) and not token:
         raise AniRenderError(
@@ -97,8 +103,25 @@ def serve(
             f"Cannot listen on {host}:{port} ({exc.strerror}); another program may use the "
             "port. Pick another with --port (0 picks a free one)."
         ) from exc
-    queue, info = build_queue(weights, device, max_batch)
-    app = create_app(queue, token=token, max_request_bytes=int(max_request_mb * 2**20), info=info)
+    portraits = None
+    try:
+        queue, info = build_queue(weights, device, max_batch)
+        portraits = PortraitLibrary(reenact_weights, device=info["device"], max_batch=max_batch)
+        if reenact_weights:
+            portraits.load()
+    except BaseException:
+        sock.close()
+        if portraits is not None:
+            portraits.stop()
+        raise
+    info["models"]["reenact"] = {"weights": portraits.weights_name}
+    app = create_app(
+        queue,
+        token=token,
+        max_request_bytes=int(max_request_mb * 2**20),
+        info=info,
+        portraits=portraits,
+    )
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     sock.listen(128)  # connections wait in the backlog until uvicorn takes over
@@ -111,6 +134,7 @@ def serve(
         server.run(sockets=[sock])
     finally:
         queue.stop()
+        portraits.stop()
         sock.close()
 
 
@@ -135,6 +159,11 @@ def add_cli(subparsers) -> None:
         "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
     )
     parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
+    parser.add_argument(
+        "--reenact-weights",
+        default=None,
+        help="head reenactment weights (.safetensors); default: the shipped small model",
+    )
     parser.add_argument("--max-request-mb", type=float, default=256)
     parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
     parser.add_argument(
@@ -154,6 +183,7 @@ def _serve_command(args) -> int:
         max_request_mb=args.max_request_mb,
         max_batch=args.max_batch,
         exit_with_stdin=args.exit_with_stdin,
+        reenact_weights=args.reenact_weights,
     )
     return 0
 

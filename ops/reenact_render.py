@@ -1,0 +1,156 @@
+"""Render Pose Animation: the keyframed pose sliders reenact the portrait, frame by frame.
+
+For each frame of the scene's range the main thread evaluates the scene at that frame
+and reads the character's 20 slider values; a worker thread sends them in batches
+through the shader client chosen in the preferences (``ReenactSession``: in Blender,
+local or remote service), and the answers are written on the main thread as straight-
+alpha PNGs ``<folder>/<character>_<frame:04d>.png``. Frames already on disk are skipped,
+so a run cut short (Esc, service gone) resumes; the sequence is loaded as one image.
+"""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, IntProperty, StringProperty
+
+from ..addon import morphs, reenact_preview, shaded_frames
+from ..addon.client import ReenactSession, ServiceUnavailable, settings_from
+from ..addon.jobs import Job, ModalJobOperator
+from ..addon.passes import check_output_folder
+from ..addon.prefs import preferences
+from ..addon.scene import character_from_context
+from ..errors import AniRenderError
+from ..service import protocol
+
+# slider ranges, as ``morphs.apply_pose`` clamps them: expressions 0..1, angles in degrees
+_LOW = np.array([0.0] * 17 + [-morphs.ANGLE_LIMIT] * 3, np.float32)
+_HIGH = np.array([1.0] * 17 + [morphs.ANGLE_LIMIT] * 3, np.float32)
+
+
+def slider_pose(owner) -> list[float]:
+    """The owner's 20 slider values now, within the sliders' ranges."""
+    return np.clip(np.array(morphs.get_pose(owner), np.float32), _LOW, _HIGH).tolist()
+
+
+class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
+    """Reenact the portrait with the keyframed pose sliders over the scene's frame range into a PNG sequence (frames already on disk are kept)"""
+
+    bl_idname = "anirender.render_pose_animation"
+    bl_label = "Render Pose Animation"
+    bl_options = {"REGISTER"}
+
+    output_dir: StringProperty(
+        name="Output Folder", subtype="DIR_PATH", default="//pose_animation/"
+    )
+    batch: IntProperty(
+        name="Poses per Request", default=8, min=1, max=protocol.MAX_POSES,
+        description="Frames sent to the shader service at once",
+    )  # fmt: skip
+    overwrite: BoolProperty(
+        name="Overwrite", default=False, description="Render frames already on disk again"
+    )
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and obj.type in {"ARMATURE", "MESH"}
+
+    def execute(self, context):
+        self._made_job = None
+        try:
+            return super().execute(context)
+        finally:
+            job = self._made_job
+            if job is not None and not job.finished:
+                job.cancel()
+
+    def make_job(self, context, guard):
+        scene = context.scene
+        owner = character_from_context(context).owner
+        settings = owner.anirender.morphs
+        if settings.portrait is None:
+            raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
+        if not morphs.is_rigged(owner):
+            raise AniRenderError(
+                f'"{owner.name}" has no pose sliders yet. Set Up Pose Sliders, keyframe them, '
+                "and render again."
+            )
+        portrait = reenact_preview.image_to_rgba(settings.portrait)
+        try:
+            portrait = protocol.check_portrait(portrait)
+        except AniRenderError as exc:
+            raise AniRenderError(f'Portrait "{settings.portrait.name}": {exc}') from None
+        frames = list(range(scene.frame_start, scene.frame_end + 1))
+        if not frames:
+            raise AniRenderError(
+                f"The scene's frame range {scene.frame_start}-{scene.frame_end} is empty."
+            )
+        folder = check_output_folder(bpy.path.abspath(self.output_dir))
+        paths = {f: shaded_frames.frame_path(folder, owner.name, f) for f in frames}
+        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
+        session = ReenactSession(settings_from(preferences(context)))
+        height, width = portrait.shape[:2]
+        writer = shaded_frames.FrameWriter((width, height))
+        batch = int(self.batch)
+        written, outstanding = [0], [0]
+
+        def reenact(poses):
+            try:
+                return session.reenact(portrait, poses)
+            except ServiceUnavailable as exc:
+                raise ServiceUnavailable(
+                    f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
+                    f"stay in {folder}; run Render Pose Animation again for the rest."
+                ) from None
+
+        def write(batch_frames):
+            def then(rgba):
+                for frame, image in zip(batch_frames, rgba):
+                    writer.write(paths[frame], image)
+                written[0] += len(batch_frames)
+                outstanding[0] -= 1
+
+            return then
+
+        def steps(job):
+            def counted(message):
+                job.done = written[0] - 1  # Job.step adds one: done counts written frames
+                return message
+
+            try:
+                waiting, poses = [], []
+                for frame in todo:
+                    scene.frame_set(frame)
+                    waiting.append(frame)
+                    poses.append(slider_pose(owner))
+                    if len(waiting) == batch or frame == todo[-1]:
+                        outstanding[0] += 1
+                        job.submit(reenact, np.array(poses, np.float32), then=write(waiting))
+                        waiting, poses = [], []
+                    yield counted(f"frame {frame}")
+                while outstanding[0]:
+                    job.poll()
+                    if outstanding[0]:
+                        time.sleep(0.01)
+                        yield counted(f"waiting for {outstanding[0]} batches")
+                image = guard.keep(
+                    shaded_frames.load_sequence(
+                        paths[frames[0]], len(frames), f"{owner.name} Pose Animation"
+                    )
+                )
+                skipped = len(frames) - len(todo)
+                job.summary = (
+                    f"{len(todo)} frames reenacted into {folder}"
+                    + (f" ({skipped} already there)" if skipped else "")
+                    + f'; image sequence "{image.name}"'
+                )
+                yield counted("done")
+            finally:
+                writer.close()
+
+        job = Job("Render Pose Animation", steps, total=len(todo))
+        self._made_job = job
+        return job
