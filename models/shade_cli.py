@@ -82,7 +82,6 @@ def read_udp(path: Path) -> np.ndarray:
 
 
 def run_shade(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from . import framing
@@ -117,7 +116,6 @@ def run_shade(args) -> int:
     model = load_conr(args.weights, device=args.device)
     if args.precision != "fp32":
         model.set_precision(args.precision)
-    torch.set_grad_enabled(False)
     encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
