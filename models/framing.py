@@ -91,6 +91,51 @@ def resize_image(image: np.ndarray, height: int, width: int | None = None) -> np
     return out.astype(np.float32)
 
 
+def resize_image_numpy(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """``resize_image`` in numpy alone (Blender's Python has no torch or Pillow): the same
+    bilinear (torch, align_corners=False) when enlarging and box filter (Pillow's BOX)
+    when shrinking, as one weight matrix per axis."""
+    width = width or height
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image.copy()
+    weights = _bilinear_weights if height > h and width > w else _box_weights
+    data = image.astype(np.float32)
+    out = np.einsum("oh,hwc->owc", weights(h, height), data)
+    out = np.einsum("pw,owc->opc", weights(w, width), out)
+    if image.dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(np.float32)
+
+
+def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear interpolation at pixel centres, edges clamped."""
+    source = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = (source - low).astype(np.float32)
+    weights = np.zeros((n_out, n_in), np.float32)
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
+
+
+def _box_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) box filter: the mean of the input pixels whose centres the output
+    pixel's footprint covers (Pillow's BOX coefficients)."""
+    scale = n_in / n_out
+    support = 0.5 * max(scale, 1.0)
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.int64), 0)
+    last = np.minimum((centre + support + 0.5).astype(np.int64), n_in)
+    x = np.arange(n_in)
+    offset = (x[None] - centre[:, None] + 0.5) / max(scale, 1.0)
+    inside = (x[None] >= first[:, None]) & (x[None] < last[:, None])
+    weights = (inside & (offset > -0.5) & (offset <= 0.5)).astype(np.float32)
+    return weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
+
+
 def resize_udp(udp: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of a (h, w, 4) UDP to (size, size, 4) (pixel centres)."""
     h, w = udp.shape[:2]
@@ -129,16 +174,33 @@ def frame_udp(udp: np.ndarray, size: int) -> tuple[np.ndarray, SquareCrop | None
     return resize_udp(crop_square(udp.astype(np.float32), crop), size), crop
 
 
-def paste_back(rgba: np.ndarray, crop: SquareCrop | None, height: int, width: int) -> np.ndarray:
-    """Working-size premultiplied RGBA -> (height, width, 4) in the original frame."""
+def paste_back(
+    rgba: np.ndarray, crop: SquareCrop | None, height: int, width: int, resize=resize_image
+) -> np.ndarray:
+    """Working-size premultiplied RGBA -> (height, width, 4) in the original frame.
+
+    ``resize``: ``resize_image_numpy`` where torch and Pillow are absent (Blender)."""
     out = np.zeros((height, width, rgba.shape[2]), dtype=np.float32)
     if crop is None:
         return out
-    square = resize_image(rgba.astype(np.float32), crop.side)
+    square = resize(rgba.astype(np.float32), crop.side)
     t0, l0 = max(crop.top, 0), max(crop.left, 0)
     t1, l1 = min(crop.top + crop.side, height), min(crop.left + crop.side, width)
     out[t0:t1, l0:l1] = square[t0 - crop.top : t1 - crop.top, l0 - crop.left : l1 - crop.left]
     return out
+
+
+def shade_in_frame(shade, udp: np.ndarray, size: int, resize=resize_image_numpy) -> np.ndarray:
+    """One (H, W, 4) UDP frame shaded the reference way: crop the centred square around the
+    character (V > 0), resize it to ``size`` (nearest), ``shade`` it ((1, size, size, 4)
+    UDP -> premultiplied RGBA of that shape) and paste the answer back into an (H, W, 4)
+    frame. A frame without the character is transparent and never sent to the shader."""
+    height, width = udp.shape[:2]
+    framed, crop = frame_udp(udp, size)
+    if crop is None:
+        return np.zeros((height, width, 4), np.float32)
+    rgba = np.asarray(shade(framed[None]))[0]
+    return paste_back(rgba, crop, height, width, resize=resize)
 
 
 def to_straight_uint8(rgba: np.ndarray) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Neural Render Frame / Animation: UDP passes -> shader service -> shaded frames.
 
 Per frame, on Blender's main thread, the fast pass renderer draws the character's UDP at
-the working size; a worker thread sends it to the shader (in process, local service or
-remote, as the preferences say) and the answer is written on the main thread. Frames
-already on disk are skipped, so a run cut short (Esc, service gone) resumes where it
-stopped.
+the scene's output resolution; a worker thread frames it the official CoNR way (the
+centred square around the character, resized to the working size, nearest), sends it to
+the shader (in process, local service or remote, as the preferences say) and pastes the
+answer back at the frame's size (``models.framing.shade_in_frame``, numpy only); the
+frame is written on the main thread. Frames keep the scene's resolution and aspect.
+Frames already on disk are skipped, so a run cut short (Esc, service gone) resumes where
+it stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..addon.prefs import preferences
 from ..addon.scene import character_from_context, require_camera
 from ..addon.sheets import read_sheet
 from ..errors import AniRenderError
+from ..models.framing import shade_in_frame
 
 _SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
 _FROM_SCENE = (
@@ -49,14 +53,15 @@ def _character(context):
     return character
 
 
-def _udp_renderer(scene, armature, frames, size, folder) -> PassRenderer:
+def _udp_renderer(scene, armature, frames, folder) -> PassRenderer:
+    """UDP passes at the scene's output resolution (the frames' final size)."""
     request = PassRequest(
         out_dir=folder,
         frames=list(frames),
         passes=("udp",),
         formats=("npz",),
         fast=True,
-        size=(size, size),
+        size=None,
         overwrite=True,  # nothing is written; every asked frame is rendered
     )
     return PassRenderer(scene, armature, request)
@@ -65,7 +70,12 @@ def _udp_renderer(scene, armature, frames, size, folder) -> PassRenderer:
 class _NeuralRender(ModalJobOperator):
     """Shared checks and settings of both operators."""
 
-    size: EnumProperty(name="Size", items=_SIZES, default="256")
+    size: EnumProperty(
+        name="Size",
+        items=_SIZES,
+        default="256",
+        description="Square the shader works at; frames keep the scene's output resolution",
+    )
 
     def _take_scene_settings(self, scene, names):
         settings = getattr(getattr(scene, "anirender", None), "neural", None)
@@ -106,7 +116,7 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
         character, images, settings = self._prepare(context)
         scene, size, frame = context.scene, int(self.size), context.scene.frame_current
         folder = Path(bpy.app.tempdir or "/tmp")
-        renderer = _udp_renderer(scene, character.armature, [frame], size, folder)
+        renderer = _udp_renderer(scene, character.armature, [frame], folder)
         session = ShadingSession(settings, images)
         name = f"{character.name} Neural Frame"
         shown = []
@@ -117,11 +127,11 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
             yield f"frame {frame}: shading"
 
             def show(rgba):
-                image = shaded_frames.show_frame(name, rgba[0], context)
+                image = shaded_frames.show_frame(name, rgba, context)
                 shown.append(guard.keep(image))
                 job.summary = f'Frame {frame} shaded into image "{image.name}"'
 
-            job.submit(session.shade, udp[None], then=show)
+            job.submit(shade_in_frame, session.shade, udp, size, then=show)
 
         job = Job("Neural Render Frame", steps, total=1)
         self._made_job = job
@@ -162,9 +172,9 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
         frames = list(range(first, last + 1))
         paths = {f: shaded_frames.frame_path(folder, character.name, f) for f in frames}
         todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
-        renderer = _udp_renderer(scene, character.armature, todo or frames, size, folder)
+        renderer = _udp_renderer(scene, character.armature, todo or frames, folder)
         session = ShadingSession(settings, images)
-        writer = shaded_frames.FrameWriter(size)
+        writer = shaded_frames.FrameWriter((renderer.width, renderer.height))
         add_strip = self.add_strip
         written = [0]
         outstanding = [0]
@@ -172,7 +182,7 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
 
         def shade(udp):
             try:
-                return session.shade(udp)
+                return shade_in_frame(session.shade, udp, size)
             except ServiceUnavailable as exc:
                 raise ServiceUnavailable(
                     f"{exc} The {written[0] + len(frames) - len(todo)} frames shaded so far stay "
@@ -186,7 +196,7 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
 
             def write(frame):
                 def then(rgba):
-                    writer.write(paths[frame], rgba[0])
+                    writer.write(paths[frame], rgba)
                     written[0] += 1
                     outstanding[0] -= 1
 
@@ -197,7 +207,7 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
                     for frame in todo:
                         udp = renderer.render_frame(frame)["udp"]
                         outstanding[0] += 1
-                        job.submit(shade, udp[None], then=write(frame))
+                        job.submit(shade, udp, then=write(frame))
                         yield counted(f"frame {frame}")
                 while outstanding[0]:
                     job.poll()

@@ -82,3 +82,34 @@ def test_alpha_conversions():
     np.testing.assert_array_equal(straight[0, 0], [128, 51, 0, 128])
     np.testing.assert_array_equal(straight[0, 1], [0, 0, 0, 0])
     np.testing.assert_array_equal(framing.to_premultiplied_uint8(rgba)[0, 0], [64, 26, 0, 128])
+
+
+@pytest.mark.parametrize("side, size", [(128, 300), (128, 77), (256, 513), (90, 45), (100, 33)])
+def test_numpy_resize_matches_the_reference_resize(side, size):
+    """Blender's side pastes frames back without torch or Pillow: same numbers."""
+    rng = np.random.default_rng(side + size)
+    image = rng.random((side, side, 4), dtype=np.float32)
+    want = framing.resize_image(image, size)
+    got = framing.resize_image_numpy(image, size)
+    assert got.shape == want.shape == (size, size, 4) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_shade_in_frame_is_frame_shade_paste():
+    h, w, size = 72, 120, 64
+    udp = np.zeros((h, w, 4), np.float32)
+    udp[20:60, 70:90] = (0.3, 0.6, 0.9, 1.0)
+    seen = []
+
+    def shade(batch):
+        seen.append(batch.shape)
+        return np.concatenate([batch[..., :3] * batch[..., 3:], batch[..., 3:]], -1)
+
+    out = framing.shade_in_frame(shade, udp, size)
+    assert seen == [(1, size, size, 4)] and out.shape == (h, w, 4)
+    framed, crop = framing.frame_udp(udp, size)
+    want = framing.paste_back(shade(framed[None])[0], crop, h, w)
+    assert np.abs(out - want).max() < 1e-4
+    assert out[..., 3][20:60, 70:90].min() > 0.99 and out[..., 3][:, :55].max() == 0
+    assert not framing.shade_in_frame(shade, np.zeros_like(udp), size).any()
+    assert len(seen) == 2  # the empty frame was not shaded

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from service_support import reference_frames, running_service, sheet_images
 
-SIZE = 128
+SIZE = 128  # the working size the shader sees
+FRAME = (160, 100)  # the scene's output resolution (320 x 200 at 50 %): the frames' size
 
 
 @pytest.fixture
@@ -40,6 +41,8 @@ def toy_with_sheet(shader_addon, toy_character, tmp_path):
     sheet.add().image = bpy.data.images.load(str(paths[1]))
     bpy.context.view_layer.objects.active = toy_character
     toy_character.select_set(True)
+    render = bpy.context.scene.render
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 320, 200, 50
     return toy_character
 
 
@@ -51,16 +54,36 @@ def tiny_model(tiny_conr_weights):
 
 
 def expected_frames(context, armature, frames, tiny_model, tmp_path) -> np.ndarray:
-    """What the shader should answer: UDP from the pass renderer, tiny CoNR in process."""
+    """What the operators should write: UDP from the pass renderer at the scene's
+    resolution, framed the reference way (models.framing, torch resize), tiny CoNR in
+    process, pasted back."""
     from anirender.addon.passes import PassRenderer, PassRequest
     from anirender.addon.sheets import read_sheet
-    from anirender.models.framing import to_straight_uint8
+    from anirender.models.framing import frame_udp, paste_back, to_straight_uint8
 
-    request = PassRequest(tmp_path / "udp", list(frames), ("udp",), ("npz",), True, (SIZE, SIZE))
+    request = PassRequest(tmp_path / "udp", list(frames), ("udp",), ("npz",), True, None)
     with PassRenderer(context.scene, armature, request) as renderer:
         udp = np.stack([renderer.render_frame(f)["udp"] for f in frames])
-    rgba = reference_frames(tiny_model, read_sheet(armature, SIZE), udp)
-    return to_straight_uint8(rgba), udp
+    framed = [frame_udp(u, SIZE) for u in udp]
+    rgba = reference_frames(
+        tiny_model, read_sheet(armature, SIZE), np.stack([f for f, _ in framed])
+    )
+    height, width = udp.shape[1:3]
+    pasted = [paste_back(r, crop, height, width) for r, (_, crop) in zip(rgba, framed)]
+    return to_straight_uint8(np.stack(pasted)), udp
+
+
+def assert_alpha_on_character(frame: np.ndarray, udp: np.ndarray):
+    """Shaded alpha only in the square around the character, and on the character."""
+    from anirender.models.framing import square_crop_around
+
+    visible = (udp[..., 3] * 255).astype(np.uint8) > 0
+    crop = square_crop_around(visible)
+    square = np.zeros_like(visible)
+    square[max(crop.top, 0) : crop.top + crop.side, max(crop.left, 0) : crop.left + crop.side] = 1
+    alpha = frame[..., 3]
+    assert not square.all() and alpha[~square].max() == 0
+    assert (alpha[visible] > 0).mean() > 0.95
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -95,10 +118,10 @@ def test_frame_and_animation_end_to_end(
 
     assert bpy.ops.anirender.neural_render_frame(size=str(SIZE)) == {"FINISHED"}
     image = bpy.data.images["Toy Neural Frame"]
-    pixels = np.empty(SIZE * SIZE * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    got = np.rint(pixels.reshape(SIZE, SIZE, 4)[::-1] * 255).astype(np.uint8)
+    assert tuple(image.size) == FRAME  # the scene's resolution, not the working square
+    got = _image_bytes(image)
     assert_same_frame(got, want[2])  # the current frame, 3
+    assert_alpha_on_character(got, udp[2])
 
     out = tmp_path / "neural"
     result = bpy.ops.anirender.neural_render_animation(
@@ -113,8 +136,10 @@ def test_frame_and_animation_end_to_end(
     files = sorted(p.name for p in out.iterdir())
     assert files == [f"Toy_{f:04d}.png" for f in range(1, 7)]
     frames = [read_png(out / name) for name in files]
-    for got_frame, want_frame in zip(frames, want):
+    assert {Image.open(out / name).size for name in files} == {FRAME}
+    for got_frame, want_frame, udp_frame in zip(frames, want, udp):
         assert_same_frame(got_frame, want_frame)
+        assert_alpha_on_character(got_frame, udp_frame)
     assert np.abs(frames[0].astype(int) - frames[5].astype(int)).max() > 10  # the toy moves
     sequence = bpy.data.images["Toy Neural"]
     assert sequence.source == "SEQUENCE"
