@@ -135,14 +135,16 @@ class Job:
         """Stop now: close the step generator (its ``finally`` blocks run) and workers."""
         self.cancelled = True
         self.finished = True
-        self._close()
+        self._close(wait=False)
 
-    def _close(self):
+    def _close(self, wait: bool = True):
+        # On Esc the UI must not wait for a worker task already running (a frame being
+        # shaded, a volume being meshed): its result is dropped, its thread ends alone.
         close = getattr(self._steps, "close", None)
         if close is not None:
             close()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
 
