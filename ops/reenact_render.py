@@ -68,89 +68,97 @@ class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
                 job.cancel()
 
     def make_job(self, context, guard):
-        scene = context.scene
-        owner = character_from_context(context).owner
-        settings = owner.anirender.morphs
-        if settings.portrait is None:
-            raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
-        if not morphs.is_rigged(owner):
-            raise AniRenderError(
-                f'"{owner.name}" has no pose sliders yet. Set Up Pose Sliders, keyframe them, '
-                "and render again."
-            )
-        portrait = reenact_preview.image_to_rgba(settings.portrait)
-        try:
-            portrait = protocol.check_portrait(portrait)
-        except AniRenderError as exc:
-            raise AniRenderError(f'Portrait "{settings.portrait.name}": {exc}') from None
-        frames = list(range(scene.frame_start, scene.frame_end + 1))
-        if not frames:
-            raise AniRenderError(
-                f"The scene's frame range {scene.frame_start}-{scene.frame_end} is empty."
-            )
-        folder = check_output_folder(bpy.path.abspath(self.output_dir))
-        paths = {f: shaded_frames.frame_path(folder, owner.name, f) for f in frames}
-        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
-        session = ReenactSession(settings_from(preferences(context)))
-        height, width = portrait.shape[:2]
-        writer = shaded_frames.FrameWriter((width, height))
-        batch = int(self.batch)
-        written, outstanding = [0], [0]
-
-        def reenact(poses):
-            try:
-                return session.reenact(portrait, poses)
-            except ServiceUnavailable as exc:
-                raise ServiceUnavailable(
-                    f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
-                    f"stay in {folder}; run Render Pose Animation again for the rest."
-                ) from None
-
-        def write(batch_frames):
-            def then(rgba):
-                for frame, image in zip(batch_frames, rgba):
-                    writer.write(paths[frame], image)
-                written[0] += len(batch_frames)
-                outstanding[0] -= 1
-
-            return then
-
-        def steps(job):
-            def counted(message):
-                job.done = written[0] - 1  # Job.step adds one: done counts written frames
-                return message
-
-            try:
-                waiting, poses = [], []
-                for frame in todo:
-                    scene.frame_set(frame)
-                    waiting.append(frame)
-                    poses.append(slider_pose(owner))
-                    if len(waiting) == batch or frame == todo[-1]:
-                        outstanding[0] += 1
-                        job.submit(reenact, np.array(poses, np.float32), then=write(waiting))
-                        waiting, poses = [], []
-                    yield counted(f"frame {frame}")
-                while outstanding[0]:
-                    job.poll()
-                    if outstanding[0]:
-                        time.sleep(0.01)
-                        yield counted(f"waiting for {outstanding[0]} batches")
-                image = guard.keep(
-                    shaded_frames.load_sequence(
-                        paths[frames[0]], len(frames), f"{owner.name} Pose Animation"
-                    )
-                )
-                skipped = len(frames) - len(todo)
-                job.summary = (
-                    f"{len(todo)} frames reenacted into {folder}"
-                    + (f" ({skipped} already there)" if skipped else "")
-                    + f'; image sequence "{image.name}"'
-                )
-                yield counted("done")
-            finally:
-                writer.close()
-
-        job = Job("Render Pose Animation", steps, total=len(todo))
+        job = pose_animation_job(
+            context, guard, character_from_context(context).owner, self.output_dir,
+            batch=self.batch, overwrite=self.overwrite,
+        )  # fmt: skip
         self._made_job = job
         return job
+
+
+def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=False) -> Job:
+    """The render as a ``Job`` (checked before anything changes); results kept by ``guard``."""
+    scene = context.scene
+    settings = owner.anirender.morphs
+    if settings.portrait is None:
+        raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
+    if not morphs.is_rigged(owner):
+        raise AniRenderError(
+            f'"{owner.name}" has no pose sliders yet. Set Up Pose Sliders, keyframe them, '
+            "and render again."
+        )
+    portrait = reenact_preview.image_to_rgba(settings.portrait)
+    try:
+        portrait = protocol.check_portrait(portrait)
+    except AniRenderError as exc:
+        raise AniRenderError(f'Portrait "{settings.portrait.name}": {exc}') from None
+    frames = list(range(scene.frame_start, scene.frame_end + 1))
+    if not frames:
+        raise AniRenderError(
+            f"The scene's frame range {scene.frame_start}-{scene.frame_end} is empty."
+        )
+    folder = check_output_folder(bpy.path.abspath(output_dir))
+    paths = {f: shaded_frames.frame_path(folder, owner.name, f) for f in frames}
+    todo = [f for f in frames if overwrite or not paths[f].is_file()]
+    session = ReenactSession(settings_from(preferences(context)))
+    height, width = portrait.shape[:2]
+    writer = shaded_frames.FrameWriter((width, height))
+    batch = int(batch)
+    written, outstanding = [0], [0]
+
+    def reenact(poses):
+        try:
+            return session.reenact(portrait, poses)
+        except ServiceUnavailable as exc:
+            raise ServiceUnavailable(
+                f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
+                f"stay in {folder}; run Render Pose Animation again for the rest."
+            ) from None
+
+    def write(batch_frames):
+        def then(rgba):
+            for frame, image in zip(batch_frames, rgba):
+                writer.write(paths[frame], image)
+            written[0] += len(batch_frames)
+            outstanding[0] -= 1
+
+        return then
+
+    def steps(job):
+        def counted(message):
+            job.done = written[0] - 1  # Job.step adds one: done counts written frames
+            return message
+
+        try:
+            waiting, poses = [], []
+            for frame in todo:
+                scene.frame_set(frame)
+                waiting.append(frame)
+                poses.append(slider_pose(owner))
+                if len(waiting) == batch or frame == todo[-1]:
+                    outstanding[0] += 1
+                    job.submit(reenact, np.array(poses, np.float32), then=write(waiting))
+                    waiting, poses = [], []
+                yield counted(f"frame {frame}")
+            while outstanding[0]:
+                job.poll()
+                if outstanding[0]:
+                    time.sleep(0.01)
+                    yield counted(f"waiting for {outstanding[0]} batches")
+            image = guard.keep(
+                shaded_frames.load_sequence(
+                    paths[frames[0]], len(frames), f"{owner.name} Pose Animation"
+                )
+            )
+            skipped = len(frames) - len(todo)
+            job.summary = (
+                f"{len(todo)} frames reenacted into {folder}"
+                + (f" ({skipped} already there)" if skipped else "")
+                + f'; image sequence "{image.name}"'
+            )
+            yield counted("done")
+        finally:
+            writer.close()
+
+    # two batches in flight: one on the service while the next one's poses are read
+    return Job("Render Pose Animation", steps, total=len(todo), max_pending=2)

@@ -234,3 +234,30 @@ def test_render_pose_animation_through_the_service(posed_toy, shader_service, tm
     again = np.asarray(Image.open(out / names[2]).convert("RGBA")).astype(int)
     assert np.abs(again - frames[2]).max() <= 1
     assert sorted(i.name for i in bpy.data.images).count(sequence) == 1
+
+
+def test_cancelled_pose_animation_keeps_whole_frames_only(posed_toy, shader_service, tmp_path):
+    """The operator's job driven step by step as the modal timer does; Esc after the first
+    written frame leaves whole frames, no image and the scene as it was; a re-run ends it."""
+    import bpy
+
+    from anirender.addon.scene import SceneGuard, scene_snapshot
+    from anirender.ops.reenact_render import pose_animation_job
+
+    out = tmp_path / "frames"
+    before = scene_snapshot(bpy.context)
+    with SceneGuard(bpy.context) as guard:
+        job = pose_animation_job(bpy.context, guard, posed_toy, str(out), batch=1)
+        assert job.total == 4
+        deadline = time.perf_counter() + 60
+        while not list(out.glob("*.png")) and time.perf_counter() < deadline:
+            assert job.step()
+            time.sleep(0.005)
+        job.cancel()
+        assert job.cancelled and job.step() is False
+    assert scene_snapshot(bpy.context) == before  # no image sequence, frame restored
+    first = sorted(p.name for p in out.iterdir())
+    # at most two batches of one are in flight: Esc came before the last frames were sent
+    assert 1 <= len(first) <= 2 and all(not n.startswith(".") for n in first)
+    assert bpy.ops.anirender.render_pose_animation(output_dir=str(out)) == {"FINISHED"}
+    assert len(list(out.iterdir())) == 4
