@@ -197,7 +197,7 @@ class InProcessClient(ShaderClient):
     def reenact(self, portrait_id: str, poses) -> np.ndarray:
         library = self._portraits()
         portrait = library.portrait(portrait_id)
-        poses = np.asarray(poses, np.float32).reshape(-1, protocol.POSE_SIZE)
+        poses = pose_batch(poses)
         batch = protocol.reenact_batch(portrait.width * portrait.height)
         return np.concatenate(
             [
@@ -352,7 +352,7 @@ class HttpClient(ShaderClient):
         return answer["portrait_id"]
 
     def reenact(self, portrait_id: str, poses) -> np.ndarray:
-        poses = np.asarray(poses, np.float32).reshape(-1, protocol.POSE_SIZE)
+        poses = pose_batch(poses)
         known = self._portrait_images.get(portrait_id)
         if known is not None:
             pixels = known.shape[0] * known.shape[1]
@@ -383,6 +383,17 @@ class HttpClient(ShaderClient):
                 )
             parts.append(rgba)
         return np.concatenate(parts)
+
+
+def pose_batch(poses) -> np.ndarray:
+    """float32 (N, 20) from one pose or many; at least one."""
+    poses = np.asarray(poses, np.float32)
+    if poses.size == 0 or poses.size % protocol.POSE_SIZE:
+        raise AniRenderError(
+            f"Reenacting needs one or more poses of {protocol.POSE_SIZE} values; got an array "
+            f"of shape {poses.shape}."
+        )
+    return poses.reshape(-1, protocol.POSE_SIZE)
 
 
 def as_portrait(images) -> np.ndarray:
