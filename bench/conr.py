@@ -101,7 +101,10 @@ def main():
     parser.add_argument("--frames", type=int, default=2, help="frames per fast-path call")
     parser.add_argument("--reference-frames", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs, best kept")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare("cpu")
     # a separate bf16 copy: converting back to fp32 would not restore the lost bits
