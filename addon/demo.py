@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED_CONR = REPO / "assets" / "conr_toon.safetensors"
 SHEET_AZIMUTHS = (0.0, 90.0, 180.0, -90.0)
 OUTFIT_SEED = 11
 WORKING_SIZE = 128  # the shipped model was trained on 128 x 128 framed samples
@@ -50,7 +48,6 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
     import bpy
     import numpy as np
 
-    from ..errors import AniRenderError
     from ..models.framing import frame_sheet_image, frame_udp, paste_back, to_straight_uint8
     from ..models.train.conr_data import image_metrics, nearest_udp_baseline
     from . import canonical
@@ -65,9 +62,6 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
     out = Path(out).resolve()
     frames_dir = out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    weights = weights or SHIPPED_CONR
-    if not Path(weights).exists() and not str(weights).isidentifier():
-        raise AniRenderError(f"CoNR weights not found: {weights}")
 
     armature = load_character("makehuman")
     scene = bpy.context.scene
@@ -75,7 +69,7 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
     canonical.set_canonical_pose(armature, "A_POSE", scene)
     meshes = meshes_deformed_by(armature)
     camera = setup_look_render(scene, size)
-    client = InProcessClient(str(weights), device="auto")
+    client = InProcessClient(weights, device="auto")  # None: the shipped model
     working = WORKING_SIZE
 
     # 1. the character sheet, A-pose, four views --------------------------------------

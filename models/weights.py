@@ -21,6 +21,8 @@ from ..errors import AniRenderError
 
 SUFFIX = ".safetensors"
 DEFAULT_NAME = "conr"
+#: the small CoNR-architecture model trained by this project (see BENCHMARKS.md)
+SHIPPED_CONR = Path(__file__).resolve().parents[1] / "assets" / "conr_toon.safetensors"
 
 
 def user_weights_dir() -> Path:
@@ -187,6 +189,12 @@ def resolve_weights(name_or_path=None, store=None, verify: bool = True) -> Path:
 
     Named weights are checked against their manifest's sha256 when ``verify``.
     """
+    if not name_or_path:
+        # no choice made: the imported official weights if there are any, else the
+        # model shipped with AniRender
+        store_dir = Path(store) if store else user_weights_dir()
+        if not (store_dir / f"{DEFAULT_NAME}{SUFFIX}").is_file() and SHIPPED_CONR.is_file():
+            return SHIPPED_CONR
     name_or_path = str(name_or_path or DEFAULT_NAME)
     path = Path(name_or_path).expanduser()
     if path.is_file() or path.is_dir():
