@@ -1,4 +1,5 @@
-"""Shaded frames into Blender: PNG files, an image to look at, a sequence, a VSE strip.
+"""Shaded frames into Blender: PNG files, an image to look at, a sequence, a VSE strip,
+and the resumable frame-range render (``SequenceRender``) the animation operators share.
 
 The shader answers premultiplied float RGBA; files and images here hold straight alpha
 (what image editors and the Sequencer expect), 8-bit sRGB values as the shader drew them.
@@ -7,14 +8,19 @@ Main thread only (``bpy``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bpy
 import numpy as np
 
 from ..models.framing import to_straight_uint8
+from .client import ServiceUnavailable
+from .jobs import Job
 
 
 def frame_path(folder: Path, character: str, frame: int) -> Path:
@@ -114,3 +120,104 @@ def add_strip(scene, paths: list[Path], first_frame: int, name: str):
         strip.elements.append(path.name)
     strip.blend_type = "ALPHA_OVER"
     return strip
+
+
+class SequenceRender:
+    """A frame range shaded into ``<folder>/<name>_<frame:04d>.png``, resumably.
+
+    Frames already on disk are skipped unless ``overwrite``; ``todo`` lists the rest, so
+    callers can size their pass renderers before ``job`` starts anything.
+    """
+
+    def __init__(self, folder: Path, name: str, frames: Sequence[int], overwrite: bool):
+        self.frames = list(frames)
+        self.paths = {f: frame_path(folder, name, f) for f in self.frames}
+        self.todo = [f for f in self.frames if overwrite or not self.paths[f].is_file()]
+        self.written = 0
+
+    @property
+    def kept(self) -> int:
+        """Frames on disk now: those found there plus those written by this run."""
+        return self.written + len(self.frames) - len(self.todo)
+
+    def job(
+        self,
+        title: str,
+        guard,
+        read_input: Callable[[int], object],
+        shade: Callable[[list], Sequence[np.ndarray]],
+        writer: FrameWriter,
+        *,
+        sequence_name: str,
+        summary: str,
+        when_unavailable: Callable[[int], str],
+        batch: int | None = None,
+        inputs_open=None,
+        on_loaded: Callable[[object], None] | None = None,
+        workers: int = 1,
+        max_pending: int = 4,
+    ) -> Job:
+        """The render as a ``Job``: ``read_input(frame)`` on the main thread (inside the
+        ``inputs_open`` context manager, if any), ``shade(inputs)`` in a worker on a list
+        of ``batch`` inputs (one per request when ``None``), one RGBA per input written
+        by ``writer`` as it arrives. ``job.done`` counts written frames. A service that
+        goes away ends the run with ``when_unavailable(kept frames)`` added to its
+        message. At the end the sequence is loaded as ``sequence_name`` (kept by
+        ``guard``, handed to ``on_loaded``) and ``summary`` is completed with the frames
+        already there and the image's name."""
+        todo, paths = self.todo, self.paths
+        per_request = batch or 1
+        unit = "frames" if batch is None else "batches"
+        outstanding = [0]
+
+        def shade_or_explain(inputs):
+            try:
+                return shade(inputs)
+            except ServiceUnavailable as exc:
+                raise ServiceUnavailable(f"{exc} {when_unavailable(self.kept)}") from None
+
+        def write(batch_frames):
+            def then(rgba):
+                for frame, image in zip(batch_frames, rgba):
+                    writer.write(paths[frame], image)
+                self.written += len(batch_frames)
+                outstanding[0] -= 1
+
+            return then
+
+        def steps(job):
+            def counted(message):
+                job.done = self.written - 1  # Job.step adds one: done counts written frames
+                return message
+
+            try:
+                with inputs_open if inputs_open is not None else contextlib.nullcontext():
+                    waiting, inputs = [], []
+                    for frame in todo:
+                        inputs.append(read_input(frame))
+                        waiting.append(frame)
+                        if len(waiting) == per_request or frame == todo[-1]:
+                            outstanding[0] += 1
+                            job.submit(shade_or_explain, inputs, then=write(waiting))
+                            waiting, inputs = [], []
+                        yield counted(f"frame {frame}")
+                while outstanding[0]:
+                    job.poll()
+                    if outstanding[0]:
+                        time.sleep(0.01)
+                        yield counted(f"waiting for {outstanding[0]} {unit}")
+                first = self.frames[0]
+                image = guard.keep(load_sequence(paths[first], len(self.frames), sequence_name))
+                if on_loaded is not None:
+                    on_loaded(image)
+                skipped = len(self.frames) - len(todo)
+                job.summary = (
+                    summary
+                    + (f" ({skipped} already there)" if skipped else "")
+                    + f'; image sequence "{image.name}"'
+                )
+                yield counted("done")
+            finally:
+                writer.close()
+
+        return Job(title, steps, total=len(todo), workers=workers, max_pending=max_pending)

@@ -10,7 +10,6 @@ thread; frames already on disk are skipped, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import bpy
@@ -29,7 +28,7 @@ from ..addon.anr_capture import (
     coarse_meshes,
     pair_image_sequence,
 )
-from ..addon.client import AnrSession, ServiceUnavailable, settings_from
+from ..addon.client import AnrSession, settings_from
 from ..addon.jobs import Job, ModalJobOperator
 from ..addon.passes import PassRenderer, PassRequest, check_output_folder, scene_character
 from ..addon.prefs import preferences
@@ -254,62 +253,25 @@ class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
         frames = _frame_range(self, scene)
         folder = check_output_folder(bpy.path.abspath(self.output_dir))
         name = f"{_armature(context).name}_anr"
-        paths = {f: shaded_frames.frame_path(folder, name, f) for f in frames}
-        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
-        armature, renderer, others, session = self._prepare(context, todo or frames, folder)
-        writer = shaded_frames.FrameWriter(int(self.size))
-        written, outstanding = [0], [0]
-
-        def shade(uv, normal):
-            try:
-                return session.shade(uv, normal)
-            except ServiceUnavailable as exc:
-                raise ServiceUnavailable(
-                    f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
-                    f"stay in {folder}; run Neural Render Animation (ANR) again for the rest."
-                ) from None
-
-        def steps(job):
-            def counted(message):
-                job.done = written[0] - 1  # Job.step adds one: done counts written frames
-                return message
-
-            def write(frame):
-                def then(rgba):
-                    writer.write(paths[frame], rgba[0])
-                    written[0] += 1
-                    outstanding[0] -= 1
-
-                return then
-
-            try:
-                with renderer:
-                    for frame in todo:
-                        uv, normal = _coarse_passes(renderer, others, frame)
-                        outstanding[0] += 1
-                        job.submit(shade, uv, normal, then=write(frame))
-                        yield counted(f"frame {frame}")
-                while outstanding[0]:
-                    job.poll()
-                    if outstanding[0]:
-                        time.sleep(0.01)
-                        yield counted(f"waiting for {outstanding[0]} frames")
-                image = guard.keep(
-                    shaded_frames.load_sequence(
-                        paths[frames[0]], len(frames), f"{armature.name} ANR"
-                    )
-                )
-                skipped = len(frames) - len(todo)
-                job.summary = (
-                    f"{len(todo)} frames rendered with ANR into {folder}"
-                    + (f" ({skipped} already there)" if skipped else "")
-                    + f'; image sequence "{image.name}"'
-                )
-                yield counted("done")
-            finally:
-                writer.close()
-
-        job = Job("Neural Render Animation (ANR)", steps, total=len(todo), workers=2)
+        sequence = shaded_frames.SequenceRender(folder, name, frames, self.overwrite)
+        armature, renderer, others, session = self._prepare(
+            context, sequence.todo or sequence.frames, folder
+        )
+        job = sequence.job(
+            "Neural Render Animation (ANR)",
+            guard,
+            lambda frame: _coarse_passes(renderer, others, frame),
+            lambda passes: session.shade(*passes[0]),  # (1, H, W, 4): one frame
+            shaded_frames.FrameWriter(int(self.size)),
+            sequence_name=f"{armature.name} ANR",
+            summary=f"{len(sequence.todo)} frames rendered with ANR into {folder}",
+            when_unavailable=lambda kept: (
+                f"The {kept} frames rendered so far stay in {folder}; "
+                "run Neural Render Animation (ANR) again for the rest."
+            ),
+            inputs_open=renderer,
+            workers=2,
+        )
         self._made_job = job
         return job
 

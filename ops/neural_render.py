@@ -12,14 +12,13 @@ it stopped.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..addon import shaded_frames
-from ..addon.client import ServiceUnavailable, ShadingSession, settings_from
+from ..addon.client import ShadingSession, settings_from
 from ..addon.jobs import Job, ModalJobOperator
 from ..addon.passes import PassRenderer, PassRequest, check_output_folder, scene_character
 from ..addon.prefs import preferences
@@ -169,67 +168,34 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
         character, images, settings = self._prepare(context)
         size = int(self.size)
         folder = check_output_folder(self.output_dir)
-        frames = list(range(first, last + 1))
-        paths = {f: shaded_frames.frame_path(folder, character.name, f) for f in frames}
-        todo = [f for f in frames if self.overwrite or not paths[f].is_file()]
-        renderer = _udp_renderer(scene, character.armature, todo or frames, folder)
+        sequence = shaded_frames.SequenceRender(
+            folder, character.name, range(first, last + 1), self.overwrite
+        )
+        renderer = _udp_renderer(
+            scene, character.armature, sequence.todo or sequence.frames, folder
+        )
         session = ShadingSession(settings, images)
-        writer = shaded_frames.FrameWriter((renderer.width, renderer.height))
-        add_strip = self.add_strip
-        written = [0]
-        outstanding = [0]
         name = f"{character.name} Neural"
 
-        def shade(udp):
-            try:
-                return shade_in_frame(session.shade, udp, size)
-            except ServiceUnavailable as exc:
-                raise ServiceUnavailable(
-                    f"{exc} The {written[0] + len(frames) - len(todo)} frames shaded so far stay "
-                    f"in {folder}; run Neural Render Animation again to shade the rest."
-                ) from None
+        def add_strip(image):
+            paths = [sequence.paths[f] for f in sequence.frames]
+            shaded_frames.add_strip(scene, paths, first, name)
 
-        def steps(job):
-            def counted(message):
-                job.done = written[0] - 1  # Job.step adds one: done counts written frames
-                return message
-
-            def write(frame):
-                def then(rgba):
-                    writer.write(paths[frame], rgba)
-                    written[0] += 1
-                    outstanding[0] -= 1
-
-                return then
-
-            try:
-                with renderer:
-                    for frame in todo:
-                        udp = renderer.render_frame(frame)["udp"]
-                        outstanding[0] += 1
-                        job.submit(shade, udp, then=write(frame))
-                        yield counted(f"frame {frame}")
-                while outstanding[0]:
-                    job.poll()
-                    if outstanding[0]:
-                        time.sleep(0.01)
-                        yield counted(f"waiting for {outstanding[0]} frames")
-                image = guard.keep(shaded_frames.load_sequence(paths[first], len(frames), name))
-                if add_strip:
-                    shaded_frames.add_strip(scene, [paths[f] for f in frames], first, name)
-                job.summary = (
-                    f"{len(todo)} frames shaded into {folder}"
-                    + (
-                        f" ({len(frames) - len(todo)} already there)"
-                        if len(todo) < len(frames)
-                        else ""
-                    )
-                    + f'; image sequence "{image.name}"'
-                )
-                yield counted("done")
-            finally:
-                writer.close()
-
-        job = Job("Neural Render Animation", steps, total=len(todo), workers=2)
+        job = sequence.job(
+            "Neural Render Animation",
+            guard,
+            lambda frame: renderer.render_frame(frame)["udp"],
+            lambda udps: [shade_in_frame(session.shade, udps[0], size)],
+            shaded_frames.FrameWriter((renderer.width, renderer.height)),
+            sequence_name=name,
+            summary=f"{len(sequence.todo)} frames shaded into {folder}",
+            when_unavailable=lambda kept: (
+                f"The {kept} frames shaded so far stay in {folder}; "
+                "run Neural Render Animation again to shade the rest."
+            ),
+            inputs_open=renderer,
+            on_loaded=add_strip if self.add_strip else None,
+            workers=2,
+        )
         self._made_job = job
         return job

@@ -10,14 +10,12 @@ so a run cut short (Esc, service gone) resumes; the sequence is loaded as one im
 
 from __future__ import annotations
 
-import time
-
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from ..addon import morphs, reenact_preview, shaded_frames
-from ..addon.client import ReenactSession, ServiceUnavailable, settings_from
+from ..addon.client import ReenactSession, settings_from
 from ..addon.jobs import Job, ModalJobOperator
 from ..addon.passes import check_output_folder
 from ..addon.prefs import preferences
@@ -98,67 +96,27 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
             f"The scene's frame range {scene.frame_start}-{scene.frame_end} is empty."
         )
     folder = check_output_folder(bpy.path.abspath(output_dir))
-    paths = {f: shaded_frames.frame_path(folder, owner.name, f) for f in frames}
-    todo = [f for f in frames if overwrite or not paths[f].is_file()]
+    sequence = shaded_frames.SequenceRender(folder, owner.name, frames, overwrite)
     session = ReenactSession(settings_from(preferences(context)))
     height, width = portrait.shape[:2]
-    writer = shaded_frames.FrameWriter((width, height))
-    batch = int(batch)
-    written, outstanding = [0], [0]
 
-    def reenact(poses):
-        try:
-            return session.reenact(portrait, poses)
-        except ServiceUnavailable as exc:
-            raise ServiceUnavailable(
-                f"{exc} The {written[0] + len(frames) - len(todo)} frames rendered so far "
-                f"stay in {folder}; run Render Pose Animation again for the rest."
-            ) from None
+    def read_pose(frame):
+        scene.frame_set(frame)
+        return slider_pose(owner)
 
-    def write(batch_frames):
-        def then(rgba):
-            for frame, image in zip(batch_frames, rgba):
-                writer.write(paths[frame], image)
-            written[0] += len(batch_frames)
-            outstanding[0] -= 1
-
-        return then
-
-    def steps(job):
-        def counted(message):
-            job.done = written[0] - 1  # Job.step adds one: done counts written frames
-            return message
-
-        try:
-            waiting, poses = [], []
-            for frame in todo:
-                scene.frame_set(frame)
-                waiting.append(frame)
-                poses.append(slider_pose(owner))
-                if len(waiting) == batch or frame == todo[-1]:
-                    outstanding[0] += 1
-                    job.submit(reenact, np.array(poses, np.float32), then=write(waiting))
-                    waiting, poses = [], []
-                yield counted(f"frame {frame}")
-            while outstanding[0]:
-                job.poll()
-                if outstanding[0]:
-                    time.sleep(0.01)
-                    yield counted(f"waiting for {outstanding[0]} batches")
-            image = guard.keep(
-                shaded_frames.load_sequence(
-                    paths[frames[0]], len(frames), f"{owner.name} Pose Animation"
-                )
-            )
-            skipped = len(frames) - len(todo)
-            job.summary = (
-                f"{len(todo)} frames reenacted into {folder}"
-                + (f" ({skipped} already there)" if skipped else "")
-                + f'; image sequence "{image.name}"'
-            )
-            yield counted("done")
-        finally:
-            writer.close()
-
-    # two batches in flight: one on the service while the next one's poses are read
-    return Job("Render Pose Animation", steps, total=len(todo), max_pending=2)
+    return sequence.job(
+        "Render Pose Animation",
+        guard,
+        read_pose,
+        lambda poses: session.reenact(portrait, np.array(poses, np.float32)),
+        shaded_frames.FrameWriter((width, height)),
+        sequence_name=f"{owner.name} Pose Animation",
+        summary=f"{len(sequence.todo)} frames reenacted into {folder}",
+        when_unavailable=lambda kept: (
+            f"The {kept} frames rendered so far stay in {folder}; "
+            "run Render Pose Animation again for the rest."
+        ),
+        batch=int(batch),
+        # two batches in flight: one on the service while the next one's poses are read
+        max_pending=2,
+    )
