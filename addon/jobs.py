@@ -170,7 +170,11 @@ class ModalJobOperator:
         try:
             with SceneGuard(context) as guard:
                 job = self.make_job(context, guard)
-                job.run_to_end()
+                try:
+                    job.run_to_end()
+                finally:
+                    if not job.finished:  # an error mid-run: stop workers, run cleanups
+                        job.cancel()
         except AniRenderError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -178,15 +178,6 @@ class _AnrRender(_FromScene, ModalJobOperator):
         session = AnrSession(settings_from(preferences(context)), path.read_bytes(), self.identity)
         return armature, renderer, others, session
 
-    def execute(self, context):
-        self._made_job = None
-        try:
-            return super().execute(context)
-        finally:
-            job = self._made_job
-            if job is not None and not job.finished:
-                job.cancel()
-
 
 def _coarse_passes(renderer, others, frame):
     """UV and normal passes of ``frame`` with only the coarse meshes drawn."""
@@ -229,7 +220,6 @@ class ANIRENDER_OT_anr_render_frame(_AnrRender, bpy.types.Operator):
             job.submit(session.shade, uv, normal, then=show)
 
         job = Job("Neural Render Frame (ANR)", steps, total=1)
-        self._made_job = job
         return job
 
 
@@ -272,7 +262,6 @@ class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
             inputs_open=renderer,
             workers=2,
         )
-        self._made_job = job
         return job
 
 

@@ -92,16 +92,6 @@ class _NeuralRender(ModalJobOperator):
         settings = settings_from(preferences(context))
         return character, images, settings
 
-    def execute(self, context):
-        # a job stopped by an error still has its pass renderer open: close it
-        self._made_job = None
-        try:
-            return super().execute(context)
-        finally:
-            job = self._made_job
-            if job is not None and not job.finished:
-                job.cancel()
-
 
 class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
     """Shade the current frame of the selected character with its character sheet and show it in the Image Editor"""
@@ -133,7 +123,6 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
             job.submit(shade_in_frame, session.shade, udp, size, then=show)
 
         job = Job("Neural Render Frame", steps, total=1)
-        self._made_job = job
         return job
 
 
@@ -197,5 +186,4 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
             on_loaded=add_strip if self.add_strip else None,
             workers=2,
         )
-        self._made_job = job
         return job

@@ -56,21 +56,11 @@ class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type in {"ARMATURE", "MESH"}
 
-    def execute(self, context):
-        self._made_job = None
-        try:
-            return super().execute(context)
-        finally:
-            job = self._made_job
-            if job is not None and not job.finished:
-                job.cancel()
-
     def make_job(self, context, guard):
         job = pose_animation_job(
             context, guard, character_from_context(context).owner, self.output_dir,
             batch=self.batch, overwrite=self.overwrite,
         )  # fmt: skip
-        self._made_job = job
         return job
 
 
