@@ -3,14 +3,12 @@ texture regions between identities."""
 
 import bpy
 
+from .sidebar import SidebarSubPanel
 
-class ANIRENDER_PT_anr(bpy.types.Panel):
+
+class ANIRENDER_PT_anr(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Neural Render (ANR)"
     bl_idname = "ANIRENDER_PT_anr"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
-    bl_parent_id = "ANIRENDER_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):

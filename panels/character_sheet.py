@@ -7,6 +7,7 @@ import bpy
 from ..addon.scene import character_from_context
 from ..addon.sheets import entry_label
 from ..errors import AniRenderError
+from .sidebar import SidebarSubPanel
 
 
 class ANIRENDER_UL_sheet(bpy.types.UIList):
@@ -15,13 +16,9 @@ class ANIRENDER_UL_sheet(bpy.types.UIList):
         layout.label(text=entry_label(item), icon=icon)
 
 
-class ANIRENDER_PT_character_sheet(bpy.types.Panel):
+class ANIRENDER_PT_character_sheet(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Character Sheet"
     bl_idname = "ANIRENDER_PT_character_sheet"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
-    bl_parent_id = "ANIRENDER_PT_main"
 
     def draw(self, context):
         layout = self.layout
@@ -46,13 +43,9 @@ class ANIRENDER_PT_character_sheet(bpy.types.Panel):
                 layout.prop(entry, "filepath", text="")
 
 
-class ANIRENDER_PT_neural_render(bpy.types.Panel):
+class ANIRENDER_PT_neural_render(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Neural Render"
     bl_idname = "ANIRENDER_PT_neural_render"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
-    bl_parent_id = "ANIRENDER_PT_main"
 
     def draw(self, context):
         layout = self.layout

@@ -5,6 +5,7 @@ import bpy
 from ..addon import morphs
 from ..addon.scene import character_from_context
 from ..errors import AniRenderError
+from .sidebar import SidebarPanel, SidebarSubPanel
 
 
 def _character(context):
@@ -29,13 +30,9 @@ class ANIRENDER_UL_morph_bindings(bpy.types.UIList):
         row.prop(item, "weight", text="")
 
 
-class ANIRENDER_PT_pose(bpy.types.Panel):
+class ANIRENDER_PT_pose(SidebarSubPanel, bpy.types.Panel):
     bl_label = "Pose"
     bl_idname = "ANIRENDER_PT_pose"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
-    bl_parent_id = "ANIRENDER_PT_main"
 
     @classmethod
     def poll(cls, context):
@@ -70,12 +67,9 @@ class ANIRENDER_PT_pose(bpy.types.Panel):
         layout.operator("anirender.render_pose_animation", icon="RENDER_ANIMATION")
 
 
-class ANIRENDER_PT_pose_bindings(bpy.types.Panel):
+class ANIRENDER_PT_pose_bindings(SidebarPanel, bpy.types.Panel):
     bl_label = "Shape Key Bindings"
     bl_idname = "ANIRENDER_PT_pose_bindings"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
     bl_parent_id = "ANIRENDER_PT_pose"
     bl_options = {"DEFAULT_CLOSED"}
 
@@ -111,12 +105,9 @@ class ANIRENDER_PT_pose_bindings(bpy.types.Panel):
         op.detect = False
 
 
-class ANIRENDER_PT_pose_preview(bpy.types.Panel):
+class ANIRENDER_PT_pose_preview(SidebarPanel, bpy.types.Panel):
     bl_label = "Reenactment Preview"
     bl_idname = "ANIRENDER_PT_pose_preview"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
     bl_parent_id = "ANIRENDER_PT_pose"
     bl_options = {"DEFAULT_CLOSED"}
 

@@ -3,15 +3,12 @@
 import bpy
 
 from ..addon.canonical import RECIPE
+from .sidebar import SidebarSubPanel
 
 
-class ANIRENDER_PT_passes(bpy.types.Panel):
+class ANIRENDER_PT_passes(SidebarSubPanel, bpy.types.Panel):
     bl_label = "UDP Passes"
     bl_idname = "ANIRENDER_PT_passes"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "AniRender"
-    bl_parent_id = "ANIRENDER_PT_main"
 
     def draw(self, context):
         layout = self.layout

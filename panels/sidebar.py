@@ -6,12 +6,23 @@ from ..addon.scene import character_from_context
 from ..errors import AniRenderError
 
 
-class ANIRENDER_PT_main(bpy.types.Panel):
-    bl_label = "AniRender"
-    bl_idname = "ANIRENDER_PT_main"
+class SidebarPanel:
+    """Where every AniRender sidebar panel lives: 3D View > Sidebar > AniRender."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "AniRender"
+
+
+class SidebarSubPanel(SidebarPanel):
+    """A panel nested under the main AniRender panel."""
+
+    bl_parent_id = "ANIRENDER_PT_main"
+
+
+class ANIRENDER_PT_main(SidebarPanel, bpy.types.Panel):
+    bl_label = "AniRender"
+    bl_idname = "ANIRENDER_PT_main"
 
     def draw(self, context):
         layout = self.layout
