@@ -403,13 +403,16 @@ class CINN(nn.Module):
                 )
             )
 
-    def forward(self, target_features, sheet_rgba, sheet_features, views: int):
+    def forward(self, target_features, sheet_rgba, sheet_features, views: int, trace=None):
         """Shade frames from V sheet views; returns the last combined message (F, C, H, W).
 
         ``target_features``: 5 tensors (F, C, h, w), deepest first.
         ``sheet_rgba``: 6 tensors (S*V, 4, h, w), the sheet RGBA at each level's size;
         ``sheet_features``: 5 parser features (S*V, C, h, w). S is 1 (one sheet for all
         frames, inference) or F (a sheet per frame, training); order is frame-major.
+        ``trace``: a dict that, when given, collects each level's accumulated sheet flow
+        (``flows``, (F*V, 2, h, w) in that level's pixels) and view weight (``masks``,
+        (F*V, 1, h, w) before the softmax over views), H/16 ... H, for training.
         """
         frames = target_features[0].shape[0]
         shared = sheet_rgba[0].shape[0] == views and frames > 1
@@ -472,6 +475,9 @@ class CINN(nn.Module):
             if n_loc:
                 local = warp(messages[:, o : o + n_loc], messages[:, o + n_loc :], scale=2.0)
             weights = view_weights(mask)
+            if trace is not None:
+                trace.setdefault("flows", []).append(flow)
+                trace.setdefault("masks", []).append(mask[:, :1])
             rgba = warp(per_frame(sheet_rgba[k + 1]), flow)
             feature = None
             if k + 1 < len(sheet_features):
@@ -689,9 +695,11 @@ class CoNR(nn.Module):
         ]
         return [*levels, rgba]
 
-    def shade(self, pose_features, sheet_rgba, sheet_features, views: int) -> torch.Tensor:
+    def shade(
+        self, pose_features, sheet_rgba, sheet_features, views: int, trace=None
+    ) -> torch.Tensor:
         """Shader + RGBA decoder -> (F, 4, H, W) premultiplied RGBA in [0,1]."""
-        message = self.shader(pose_features, sheet_rgba, sheet_features, views)
+        message = self.shader(pose_features, sheet_rgba, sheet_features, views, trace)
         x = message.to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
         out = self.rgbadecodernet(x).contiguous()
         return torch.cat([out[:, :3] * out[:, 3:4], out[:, 3:4]], 1)
@@ -701,14 +709,17 @@ class CoNR(nn.Module):
 
         ``sheet``: (F, V, 4, H, W) as the reference loads it (RGB premultiplied, A) in
         [0,1]; ``target_udp``: (F, 4, H, W). Returns ``rgba`` (F, 4, H, W) premultiplied and
-        ``sheet_udp`` (F, V, 4, H, W), the parser's UDP estimate of the sheet views.
+        ``sheet_udp`` (F, V, 4, H, W), the parser's UDP estimate of the sheet views, and
+        the shader's per-level ``flows`` and ``masks`` (see ``CINN.forward``).
         Unlike the reference, target features are not detached, so the pose encoder trains.
         """
         frames, views = sheet.shape[:2]
         flat = sheet.flatten(0, 1)
         feats, sheet_udp = self.parse_sheet(flat[:, :3], with_udp=True)
-        rgba = self.shade(self.encode_pose(target_udp), self.sheet_rgba_pyramid(flat), feats, views)
-        return {"rgba": rgba, "sheet_udp": sheet_udp.unflatten(0, (frames, views))}
+        trace = {}
+        pose = self.encode_pose(target_udp)
+        rgba = self.shade(pose, self.sheet_rgba_pyramid(flat), feats, views, trace)
+        return {"rgba": rgba, "sheet_udp": sheet_udp.unflatten(0, (frames, views)), **trace}
 
     # ------------------------------------------------------------------ numpy-level API
 

@@ -138,3 +138,64 @@ def test_trainer_refuses_a_folder_that_is_not_a_dataset(tmp_path):
 
     with pytest.raises(AniRenderError, match="not a CoNR dataset"):
         train(_settings(tmp_path, tmp_path / "out", 1), show_progress=False)
+
+
+def test_sheet_correspondence_finds_each_target_point_in_the_views(tiny_dataset):
+    import torch
+
+    from anirender.models.conr import warp
+    from anirender.models.train.conr_data import SEEN_TOLERANCE, load_split, sheet_correspondence
+
+    data, _ = tiny_dataset
+    character = load_split(data, "train", 128)[0]
+    udps = character.udps
+    target = udps[0]
+    occupied = target[..., 3] > 0.5
+    # the target itself as a view: every point is seen where it is, with no motion
+    flow, seen = sheet_correspondence(udps[[0]], target)
+    assert seen[0, 0][occupied].all() and not seen[0, 0][~occupied].any()
+    # (framing enlarges samples, repeating UDP values: a tie may pick a neighbouring pixel)
+    assert np.abs(flow).max() <= 2
+    # other views: warping their true UDP by the flow lands on the target's UDP
+    flow, seen = sheet_correspondence(udps[1:], target)
+    sheet = torch.from_numpy(udps[1:]).permute(0, 3, 1, 2)
+    warped = warp(sheet, torch.from_numpy(flow)).permute(0, 2, 3, 1).numpy()
+    shown = seen[:, 0] > 0
+    assert shown.any(1).any(1).all(), "every view should show part of the target"
+    assert (shown.sum(0) > 0)[occupied].mean() > 0.7
+    error = np.abs(warped[..., :3] - target[..., :3]).max(-1)
+    assert np.median(error[shown]) < SEEN_TOLERANCE
+    unwarped = np.abs(udps[1:, ..., :3] - target[..., :3]).max(-1)
+    assert np.median(error[shown]) < 0.5 * np.median(unwarped[shown])
+
+
+def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
+    import torch
+
+    from anirender.models.conr import CoNR
+    from anirender.models.train.conr import compute_losses, new_model, warp_losses
+    from anirender.models.train.conr_data import draw_batch, load_split
+
+    data, _ = tiny_dataset
+    settings = _settings(data, tmp_path, 1)
+    model = new_model(settings)
+    batch = draw_batch(load_split(data, "train", 128), 1, 2, np.random.default_rng(1))
+    out = model(batch.sheet, batch.target_udp)
+    assert [f.shape[-1] for f in out["flows"]] == [8, 16, 32, 64, 128]
+    assert all(m.shape[1] == 1 and 0 <= float(m.min()) <= float(m.max()) <= 1 for m in out["masks"])
+    flow, visibility = warp_losses(out, batch, "cpu")
+    flow.backward()
+    first_conv = model.shader.decoder_blocks[0].conv0[0].weight
+    assert float(flow) > 0 and first_conv.grad.abs().sum() > 0
+    # the paper's recipe alone: the guiding terms are not computed
+    settings.weights.update(flow=0.0, visibility=0.0)
+    losses = compute_losses(model, batch, settings, torch.Generator().manual_seed(0))
+    assert "flow" not in losses and float(visibility) > 0
+    # --init starts from given weights, whatever width the settings name
+    model.save_safetensors(tmp_path / "start.safetensors")
+    wider = _settings(data, tmp_path, 1, init=tmp_path / "start.safetensors")
+    wider.width = 0.5
+    again = new_model(wider)
+    assert isinstance(again, CoNR) and again.config == model.config and wider.width == 0.0625
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0, msg=key)

@@ -101,6 +101,8 @@ class Batch:
     target: torch.Tensor  # (F, 4, H, W) premultiplied RGBA
     sheet_images: np.ndarray  # uint8 (F, V, H, W, 4)
     target_images: np.ndarray  # uint8 (F, H, W, 4)
+    flow: torch.Tensor  # (F, V, 2, H, W) where each target pixel is in each view, pixels
+    seen: torch.Tensor  # (F, V, 1, H, W) 1 where that view shows the target pixel's point
 
 
 def draw_batch(characters, frames: int, views: int, rng: np.random.Generator) -> Batch:
@@ -120,6 +122,7 @@ def draw_batch(characters, frames: int, views: int, rng: np.random.Generator) ->
         targets.append(character.images[picks[views]])
     sheet_images = np.stack(sheets)
     target_images = np.stack(targets)
+    flows, seen = zip(*(sheet_correspondence(s, t) for s, t in zip(sheet_udps, target_udps)))
     return Batch(
         sheet=torch.stack([sheet_tensor(s) for s in sheet_images]),
         sheet_udp=torch.stack([udp_tensor(u) for u in sheet_udps]),
@@ -127,7 +130,44 @@ def draw_batch(characters, frames: int, views: int, rng: np.random.Generator) ->
         target=premultiplied_target(target_images),
         sheet_images=sheet_images,
         target_images=target_images,
+        flow=torch.from_numpy(np.stack(flows)),
+        seen=torch.from_numpy(np.stack(seen)),
     )
+
+
+#: a sheet pixel shows a target pixel's surface point when their UDPs are this close
+#: (a pixel of a 128-pixel-tall character is about 0.008 apart in UDP)
+SEEN_TOLERANCE = 0.03
+
+
+def sheet_correspondence(sheet_udps: np.ndarray, target_udp: np.ndarray):
+    """Where each target pixel's surface point appears in each sheet view.
+
+    The true UDPs give the answer a perfect shader's warp would find: for each view, the
+    sheet pixel of nearest UDP, kept where it is within ``SEEN_TOLERANCE`` (else that
+    view does not show the point). Returns the backward flow (V, 2, H, W) in pixels, x
+    then y, as ``conr.warp`` takes it, and ``seen`` (V, 1, H, W), both float32.
+    """
+    from scipy.spatial import cKDTree
+
+    views, h, w = sheet_udps.shape[:3]
+    flow = np.zeros((views, 2, h, w), np.float32)
+    seen = np.zeros((views, 1, h, w), np.float32)
+    wanted = target_udp[..., 3] > 0.5
+    if not wanted.any():
+        return flow, seen
+    ty, tx = np.nonzero(wanted)
+    points = target_udp[wanted][:, :3]
+    for v in range(views):
+        covered = sheet_udps[v, ..., 3] > 0.5
+        if not covered.any():
+            continue
+        sy, sx = np.nonzero(covered)
+        distance, nearest = cKDTree(sheet_udps[v][covered][:, :3]).query(points, k=1)
+        flow[v, 0, ty, tx] = sx[nearest] - tx
+        flow[v, 1, ty, tx] = sy[nearest] - ty
+        seen[v, 0, ty, tx] = distance < SEEN_TOLERANCE
+    return flow, seen
 
 
 # ----------------------------------------------------------------------------- metrics
