@@ -411,8 +411,9 @@ class CINN(nn.Module):
         ``sheet_features``: 5 parser features (S*V, C, h, w). S is 1 (one sheet for all
         frames, inference) or F (a sheet per frame, training); order is frame-major.
         ``trace``: a dict that, when given, collects each level's accumulated sheet flow
-        (``flows``, (F*V, 2, h, w) in that level's pixels) and view weight (``masks``,
-        (F*V, 1, h, w) before the softmax over views), H/16 ... H, for training.
+        (``flows``, (F*V, 2, h, w) in that level's pixels) and the logit of its view weight
+        (``mask_logits``, (F*V, 1, h, w), before the sigmoid and the softmax over views),
+        H/16 ... H, for training.
         """
         frames = target_features[0].shape[0]
         shared = sheet_rgba[0].shape[0] == views and frames > 1
@@ -477,7 +478,7 @@ class CINN(nn.Module):
             weights = view_weights(mask)
             if trace is not None:
                 trace.setdefault("flows", []).append(flow)
-                trace.setdefault("masks", []).append(mask[:, :1])
+                trace.setdefault("mask_logits", []).append(upsample2(out[:, o_mask : o_mask + 1]))
             rgba = warp(per_frame(sheet_rgba[k + 1]), flow)
             feature = None
             if k + 1 < len(sheet_features):
@@ -710,7 +711,7 @@ class CoNR(nn.Module):
         ``sheet``: (F, V, 4, H, W) as the reference loads it (RGB premultiplied, A) in
         [0,1]; ``target_udp``: (F, 4, H, W). Returns ``rgba`` (F, 4, H, W) premultiplied and
         ``sheet_udp`` (F, V, 4, H, W), the parser's UDP estimate of the sheet views, and
-        the shader's per-level ``flows`` and ``masks`` (see ``CINN.forward``).
+        the shader's per-level ``flows`` and ``mask_logits`` (see ``CINN.forward``).
         Unlike the reference, target features are not detached, so the pose encoder trains.
         """
         frames, views = sheet.shape[:2]

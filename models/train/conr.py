@@ -135,7 +135,7 @@ def warp_losses(out: dict, batch, device):
     occupied = batch.target[:, 3:4].to(device).repeat_interleave(views, 0)
     full = true_flow.shape[-1]
     flow_loss = visibility_loss = 0.0
-    for flow, mask in zip(out["flows"], out["masks"], strict=True):
+    for flow, logits in zip(out["flows"], out["mask_logits"], strict=True):
         size = flow.shape[-1]
         factor = full // size
         seen_sum = F.avg_pool2d(seen, factor)
@@ -144,7 +144,7 @@ def warp_losses(out: dict, batch, device):
         error = (flow - level_flow).abs().sum(1, keepdim=True) / size
         flow_loss = flow_loss + (error * level_seen).sum() / (level_seen.sum() + 1.0)
         inside = (F.avg_pool2d(occupied, factor) > 0.5).float()
-        bce = F.binary_cross_entropy(mask.clamp(1e-4, 1 - 1e-4), seen_sum, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(logits, seen_sum, reduction="none")
         visibility_loss = visibility_loss + (bce * inside).sum() / (inside.sum() + 1.0)
     return flow_loss, visibility_loss
 
