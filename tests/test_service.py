@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -205,13 +206,30 @@ def test_frames_from_concurrent_requests_are_batched(tiny_conr_weights, tiny_mod
     """Frames queued while the worker is busy go through the model together."""
     from anirender.service.queue import ShadingQueue
 
-    queue = ShadingQueue(tiny_model, max_batch=8).start()
+    class HeldModel:
+        """The model, with sheet encoding held until ``go`` is set (a busy worker)."""
+
+        def __init__(self):
+            self.go = threading.Event()
+            self.go.set()
+
+        def __getattr__(self, name):
+            return getattr(tiny_model, name)
+
+        def encode_sheet(self, images):
+            assert self.go.wait(120)
+            return tiny_model.encode_sheet(images)
+
+    held = HeldModel()
+    queue = ShadingQueue(held, max_batch=8).start()
     try:
         a, b = sheet_images(seed=11), sheet_images(seed=12)
         queue.add_sheet("a", a).result()
-        busy = queue.add_sheet("b", b)  # the worker encodes b while frames arrive
+        held.go.clear()
+        busy = queue.add_sheet("b", b)  # the worker is held encoding b while frames arrive
         udp = udp_frames(8, seed=13)
         futures = [queue.shade("a", udp[i : i + 2]) for i in range(0, 8, 2)]
+        held.go.set()
         busy.result()
         mixed = [queue.shade(s, udp[i : i + 1]) for i, s in enumerate("abab")]
         results = [f.result(timeout=120) for f in futures]
