@@ -479,6 +479,8 @@ class CINN(nn.Module):
             if trace is not None:
                 trace.setdefault("flows", []).append(flow)
                 trace.setdefault("mask_logits", []).append(upsample2(out[:, o_mask : o_mask + 1]))
+                if "steer_flow" in trace:  # training: replace the flow the next level uses
+                    flow = trace["steer_flow"](k, flow)
             rgba = warp(per_frame(sheet_rgba[k + 1]), flow)
             feature = None
             if k + 1 < len(sheet_features):
@@ -705,7 +707,7 @@ class CoNR(nn.Module):
         out = self.rgbadecodernet(x).contiguous()
         return torch.cat([out[:, :3] * out[:, 3:4], out[:, 3:4]], 1)
 
-    def forward(self, sheet: torch.Tensor, target_udp: torch.Tensor) -> dict:
+    def forward(self, sheet: torch.Tensor, target_udp: torch.Tensor, steer_flow=None) -> dict:
         """Full differentiable forward for training.
 
         ``sheet``: (F, V, 4, H, W) as the reference loads it (RGB premultiplied, A) in
@@ -713,13 +715,16 @@ class CoNR(nn.Module):
         ``sheet_udp`` (F, V, 4, H, W), the parser's UDP estimate of the sheet views, and
         the shader's per-level ``flows`` and ``mask_logits`` (see ``CINN.forward``).
         Unlike the reference, target features are not detached, so the pose encoder trains.
+        ``steer_flow(level, flow) -> flow``, when given, replaces the flow each shader level
+        hands on (teacher forcing in training).
         """
         frames, views = sheet.shape[:2]
         flat = sheet.flatten(0, 1)
         feats, sheet_udp = self.parse_sheet(flat[:, :3], with_udp=True)
-        trace = {}
+        trace = {} if steer_flow is None else {"steer_flow": steer_flow}
         pose = self.encode_pose(target_udp)
         rgba = self.shade(pose, self.sheet_rgba_pyramid(flat), feats, views, trace)
+        trace.pop("steer_flow", None)
         return {"rgba": rgba, "sheet_udp": sheet_udp.unflatten(0, (frames, views)), **trace}
 
     # ------------------------------------------------------------------ numpy-level API

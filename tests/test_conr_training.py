@@ -173,7 +173,13 @@ def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     import torch
 
     from anirender.models.conr import CoNR
-    from anirender.models.train.conr import compute_losses, new_model, warp_losses
+    from anirender.models.train.conr import (
+        compute_losses,
+        new_model,
+        teaching_probability,
+        true_flow_steering,
+        warp_losses,
+    )
     from anirender.models.train.conr_data import draw_batch, load_split
 
     data, _ = tiny_dataset
@@ -187,6 +193,18 @@ def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     flow.backward()
     first_conv = model.shader.decoder_blocks[0].conv0[0].weight
     assert float(flow) > 0 and first_conv.grad.abs().sum() > 0
+    # teacher forcing hands the true flows on wherever a view shows the point
+    steer, handed = true_flow_steering(batch, "cpu"), []
+    model(
+        batch.sheet,
+        batch.target_udp,
+        steer_flow=lambda k, f: handed.append(steer(k, f)) or handed[-1],
+    )
+    shown = (batch.seen.flatten(0, 1) > 0).expand(-1, 2, -1, -1)
+    true_flow = batch.flow.flatten(0, 1)
+    np.testing.assert_allclose(handed[-1].detach()[shown], true_flow[shown], atol=1e-4)
+    settings.teach_steps = 10
+    assert [teaching_probability(settings, s) for s in (0, 5, 10, 20)] == [1.0, 0.5, 0.0, 0.0]
     # the paper's recipe alone: the guiding terms are not computed
     settings.weights.update(flow=0.0, visibility=0.0)
     losses = compute_losses(model, batch, settings, torch.Generator().manual_seed(0))

@@ -19,7 +19,9 @@ image, between each shader level's sheet flow and that answer, where the view sh
 point; ``visibility`` is the BCE between each level's view weight and whether the view
 shows it. They teach the warp directly instead of through flat toon colours, which a
 few CPU-hours of photometric loss alone did not manage; set their weights to 0 for the
-paper's recipe. Neither changes the architecture: inference ignores them. Optimiser: AdamW with
+paper's recipe. With ``teach_steps`` the shader is also teacher-forced early on: it
+warps by the true flows (``true_flow_steering``), less and less often. None of this
+changes the architecture or inference. Optimiser: AdamW with
 weight decay 1e-4. Checkpoints are safetensors (the model, the optimiser moments, and a
 JSON record of the step and losses), written atomically; ``--resume`` continues exactly
 where a run stopped, since every batch is drawn from a generator seeded by
@@ -81,6 +83,9 @@ class TrainSettings:
     )
     #: start from this model's weights (its shape wins over width/channels/groups)
     init: Path | None = None
+    #: teacher forcing (our addition): steps over which the chance that the shader warps
+    #: by the true flows falls from 1 to 0 (0: never)
+    teach_steps: int = 0
 
     def model_config(self) -> CoNRConfig:
         return CoNRConfig(
@@ -100,10 +105,14 @@ def _jitter(sheet: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([rgb, sheet[:, 3:4]], 1)
 
 
-def compute_losses(model: CoNR, batch, settings: TrainSettings, generator) -> dict:
+def compute_losses(
+    model: CoNR, batch, settings: TrainSettings, generator, teach: bool = False
+) -> dict:
+    """The weighted losses of one batch; ``teach``: the shader warps by the true flows."""
     device = model.device
     sheet = batch.sheet.to(device)
-    out = model(sheet, batch.target_udp.to(device))
+    steer = true_flow_steering(batch, device) if teach else None
+    out = model(sheet, batch.target_udp.to(device), steer_flow=steer)
     target = batch.target.to(device)
     rgba = out["rgba"]
     losses = {
@@ -127,6 +136,36 @@ def compute_losses(model: CoNR, batch, settings: TrainSettings, generator) -> di
     return losses
 
 
+def _level_flow(true_flow, seen, size: int):
+    """True flow and seen fraction pooled to a shader level of ``size`` pixels."""
+    factor = true_flow.shape[-1] // size
+    seen_sum = F.avg_pool2d(seen, factor)
+    flow = F.avg_pool2d(true_flow * seen, factor) / seen_sum.clamp(min=1e-6) / factor
+    return flow, seen_sum
+
+
+def true_flow_steering(batch, device):
+    """Teacher forcing: each level hands on the true flow wherever the view shows the
+    point (its own elsewhere), so the later levels and the decoder learn to paint from
+    well-warped sheets long before the flows are learned."""
+    true_flow = batch.flow.to(device).flatten(0, 1)
+    seen = batch.seen.to(device).flatten(0, 1)
+
+    def steer(level, flow):
+        level_flow, seen_sum = _level_flow(true_flow, seen, flow.shape[-1])
+        shown = (seen_sum > 0).float()
+        return shown * level_flow + (1 - shown) * flow
+
+    return steer
+
+
+def teaching_probability(settings: TrainSettings, step: int) -> float:
+    """Chance that a step is teacher-forced: 1 at the start, down to 0 at ``teach_steps``."""
+    if settings.teach_steps <= 0:
+        return 0.0
+    return max(0.0, 1.0 - step / settings.teach_steps)
+
+
 def warp_losses(out: dict, batch, device):
     """(flow, visibility) losses summed over the shader levels; see the module docstring."""
     true_flow = batch.flow.to(device).flatten(0, 1)
@@ -138,8 +177,7 @@ def warp_losses(out: dict, batch, device):
     for flow, logits in zip(out["flows"], out["mask_logits"], strict=True):
         size = flow.shape[-1]
         factor = full // size
-        seen_sum = F.avg_pool2d(seen, factor)
-        level_flow = F.avg_pool2d(true_flow * seen, factor) / seen_sum.clamp(min=1e-6) / factor
+        level_flow, seen_sum = _level_flow(true_flow, seen, size)
         level_seen = (seen_sum >= 0.5).float()
         error = (flow - level_flow).abs().sum(1, keepdim=True) / size
         flow_loss = flow_loss + (error * level_seen).sum() / (level_seen.sum() + 1.0)
@@ -271,7 +309,8 @@ def train(
             batch = draw_batch(train_set, settings.frames, settings.views, rng)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(settings, step)
-            losses = compute_losses(model, batch, settings, generator)
+            teach = bool(rng.random() < teaching_probability(settings, step))
+            losses = compute_losses(model, batch, settings, generator, teach=teach)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -361,6 +400,12 @@ def add_train_cli(subparsers) -> None:
         "--init", type=Path, help="start from these CoNR weights (.safetensors) instead of random"
     )
     parser.add_argument(
+        "--teach-steps",
+        type=int,
+        default=defaults.teach_steps,
+        help="teacher forcing: shade with the true flows, less often until this step (0: off)",
+    )
+    parser.add_argument(
         "--flow-weight",
         type=float,
         default=defaults.weights["flow"],
@@ -396,11 +441,21 @@ def _run(args) -> int:
         checkpoint_every=args.checkpoint_every,
         val_every=args.val_every,
         init=args.init,
+        teach_steps=args.teach_steps,
     )
     settings.weights.update(flow=args.flow_weight, visibility=args.visibility_weight)
     if args.resume and (args.out / STATE_FILE).is_file():
         saved = json.loads((args.out / STATE_FILE).read_text())["settings"]
-        for key in ("width", "shader_channels", "flow_groups", "size", "views", "seed", "weights"):
+        for key in (
+            "width",
+            "shader_channels",
+            "flow_groups",
+            "size",
+            "views",
+            "seed",
+            "weights",
+            "teach_steps",
+        ):
             setattr(settings, key, saved[key])
     state = train(settings, resume=args.resume)
     val = state.get("validation")
