@@ -360,7 +360,10 @@ def _add_skirt(scene, armature, body, regions):
     top_z = np.percentile(hips[:, 2], 85)
     bottom_z = np.percentile(thighs[:, 2], 35)
     centre = np.array([hips[:, 0].mean(), hips[:, 1].mean(), 0.0])
-    waist = co[np.abs(co[:, 2] - top_z) < 0.02]
+    # only the trunk: in an A-pose the hands hang at waist height, and a skirt sized to
+    # reach them turns into a metre-wide disc
+    trunk = np.isin(regions, ("hips", "torso", "thigh"))
+    waist = co[trunk & (np.abs(co[:, 2] - top_z) < 0.02)]
     r_top = np.max(np.hypot(waist[:, 0] - centre[0], waist[:, 1] - centre[1])) * 1.05
     r_bottom = r_top * 1.7
     segments, rings = 32, 6

@@ -217,3 +217,24 @@ def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     assert isinstance(again, CoNR) and again.config == model.config and wider.width == 0.0625
     for key, value in model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("seed", [2027, 7])
+def test_skirts_stay_around_the_hips(blender, seed):
+    """A skirt fits the hips it hangs from (it once grew to the hands hanging beside it)."""
+    import bpy
+
+    from anirender.addon.conr_dataset import DatasetSpec, build_character, plan_characters
+    from anirender.addon.scene import meshes_deformed_by
+    from anirender.addon.toon_look import _vertex_regions, choose_outfit
+
+    spec = DatasetSpec(out_dir=".", characters=8, seed=seed, toy_every=0)
+    recipe = next(r for r in plan_characters(spec) if choose_outfit(r.seed).skirt)
+    armature = build_character(recipe, bpy.context.scene)
+    skirt = next(o for o in bpy.context.scene.objects if o.name.startswith("Skirt"))
+    body = max(meshes_deformed_by(armature), key=lambda m: len(m.data.vertices))
+    every = np.array([body.matrix_world @ v.co for v in body.data.vertices])
+    at_hips = every[_vertex_regions(body) == "hips"]
+    ring = np.array([skirt.matrix_world @ v.co for v in skirt.data.vertices])
+    hip_width = np.ptp(at_hips[:, 0])
+    assert np.ptp(ring[:, 0]) < 2.5 * hip_width  # a flared skirt, not a disc (was 7x)
