@@ -397,6 +397,9 @@ def add_train_cli(subparsers) -> None:
     parser.add_argument("--val-every", type=int, default=defaults.val_every)
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument(
+        "--stop-after", type=int, help="end this run after N steps (resume later with --resume)"
+    )
+    parser.add_argument(
         "--init", type=Path, help="start from these CoNR weights (.safetensors) instead of random"
     )
     parser.add_argument(
@@ -457,7 +460,7 @@ def _run(args) -> int:
             "teach_steps",
         ):
             setattr(settings, key, saved[key])
-    state = train(settings, resume=args.resume)
+    state = train(settings, resume=args.resume, stop_after=args.stop_after)
     val = state.get("validation")
     if val:
         m, b = val["model"], val["nearest_udp_baseline"]
