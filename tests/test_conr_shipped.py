@@ -1,5 +1,5 @@
-"""The shipped CoNR model: it loads, and it beats the nearest-UDP baseline on characters it
-never saw (rendered here, now, from a seed the training set did not use)."""
+"""The shipped CoNR model: it loads, and it is measured against the nearest-UDP baseline on
+characters it never saw (rendered here, now, from a seed the training sets did not use)."""
 
 from pathlib import Path
 
@@ -20,7 +20,7 @@ def unseen_characters(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("unseen")
     # the shipped model was trained on seed 7; seed 2027 makes other characters
-    spec = DatasetSpec(out_dir=out, characters=2, poses=8, size=128, seed=2027, toy_every=0)
+    spec = DatasetSpec(out_dir=out, characters=4, poses=8, size=128, seed=2027, toy_every=0)
     generate_conr_dataset(spec)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     return load_split(out, "train", 128) + load_split(out, "val", 128)
@@ -40,12 +40,9 @@ def test_shipped_model_is_the_default_weights(tmp_path):
     assert resolve_weights(None, store=tmp_path) == SHIPPED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped model (about one CPU-hour of training) does not beat the "
-    "nearest-UDP baseline yet; the gap is measured here and recorded in BENCHMARKS.md",
-)
-def test_shipped_model_beats_nearest_udp_baseline(unseen_characters, artifacts_dir):
+@pytest.fixture(scope="module")
+def scores(unseen_characters, artifacts_dir):
+    """The shipped model and the nearest-UDP baseline on the unseen characters."""
     import torch
 
     from anirender.models.conr import CoNR
@@ -53,12 +50,26 @@ def test_shipped_model_beats_nearest_udp_baseline(unseen_characters, artifacts_d
 
     torch.set_num_threads(1)
     model = CoNR.from_safetensors(SHIPPED)
-    settings = TrainSettings(data=Path("."), out=Path("."), views=3, val_examples=12, seed=3)
-    scores = validate(model, unseen_characters, settings)
-    neural, baseline = scores["model"], scores["nearest_udp_baseline"]
-    print(f"unseen characters: model {neural}, baseline {baseline}")
+    settings = TrainSettings(data=Path("."), out=Path("."), views=3, val_examples=24, seed=3)
+    result = validate(model, unseen_characters, settings)
+    print(f"unseen characters: model {result['model']}, baseline {result['nearest_udp_baseline']}")
     _save_examples(model, unseen_characters, settings, artifacts_dir / "conr_shipped_unseen.png")
+    return result["model"], result["nearest_udp_baseline"]
+
+
+def test_shipped_model_beats_nearest_udp_baseline_in_psnr(scores):
+    neural, baseline = scores
     assert neural["psnr"] > baseline["psnr"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped model paints clean colour regions but blurs fine patterns inside "
+    "the body, where the baseline copies them (with speckles): its mean L1 is still a few "
+    "percent above the baseline's; measured here and recorded in BENCHMARKS.md",
+)
+def test_shipped_model_beats_nearest_udp_baseline_in_l1(scores):
+    neural, baseline = scores
     assert neural["l1"] < baseline["l1"]
 
 
