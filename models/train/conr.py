@@ -317,7 +317,10 @@ def train(
             optimiser.step()
             state["step"] = step + 1
             state["seconds"] = time.perf_counter() - started
-            record = {"step": step + 1, **{k: round(float(v), 6) for k, v in losses.items()}}
+            record = {
+                "step": step + 1,
+                **{k: round(float(v.detach()), 6) for k, v in losses.items()},
+            }
             log.write(json.dumps(record) + "\n")
             if bar is not None:
                 bar.update(1)
