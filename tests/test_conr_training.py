@@ -192,7 +192,7 @@ def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     flow, visibility = warp_losses(out, batch, "cpu")
     flow.backward()
     first_conv = model.shader.decoder_blocks[0].conv0[0].weight
-    assert float(flow) > 0 and first_conv.grad.abs().sum() > 0
+    assert flow.item() > 0 and first_conv.grad.abs().sum() > 0
     # teacher forcing hands the true flows on wherever a view shows the point
     steer, handed = true_flow_steering(batch, "cpu"), []
     model(
@@ -208,7 +208,7 @@ def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     # the paper's recipe alone: the guiding terms are not computed
     settings.weights.update(flow=0.0, visibility=0.0)
     losses = compute_losses(model, batch, settings, torch.Generator().manual_seed(0))
-    assert "flow" not in losses and float(visibility) > 0
+    assert "flow" not in losses and visibility.item() > 0
     # --init starts from given weights, whatever width the settings name
     model.save_safetensors(tmp_path / "start.safetensors")
     wider = _settings(data, tmp_path, 1, init=tmp_path / "start.safetensors")
