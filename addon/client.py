@@ -96,23 +96,26 @@ class InProcessClient(ShaderClient):
         self._queue = None
         self._lock = threading.Lock()
 
+    def _torch_device(self, doing: str) -> str:
+        """The torch device to run on ("auto" resolved); a clear error without PyTorch."""
+        try:
+            import torch
+        except ImportError:
+            raise AniRenderError(
+                f"{doing} in Blender needs PyTorch, which this Python lacks. Choose Local "
+                "Service or Remote Service in the AniRender preferences."
+            ) from None
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
     def _shading_queue(self):
         with self._lock:
             if self._queue is None:
-                try:
-                    import torch
-                except ImportError:
-                    raise AniRenderError(
-                        "Running the networks in Blender needs PyTorch, which this Python "
-                        "lacks. Choose Local Service or Remote Service in the AniRender "
-                        "preferences."
-                    ) from None
+                device = self._torch_device("Running the networks")
                 from ..models.weights import load_conr
                 from ..service.queue import ShadingQueue
 
-                device = self.device
-                if device == "auto":
-                    device = "cuda" if torch.cuda.is_available() else "cpu"
                 self._device = device
                 self._queue = ShadingQueue(load_conr(self.weights, device=device)).start()
             return self._queue
@@ -174,19 +177,9 @@ class InProcessClient(ShaderClient):
         """The service's ``PortraitLibrary`` (its own model thread), made on first use."""
         with self._lock:
             if getattr(self, "_portrait_library", None) is None:
-                try:
-                    import torch
-                except ImportError:
-                    raise AniRenderError(
-                        "Reenacting portraits in Blender needs PyTorch, which this Python "
-                        "lacks. Choose Local Service or Remote Service in the AniRender "
-                        "preferences."
-                    ) from None
+                device = self._torch_device("Reenacting portraits")
                 from ..service.portraits import PortraitLibrary
 
-                device = self.device
-                if device == "auto":
-                    device = "cuda" if torch.cuda.is_available() else "cpu"
                 self._portrait_library = PortraitLibrary(device=device)
             return self._portrait_library
 
