@@ -39,6 +39,7 @@ _CLASSES = (
     "ops.morphs:ANIRENDER_OT_reenact_preview",
     "ops.reenact_render:ANIRENDER_OT_render_pose_animation",
     "ops.celeb_dataset:ANIRENDER_OT_export_celeb_dataset",
+    "ops.conr_dataset:ANIRENDER_OT_render_conr_dataset",
     "ops.anr:ANIRENDER_OT_anr_capture",
     "ops.anr:ANIRENDER_OT_anr_pair_images",
     "ops.anr:ANIRENDER_OT_anr_render_frame",

@@ -3,8 +3,9 @@
 Every character is a MakeHuman body with a seeded body shape (the MakeHuman macro
 targets: gender, weight, height) or the procedural toy, dressed by ``addon.toon_look``
 (outfit colours, a pattern, hair, maybe a skirt). Each sample poses it (a frame of its
-action, or random joint rotations within per-joint limits), frames it from a random
-camera, and writes
+action, random joint rotations within per-joint limits, or, for a ``turnaround`` share,
+the rest pose seen from the front, a side or the back, as character sheets are drawn),
+frames it from a random camera, and writes
 
 - ``<character>/<nnnn>.png``: straight-alpha RGBA, the character's look (Cycles),
 - ``<character>/<nnnn>.npz``: its UDP, key ``i``, H x W x 4 float32 (fast path),
@@ -34,6 +35,8 @@ from .scene import meshes_deformed_by
 from .toon_look import dress_character
 
 MANIFEST = "manifest.json"
+TURNAROUND_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
+LOOK_SAMPLES = 6  # Cycles samples per look image: anti-aliasing for flat toon shading
 FORMAT_VERSION = 1
 
 # Random joint rotations (degrees, per Euler axis) by bone-name fragment; others stay.
@@ -63,6 +66,8 @@ class DatasetSpec:
     seed: int = 0
     validation: float = 0.25
     toy_every: int = 4  # every n-th character is the procedural toy (0: never)
+    #: share of samples in the rest pose from a front/side/back camera (turnaround views)
+    turnaround: float = 0.25
 
 
 @dataclass
@@ -85,6 +90,8 @@ def plan_characters(spec: DatasetSpec) -> list[CharacterRecipe]:
         raise AniRenderError("Each character needs at least 2 poses (references + target).")
     if spec.size < 16 or spec.size % 16:
         raise AniRenderError(f"Image size {spec.size} must be a multiple of 16 (128 trains CoNR).")
+    if not 0.0 <= spec.turnaround <= 1.0:
+        raise AniRenderError(f"The turnaround share is between 0 and 1; got {spec.turnaround}.")
     rng = np.random.default_rng(spec.seed)
     n_val = min(max(1, round(spec.characters * spec.validation)), spec.characters - 1)
     held_out = set(rng.permutation(spec.characters)[:n_val].tolist())
@@ -191,17 +198,43 @@ class Poser:
         self.action = data.action if data else None
         self.frames = tuple(int(f) for f in self.action.frame_range) if self.action else (1, 1)
         self.constraints = [c for pb in armature.pose.bones for c in pb.constraints]
+        self._muted = [c.mute for c in self.constraints]
+        self._bones = [
+            (
+                pb,
+                pb.rotation_mode,
+                tuple(pb.location),
+                tuple(pb.rotation_quaternion),
+                tuple(pb.rotation_euler),
+                tuple(pb.rotation_axis_angle),
+                tuple(pb.scale),
+            )
+            for pb in armature.pose.bones
+        ]
 
     def action_frame(self, frame: int):
         if self.action is not None:
             self.armature.animation_data.action = self.action
-        for c in self.constraints:
-            c.mute = False
+        for c, mute in zip(self.constraints, self._muted, strict=True):
+            c.mute = mute
         self.scene.frame_set(frame)
         return frame
 
     def random(self, rng):
         """Rest pose plus random Euler rotations within each joint's limits."""
+
+        def rotation(pb):
+            limit = math.radians(_joint_limit(pb.name))
+            return Euler(tuple(rng.uniform(-limit, limit, 3)), "XYZ")
+
+        return self._hold(rotation)
+
+    def rest(self):
+        """The rest pose, as a turnaround character sheet shows the character."""
+        return self._hold(lambda pb: (0.0, 0.0, 0.0))
+
+    def _hold(self, rotation):
+        """Off the action, constraints muted, each bone at ``rotation(bone)`` (Euler XYZ)."""
         if self.armature.animation_data is not None:
             self.armature.animation_data.action = None
         for c in self.constraints:
@@ -209,16 +242,22 @@ class Poser:
         for pb in self.armature.pose.bones:
             pb.location = (0, 0, 0)
             pb.rotation_mode = "XYZ"
-            limit = math.radians(_joint_limit(pb.name))
-            pb.rotation_euler = Euler(tuple(rng.uniform(-limit, limit, 3)), "XYZ")
+            pb.rotation_euler = rotation(pb)
         self.scene.frame_set(self.frames[0])
         return self.frames[0]
 
     def restore(self):
-        if self.action is not None:
-            self.armature.animation_data.action = self.action
-        for c in self.constraints:
-            c.mute = False
+        """Put back the action, the constraints' mute switches and every bone's pose."""
+        data = self.armature.animation_data
+        if data is not None:
+            data.action = self.action
+        for c, mute in zip(self.constraints, self._muted, strict=True):
+            c.mute = mute
+        for pb, mode, loc, quat, euler, axis_angle, scale in self._bones:
+            pb.rotation_mode = mode
+            pb.location, pb.scale = loc, scale
+            pb.rotation_quaternion, pb.rotation_euler = quat, euler
+            pb.rotation_axis_angle = axis_angle
 
 
 # ----------------------------------------------------------------------------- cameras
@@ -257,11 +296,11 @@ def aim_camera(camera, low, high, azimuth_deg, elevation_deg, fill=0.9):
     return distance
 
 
-def setup_look_render(scene, size: int) -> bpy.types.Object:
+def setup_look_render(scene, size: int, samples: int = LOOK_SAMPLES) -> bpy.types.Object:
     """Cycles settings for the toon look: transparent film, a few AA samples, 8-bit RGBA."""
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
-    scene.cycles.samples = 6
+    scene.cycles.samples = samples
     scene.cycles.use_denoising = False
     scene.cycles.seed = 0
     scene.cycles.max_bounces = 0
@@ -292,12 +331,44 @@ def render_look(scene, path: Path) -> None:
 
 
 def render_character_samples(
-    armature, scene, out_dir: Path, count: int, size: int, seed: int, progress=None
+    armature,
+    scene,
+    out_dir: Path,
+    count: int,
+    size: int,
+    seed: int,
+    progress=None,
+    turnaround: float = 0.0,
 ) -> list[dict]:
     """Render ``count`` (image, UDP) samples of a built character into ``out_dir``."""
+    samples = []
+    for sample in character_samples(armature, scene, out_dir, count, size, seed, turnaround):
+        samples.append(sample)
+        if progress is not None:
+            progress(1)
+    return samples
+
+
+def character_samples(
+    armature,
+    scene,
+    out_dir: Path,
+    count: int,
+    size: int,
+    seed: int,
+    turnaround: float = 0.0,
+    samples: int = LOOK_SAMPLES,
+):
+    """Render ``count`` (image, UDP) samples of a character, yielding each one's record.
+
+    Uses ``scene.camera`` (made if missing) and the scene's render settings; the pose is
+    put back when the generator ends. A ``turnaround`` share of the samples shows the
+    rest pose from a cardinal direction (a few degrees off), like the views of a drawn
+    character sheet.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    camera = setup_look_render(scene, size)
+    camera = setup_look_render(scene, size, samples)
     meshes = meshes_deformed_by(armature)
     poser = Poser(armature, scene)
     request = PassRequest(
@@ -309,25 +380,31 @@ def render_character_samples(
         size=(size, size),
         overwrite=True,
     )
-    # aim once so the pass renderer's "character in view" check passes
-    low, high = character_bounds(meshes, bpy.context.evaluated_depsgraph_get())
-    aim_camera(camera, low, high, 0.0, 0.0)
-    samples = []
-    renderer = PassRenderer(scene, armature, request)
     try:
-        with renderer:
+        # aim once so the pass renderer's "character in view" check passes
+        low, high = character_bounds(meshes, bpy.context.evaluated_depsgraph_get())
+        aim_camera(camera, low, high, 0.0, 0.0)
+        with PassRenderer(scene, armature, request) as renderer:
             for index in range(count):
-                if poser.action is not None and rng.random() < 0.5:
-                    frame = poser.action_frame(
-                        int(rng.integers(poser.frames[0], poser.frames[1] + 1))
-                    )
-                    pose = f"action:{frame}"
+                # no draw when turnaround is 0, so older datasets regenerate unchanged
+                if turnaround > 0 and rng.random() < turnaround:
+                    frame = poser.rest()
+                    azimuth = float(rng.choice(TURNAROUND_AZIMUTHS) + rng.uniform(-10, 10))
+                    elevation = float(rng.uniform(0.0, 10.0))
+                    fill = float(rng.uniform(0.85, 0.95))
+                    pose = "turnaround"
                 else:
-                    frame = poser.random(rng)
-                    pose = "random"
-                azimuth = float(rng.uniform(-180.0, 180.0))
-                elevation = float(rng.uniform(-10.0, 25.0))
-                fill = float(rng.uniform(0.75, 0.95))
+                    if poser.action is not None and rng.random() < 0.5:
+                        frame = poser.action_frame(
+                            int(rng.integers(poser.frames[0], poser.frames[1] + 1))
+                        )
+                        pose = f"action:{frame}"
+                    else:
+                        frame = poser.random(rng)
+                        pose = "random"
+                    azimuth = float(rng.uniform(-180.0, 180.0))
+                    elevation = float(rng.uniform(-10.0, 25.0))
+                    fill = float(rng.uniform(0.75, 0.95))
                 low, high = character_bounds(meshes, bpy.context.evaluated_depsgraph_get())
                 aim_camera(camera, low, high, azimuth, elevation, fill)
                 udp = renderer.render_frame(frame)["udp"]
@@ -336,19 +413,14 @@ def render_character_samples(
                     np.savez_compressed(handle, i=udp.astype(np.float32))
                 scene.frame_set(frame)
                 render_look(scene, out_dir / f"{name}.png")
-                samples.append(
-                    {
-                        "image": f"{out_dir.name}/{name}.png",
-                        "udp": f"{out_dir.name}/{name}.npz",
-                        "pose": pose,
-                        "camera": {"azimuth": azimuth, "elevation": elevation, "fill": fill},
-                    }
-                )
-                if progress is not None:
-                    progress(1)
+                yield {
+                    "image": f"{out_dir.name}/{name}.png",
+                    "udp": f"{out_dir.name}/{name}.npz",
+                    "pose": pose,
+                    "camera": {"azimuth": azimuth, "elevation": elevation, "fill": fill},
+                }
     finally:
         poser.restore()
-    return samples
 
 
 def generate_conr_dataset(spec: DatasetSpec, show_progress: bool = False) -> dict:
@@ -384,6 +456,7 @@ def generate_conr_dataset(spec: DatasetSpec, show_progress: bool = False) -> dic
                 spec.size,
                 recipe.seed,
                 progress=bar.update if bar else None,
+                turnaround=spec.turnaround,
             )
             manifest["characters"].append({**asdict(recipe), "samples": samples})
     finally:
@@ -392,3 +465,114 @@ def generate_conr_dataset(spec: DatasetSpec, show_progress: bool = False) -> dic
         bpy.ops.wm.read_factory_settings(use_empty=True)
     (spec.out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+# ------------------------------------------------------------------- the scene's characters
+
+
+def held_out(count: int, validation: float, seed: int) -> set[int]:
+    """Indices of the characters kept for validation (at least one, never all)."""
+    n_val = min(max(1, round(count * validation)), count - 1)
+    return set(np.random.default_rng(seed).permutation(count)[:n_val].tolist())
+
+
+def scene_dataset_job(
+    context,
+    out_dir,
+    armatures,
+    poses: int = 40,
+    size: int = 128,
+    seed: int = 0,
+    validation: float = 0.25,
+    turnaround: float = 0.25,
+    samples: int = LOOK_SAMPLES,
+    overwrite: bool = False,
+):
+    """A ``Job`` rendering CoNR training samples of the scene's own characters.
+
+    Each armature is one character, shown alone (every other renderable object is
+    hidden) in its own look, from a temporary camera. Run it under a ``SceneGuard``: the
+    camera, render settings, visibility and frame come back; poses are put back by the
+    posing itself. The folder is a dataset ``anirender train conr`` reads.
+    """
+    from .jobs import Job
+
+    scene = context.scene
+    out = Path(bpy.path.abspath(str(out_dir)))
+    armatures = sorted({a for a in armatures if a.type == "ARMATURE"}, key=lambda a: a.name)
+    armatures = [a for a in armatures if meshes_deformed_by(a)]
+    if len(armatures) < 2:
+        raise AniRenderError(
+            f"A CoNR dataset needs at least 2 rigged characters (training + validation); "
+            f'scene "{scene.name}" has {len(armatures)}. Add characters or select more.'
+        )
+    if poses < 2:
+        raise AniRenderError("Each character needs at least 2 poses (references + target).")
+    if size < 16 or size % 16:
+        raise AniRenderError(f"Image size {size} must be a multiple of 16 (128 trains CoNR).")
+    if not 0.0 <= turnaround <= 1.0:
+        raise AniRenderError(f"The turnaround share is between 0 and 1; got {turnaround}.")
+    if (out / MANIFEST).exists() and not overwrite:
+        raise AniRenderError(
+            f"{out / MANIFEST} already exists. Choose an empty folder or allow overwriting."
+        )
+    ids, seen = [], set()
+    for armature in armatures:
+        base = bpy.path.clean_name(armature.name) or "character"
+        name, n = base, 1
+        while name in seen:
+            n += 1
+            name = f"{base}_{n}"
+        seen.add(name)
+        ids.append(name)
+    validation_set = held_out(len(armatures), validation, seed)
+    keep_visible = {"ARMATURE", "LIGHT", "CAMERA", "LIGHT_PROBE", "SPEAKER"}
+
+    def steps(job):
+        out.mkdir(parents=True, exist_ok=True)
+        camera = bpy.data.objects.new("AniRender Dataset Camera", bpy.data.cameras.new("Dataset"))
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        manifest = {
+            "format": "anirender-conr-dataset",
+            "version": FORMAT_VERSION,
+            "spec": {
+                "source": "scene",
+                "scene": scene.name,
+                "poses": poses,
+                "size": size,
+                "seed": seed,
+                "validation": validation,
+                "turnaround": turnaround,
+            },
+            "characters": [],
+        }
+        hidden = {obj: obj.hide_render for obj in scene.objects if obj.type not in keep_visible}
+        for index, (armature, cid) in enumerate(zip(armatures, ids, strict=True)):
+            meshes = set(meshes_deformed_by(armature))
+            for obj, was_hidden in hidden.items():
+                obj.hide_render = was_hidden if obj in meshes else True
+            records = []
+            character_seed = int(np.random.default_rng([seed, index]).integers(2**31))
+            for record in character_samples(
+                armature, scene, out / cid, poses, size, character_seed, turnaround, samples
+            ):
+                records.append(record)
+                yield f"{armature.name}: sample {len(records)} of {poses}"
+            manifest["characters"].append(
+                {
+                    "id": cid,
+                    "kind": "scene",
+                    "name": armature.name,
+                    "seed": character_seed,
+                    "split": "val" if index in validation_set else "train",
+                    "samples": records,
+                }
+            )
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        job.summary = (
+            f"Wrote {job.done} CoNR samples of {len(armatures)} characters to {out} "
+            f"({len(armatures) - len(validation_set)} training, {len(validation_set)} validation)"
+        )
+
+    return Job("CoNR training data", steps, total=len(armatures) * poses)

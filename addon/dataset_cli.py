@@ -36,6 +36,13 @@ def _add_conr(sub) -> None:
     parser.add_argument(
         "--validation", type=float, default=0.25, help="fraction of characters held out"
     )
+    parser.add_argument(
+        "--turnaround",
+        type=float,
+        default=0.25,
+        help="share of samples in the rest pose from the front, a side or the back "
+        "(0 for datasets made before this option)",
+    )
     parser.set_defaults(func=_run_conr)
 
 
@@ -49,6 +56,7 @@ def _run_conr(args) -> int:
         size=args.size,
         seed=args.seed,
         validation=args.validation,
+        turnaround=args.turnaround,
     )
     manifest = generate_conr_dataset(spec, show_progress=True)
     counts = {

@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..ops import celeb_dataset, import_portrait
+from ..ops import celeb_dataset, conr_dataset, import_portrait
 from . import character_sheet
 from .passes import draw_render_menu
 
@@ -10,6 +10,7 @@ from .passes import draw_render_menu
 _ENTRIES = (
     ("TOPBAR_MT_render", draw_render_menu),
     ("TOPBAR_MT_render", celeb_dataset.draw_render_menu),
+    ("TOPBAR_MT_render", conr_dataset.draw_render_menu),
     ("TOPBAR_MT_render", character_sheet.draw_render_menu),
     ("TOPBAR_MT_file_import", import_portrait.draw_import_menu),
 )

@@ -238,3 +238,72 @@ def test_skirts_stay_around_the_hips(blender, seed):
     ring = np.array([skirt.matrix_world @ v.co for v in skirt.data.vertices])
     hip_width = np.ptp(at_hips[:, 0])
     assert np.ptp(ring[:, 0]) < 2.5 * hip_width  # a flared skirt, not a disc (was 7x)
+
+
+def _two_toys_and_a_floor():
+    """The cached toy, a second toy beside it (posed by hand) and a floor plane."""
+    import bpy
+
+    from anirender.addon.character_cache import load_character
+    from anirender.addon.toy_character import build_toy_character
+
+    first = load_character("toy")
+    scene = bpy.context.scene
+    second = build_toy_character(scene, name="Second")
+    second.location.x += 3.0
+    bone = second.pose.bones[0]
+    bone.rotation_mode = "XYZ"
+    bone.rotation_euler = (0.1, 0.2, 0.3)
+    bpy.ops.mesh.primitive_plane_add(size=20.0)
+    scene.frame_set(scene.frame_current)  # the toys' actions have posed them
+    return first, second, bpy.context.active_object
+
+
+def test_operator_renders_the_scenes_characters_and_leaves_the_scene(addon, tmp_path):
+    import bpy
+
+    from anirender.addon.scene import scene_snapshot
+    from anirender.models.train.conr_data import load_split
+
+    first, second, floor = _two_toys_and_a_floor()
+    before = scene_snapshot(bpy.context)
+    pose_before = [tuple(pb.rotation_euler) for pb in second.pose.bones]
+    out = tmp_path / "scene-data"
+    result = bpy.ops.anirender.render_conr_dataset(
+        directory=str(out), poses=4, resolution=64, samples=2, seed=1, turnaround=0.5
+    )
+    assert result == {"FINISHED"}
+    assert scene_snapshot(bpy.context) == before
+    assert [tuple(pb.rotation_euler) for pb in second.pose.bones] == pose_before
+    assert not floor.hide_render
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(c["name"] for c in manifest["characters"]) == sorted([first.name, second.name])
+    assert sorted(c["split"] for c in manifest["characters"]) == ["train", "val"]
+    poses = [s["pose"] for c in manifest["characters"] for s in c["samples"]]
+    assert "turnaround" in poses and set(poses) - {"turnaround"}
+    for character in manifest["characters"]:
+        assert len(character["samples"]) == 4
+        for sample in character["samples"]:
+            alpha = np.asarray(Image.open(out / sample["image"]))[..., 3] > 127
+            occupied = np.load(out / sample["udp"], allow_pickle=False)["i"][..., 3] > 0.5
+            # the floor and the other toy stayed out of the picture
+            iou = (alpha & occupied).sum() / max((alpha | occupied).sum(), 1)
+            assert iou > 0.85, f"{sample['image']}: silhouettes differ (IoU {iou:.3f})"
+    train, val = load_split(out, "train", 64), load_split(out, "val", 64)
+    assert len(train) == len(val) == 1 and train[0].images.shape == (4, 64, 64, 4)
+
+
+def test_operator_refuses_one_character_and_a_used_folder(addon, toy_character, tmp_path):
+    import bpy
+
+    from anirender.addon.scene import scene_snapshot
+
+    before = scene_snapshot(bpy.context)
+    with pytest.raises(RuntimeError, match="at least 2 rigged characters"):
+        bpy.ops.anirender.render_conr_dataset(directory=str(tmp_path), poses=2, resolution=64)
+    assert scene_snapshot(bpy.context) == before
+    _two_toys_and_a_floor()
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="already exists"):
+        bpy.ops.anirender.render_conr_dataset(directory=str(tmp_path), poses=2, resolution=64)
