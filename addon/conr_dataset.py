@@ -330,25 +330,6 @@ def render_look(scene, path: Path) -> None:
 # ----------------------------------------------------------------------------- samples
 
 
-def render_character_samples(
-    armature,
-    scene,
-    out_dir: Path,
-    count: int,
-    size: int,
-    seed: int,
-    progress=None,
-    turnaround: float = 0.0,
-) -> list[dict]:
-    """Render ``count`` (image, UDP) samples of a built character into ``out_dir``."""
-    samples = []
-    for sample in character_samples(armature, scene, out_dir, count, size, seed, turnaround):
-        samples.append(sample)
-        if progress is not None:
-            progress(1)
-    return samples
-
-
 def character_samples(
     armature,
     scene,
@@ -448,16 +429,19 @@ def generate_conr_dataset(spec: DatasetSpec, show_progress: bool = False) -> dic
             bpy.ops.wm.read_factory_settings(use_empty=True)
             scene = bpy.context.scene
             armature = build_character(recipe, scene)
-            samples = render_character_samples(
+            samples = []
+            for sample in character_samples(
                 armature,
                 scene,
                 spec.out_dir / recipe.id,
                 spec.poses,
                 spec.size,
                 recipe.seed,
-                progress=bar.update if bar else None,
-                turnaround=spec.turnaround,
-            )
+                spec.turnaround,
+            ):
+                samples.append(sample)
+                if bar is not None:
+                    bar.update(1)
             manifest["characters"].append({**asdict(recipe), "samples": samples})
     finally:
         if bar is not None:

@@ -3,10 +3,10 @@
 import bpy
 
 from ..addon.celeb_dataset import STYLES, export_celeb_dataset, scene_characters
-from ..addon.jobs import ModalJobOperator
+from .dataset_export import DatasetExportOperator
 
 
-class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
+class ANIRENDER_OT_export_celeb_dataset(DatasetExportOperator, bpy.types.Operator):
     """Render sampled pose-vector poses of the characters as 256 x 256 RGBA head images
     with combined_pose.csv (AnimeCeleb layout)"""
 
@@ -14,7 +14,6 @@ class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
     bl_label = "Export AnimeCeleb Dataset"
     bl_options = {"REGISTER"}
 
-    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH")
     poses: bpy.props.IntProperty(name="Poses per Character", default=20, min=1, max=100000)
     styles: bpy.props.EnumProperty(
         name="Styles",
@@ -42,30 +41,13 @@ class ANIRENDER_OT_export_celeb_dataset(ModalJobOperator, bpy.types.Operator):
         max=3.0,
         description="Where along the head bone the image is centred (0 its root, 1 its tip)",
     )
-    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
-    selected_only: bpy.props.BoolProperty(
-        name="Selected Characters Only", default=False, description="Else every character"
-    )
-    overwrite: bpy.props.BoolProperty(name="Overwrite", default=False)
-
-    def invoke(self, context, event):
-        if not self.directory:
-            context.window_manager.fileselect_add(self)
-            return {"RUNNING_MODAL"}
-        return ModalJobOperator.invoke(self, context, event)
-
-    def execute(self, context):
-        if context.window is not None and not bpy.app.background:
-            return ModalJobOperator.invoke(self, context, None)
-        return ModalJobOperator.execute(self, context)
 
     def make_job(self, context, guard):
-        selected = list(context.selected_objects) if self.selected_only else None
         return export_celeb_dataset(
             context,
             self.directory or "//celeb_dataset/",
             self.poses,
-            characters=scene_characters(context.scene, selected),
+            characters=scene_characters(context.scene, self.candidates(context)),
             styles=[s for s in STYLES if s in self.styles],
             seed=self.seed,
             resolution=self.resolution,

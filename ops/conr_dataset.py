@@ -3,10 +3,10 @@
 import bpy
 
 from ..addon.conr_dataset import LOOK_SAMPLES, scene_dataset_job
-from ..addon.jobs import ModalJobOperator
+from .dataset_export import DatasetExportOperator
 
 
-class ANIRENDER_OT_render_conr_dataset(ModalJobOperator, bpy.types.Operator):
+class ANIRENDER_OT_render_conr_dataset(DatasetExportOperator, bpy.types.Operator):
     """Render the scene's rigged characters in many poses and views, each as an RGBA image
     with its UDP pass: a dataset for `anirender train conr`"""
 
@@ -14,7 +14,6 @@ class ANIRENDER_OT_render_conr_dataset(ModalJobOperator, bpy.types.Operator):
     bl_label = "Render CoNR Training Data"
     bl_options = {"REGISTER"}
 
-    directory: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH")
     poses: bpy.props.IntProperty(name="Poses per Character", default=40, min=2, max=100000)
     resolution: bpy.props.IntProperty(
         name="Size", default=128, min=16, max=2048, step=16, description="Multiple of 16"
@@ -36,29 +35,12 @@ class ANIRENDER_OT_render_conr_dataset(ModalJobOperator, bpy.types.Operator):
         subtype="FACTOR",
         description="Share of characters held out for validation (at least one)",
     )
-    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
-    selected_only: bpy.props.BoolProperty(
-        name="Selected Characters Only", default=False, description="Else every character"
-    )
-    overwrite: bpy.props.BoolProperty(name="Overwrite", default=False)
-
-    def invoke(self, context, event):
-        if not self.directory:
-            context.window_manager.fileselect_add(self)
-            return {"RUNNING_MODAL"}
-        return ModalJobOperator.invoke(self, context, event)
-
-    def execute(self, context):
-        if context.window is not None and not bpy.app.background:
-            return ModalJobOperator.invoke(self, context, None)
-        return ModalJobOperator.execute(self, context)
 
     def make_job(self, context, guard):
-        pool = context.selected_objects if self.selected_only else context.scene.objects
         return scene_dataset_job(
             context,
             self.directory or "//conr_dataset/",
-            list(pool),
+            self.candidates(context),
             poses=self.poses,
             size=self.resolution,
             seed=self.seed,
