@@ -19,7 +19,7 @@ def unseen_characters(tmp_path_factory):
     from anirender.models.train.conr_data import load_split
 
     out = tmp_path_factory.mktemp("unseen")
-    # the shipped model was trained on seed 7; seed 2027 makes other characters
+    # the shipped model was trained on datasets of seeds 7 and 11; 2027 makes others
     spec = DatasetSpec(
         out_dir=out, characters=4, poses=8, size=128, seed=2027, toy_every=0, turnaround=0.0
     )
@@ -59,20 +59,13 @@ def scores(unseen_characters, artifacts_dir):
     return result["model"], result["nearest_udp_baseline"]
 
 
-def test_shipped_model_beats_nearest_udp_baseline_in_psnr(scores):
+@pytest.mark.parametrize("metric", ["l1", "psnr", "ssim"])
+def test_shipped_model_beats_nearest_udp_baseline(scores, metric):
     neural, baseline = scores
-    assert neural["psnr"] > baseline["psnr"]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped model paints clean colour regions but blurs fine patterns inside "
-    "the body, where the baseline copies them (with speckles): its mean L1 is still a few "
-    "percent above the baseline's; measured here and recorded in BENCHMARKS.md",
-)
-def test_shipped_model_beats_nearest_udp_baseline_in_l1(scores):
-    neural, baseline = scores
-    assert neural["l1"] < baseline["l1"]
+    if metric == "l1":
+        assert neural["l1"] < baseline["l1"]
+    else:
+        assert neural[metric] > baseline[metric]
 
 
 def _save_examples(model, characters, settings, path):
