@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import AniRenderError
 from . import canonical
+from .frame_writer import BackgroundWriter
 from .scene import find_character, require_camera
 
 PASSES = ("udp", "uv", "normal", "depth", "occupancy")
@@ -199,6 +200,7 @@ class PassRenderer:
         self.temp = None
         self._made = []  # temporary data-blocks, removed on exit
         self._scratch = None
+        self._writer = BackgroundWriter()
 
     # temporary scene -----------------------------------------------------------------
     def __enter__(self):
@@ -221,8 +223,12 @@ class PassRenderer:
             raise
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.flush()  # a failed background write surfaces here
+        finally:
+            self.close()
         return False
 
     def _build_temp_scene(self):
@@ -244,6 +250,7 @@ class PassRenderer:
         temp.frame_set(self.request.frames[0])
 
     def close(self):
+        self._writer.close()
         backend = getattr(self, "_backend", None)
         if backend is not None:
             backend.close()
@@ -335,23 +342,27 @@ class PassRenderer:
         return self._backend.render(frame)
 
     def write_frame(self, frame: int, images: dict[str, np.ndarray]) -> None:
+        """Write the frame's files: in the background where no ``bpy`` is needed (numpy,
+        OpenEXR and Pillow writers), else here. ``flush`` waits for them."""
         for name, pixels in images.items():
             for fmt in self.request.formats:
                 if fmt == "exr" and self._backend.wrote_exr(name, frame):
                     continue
                 path = self.request.path(name, frame, fmt)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                # write beside, then rename: a cancelled or crashed run never leaves a
-                # half-written file that a later run would skip as done
-                partial = path.with_name(f".{path.stem}.partial.{fmt}")
-                if fmt == "npz":
-                    with open(partial, "wb") as handle:
-                        np.savez_compressed(handle, i=pixels.astype(np.float32))
-                elif fmt == "exr":
-                    self.write_image(partial, pixels, "exr")
+                if fmt == "png":
+                    pixels = preview(name, pixels)
+                codec = _npz_writer if fmt == "npz" else _file_codec(fmt)
+                if codec is None:  # a plain Blender: its image writer, on this thread
+                    partial = _partial_path(path)
+                    self.write_image(partial, pixels, fmt)
+                    os.replace(partial, path)
                 else:
-                    self.write_image(partial, preview(name, pixels), "png")
-                os.replace(partial, path)
+                    self._writer.submit(_write_whole, codec, path, pixels, what=str(path))
+
+    def flush(self) -> None:
+        """Wait until every file of the frames rendered so far is on disk."""
+        self._writer.flush()
 
     def write_image(self, path: Path, pixels: np.ndarray, fmt: str) -> None:
         """Write float32 (H, W, 4): EXR float32 ZIP or 8-bit RGB PNG.
@@ -446,6 +457,23 @@ def read_pass_image(path: Path) -> np.ndarray:
     except ImportError:
         return read_blender_image(path)
     return read_exr(path)
+
+
+def _partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def _write_whole(codec, path: Path, pixels: np.ndarray) -> None:
+    """Write beside, then rename: a cancelled or crashed run never leaves a half-written
+    file that a later run would skip as done."""
+    partial = _partial_path(path)
+    codec(partial, pixels)
+    os.replace(partial, path)
+
+
+def _npz_writer(path, pixels):
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, i=pixels.astype(np.float32))
 
 
 def _file_codec(fmt: str):

@@ -327,3 +327,38 @@ def test_orthographic_wide_frame_agrees_too(toy_character, tmp_path):
     assert np.abs(a["udp"][both, :3] - b["udp"][both, :3]).max() < 1e-3
     assert np.percentile(np.abs(a["depth"][both, 0] - b["depth"][both, 0]), 99) < 1e-3
     assert np.percentile(np.abs(a["normal"][both] - b["normal"][both]), 99) < 1e-2
+
+
+def test_files_are_written_in_the_background_and_a_failed_write_is_explained(
+    toy_character, tmp_path, monkeypatch
+):
+    import bpy
+
+    from anirender.addon import passes
+    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.errors import AniRenderError
+
+    scene = bpy.context.scene
+    request = PassRequest(tmp_path / "ok", [1, 2, 3], ("udp",), ("npz", "exr"), True, (48, 40))
+    renderer, steps = render_udp_passes(scene, toy_character, request)
+    with renderer:
+        images = {f: renderer.render_and_write(f) for f in renderer.todo}
+    steps.close()
+    for frame, image in images.items():  # every file complete once the renderer closed
+        with np.load(request.path("udp", frame, "npz"), allow_pickle=False) as npz:
+            assert np.array_equal(npz["i"], image["udp"])
+    assert not list((tmp_path / "ok").rglob(".*partial*"))
+
+    def disk_full(path, pixels):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(passes, "_npz_writer", disk_full)
+    request = PassRequest(tmp_path / "full", [1, 2], ("udp",), ("npz",), True, (48, 40))
+    renderer, steps = render_udp_passes(scene, toy_character, request)
+    with pytest.raises(AniRenderError, match=r"Could not write .*udp_0001\.npz.*No space left"):
+        with renderer:
+            for frame in renderer.todo:
+                renderer.render_and_write(frame)
+    steps.close()
+    assert not list((tmp_path / "full").rglob("*.npz"))
+    assert not [s for s in bpy.data.scenes if "temporary" in s.name]
