@@ -390,6 +390,9 @@ def _add_skirt(scene, armature, body, regions):
 def dress_character(armature: bpy.types.Object, seed: int, scene=None) -> Outfit:
     """Give the character a seeded toon outfit, hair and (maybe) a skirt."""
     scene = scene or bpy.context.scene
+    # hair and skirt are shaped around the body's world position: make it current (an
+    # armature just moved has a stale matrix_world until the view layer updates)
+    scene.view_layers[0].update()
     rng = np.random.default_rng(seed + 7919)
     outfit = choose_outfit(seed)
     meshes = meshes_deformed_by(armature)

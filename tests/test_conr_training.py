@@ -240,6 +240,24 @@ def test_skirts_stay_around_the_hips(blender, seed):
     assert np.ptp(ring[:, 0]) < 2.5 * hip_width  # a flared skirt, not a disc (was 7x)
 
 
+def test_hair_sits_on_a_character_dressed_right_after_it_moved(blender):
+    import bpy
+
+    from anirender.addon.toon_look import dress_character
+    from anirender.addon.toy_character import build_toy_character
+
+    scene = bpy.context.scene
+    toy = build_toy_character(scene, name="Moved")
+    toy.location.x += 3.0  # no view-layer update between the move and the dressing
+    before = {o.name for o in scene.objects}
+    dress_character(toy, 5, scene)
+    hair = next(o for o in scene.objects if o.name not in before and o.name.startswith("Hair"))
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = hair.evaluated_get(depsgraph)
+    x = np.array([(evaluated.matrix_world @ v.co).x for v in evaluated.data.vertices])
+    assert 2.5 < x.mean() < 3.5  # around the moved head, not where the toy was built
+
+
 def _two_toys_and_a_floor():
     """The cached toy, a second toy beside it (posed by hand) and a floor plane."""
     import bpy
