@@ -350,15 +350,14 @@ class PassRenderer:
                     continue
                 path = self.request.path(name, frame, fmt)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                if fmt == "png":
-                    pixels = preview(name, pixels)
+                data = preview(name, pixels) if fmt == "png" else pixels
                 codec = _npz_writer if fmt == "npz" else _file_codec(fmt)
                 if codec is None:  # a plain Blender: its image writer, on this thread
                     partial = _partial_path(path)
-                    self.write_image(partial, pixels, fmt)
+                    self.write_image(partial, data, fmt)
                     os.replace(partial, path)
                 else:
-                    self._writer.submit(_write_whole, codec, path, pixels, what=str(path))
+                    self._writer.submit(_write_whole, codec, path, data, what=str(path))
 
     def flush(self) -> None:
         """Wait until every file of the frames rendered so far is on disk."""
