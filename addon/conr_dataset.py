@@ -82,19 +82,28 @@ class CharacterRecipe:
 # ----------------------------------------------------------------------------- planning
 
 
+def check_sampling(poses: int, size: int, turnaround: float) -> None:
+    """Refuse sample settings that cannot make CoNR training data."""
+    if poses < 2:
+        raise AniRenderError("Each character needs at least 2 poses (references + target).")
+    if size < 16 or size % 16:
+        raise AniRenderError(f"Image size {size} must be a multiple of 16 (128 trains CoNR).")
+    if not 0.0 <= turnaround <= 1.0:
+        raise AniRenderError(f"The turnaround share is between 0 and 1; got {turnaround}.")
+
+
+def held_out(count: int, validation: float, seed: int) -> set[int]:
+    """Indices of the characters kept for validation (at least one, never all)."""
+    n_val = min(max(1, round(count * validation)), count - 1)
+    return set(np.random.default_rng(seed).permutation(count)[:n_val].tolist())
+
+
 def plan_characters(spec: DatasetSpec) -> list[CharacterRecipe]:
     """Who is in the dataset, and which characters are held out for validation."""
     if spec.characters < 2:
         raise AniRenderError("A CoNR dataset needs at least 2 characters (train + validation).")
-    if spec.poses < 2:
-        raise AniRenderError("Each character needs at least 2 poses (references + target).")
-    if spec.size < 16 or spec.size % 16:
-        raise AniRenderError(f"Image size {spec.size} must be a multiple of 16 (128 trains CoNR).")
-    if not 0.0 <= spec.turnaround <= 1.0:
-        raise AniRenderError(f"The turnaround share is between 0 and 1; got {spec.turnaround}.")
-    rng = np.random.default_rng(spec.seed)
-    n_val = min(max(1, round(spec.characters * spec.validation)), spec.characters - 1)
-    held_out = set(rng.permutation(spec.characters)[:n_val].tolist())
+    check_sampling(spec.poses, spec.size, spec.turnaround)
+    validation = held_out(spec.characters, spec.validation, spec.seed)
     recipes = []
     for i in range(spec.characters):
         toy = spec.toy_every and i % spec.toy_every == spec.toy_every - 1
@@ -104,7 +113,7 @@ def plan_characters(spec: DatasetSpec) -> list[CharacterRecipe]:
                 id=f"c{i:03d}",
                 kind="toy" if toy else "makehuman",
                 seed=seed,
-                split="val" if i in held_out else "train",
+                split="val" if i in validation else "train",
                 body_shape={} if toy else random_body_shape(seed),
             )
         )
@@ -454,12 +463,6 @@ def generate_conr_dataset(spec: DatasetSpec, show_progress: bool = False) -> dic
 # ------------------------------------------------------------------- the scene's characters
 
 
-def held_out(count: int, validation: float, seed: int) -> set[int]:
-    """Indices of the characters kept for validation (at least one, never all)."""
-    n_val = min(max(1, round(count * validation)), count - 1)
-    return set(np.random.default_rng(seed).permutation(count)[:n_val].tolist())
-
-
 def scene_dataset_job(
     context,
     out_dir,
@@ -490,12 +493,7 @@ def scene_dataset_job(
             f"A CoNR dataset needs at least 2 rigged characters (training + validation); "
             f'scene "{scene.name}" has {len(armatures)}. Add characters or select more.'
         )
-    if poses < 2:
-        raise AniRenderError("Each character needs at least 2 poses (references + target).")
-    if size < 16 or size % 16:
-        raise AniRenderError(f"Image size {size} must be a multiple of 16 (128 trains CoNR).")
-    if not 0.0 <= turnaround <= 1.0:
-        raise AniRenderError(f"The turnaround share is between 0 and 1; got {turnaround}.")
+    check_sampling(poses, size, turnaround)
     if (out / MANIFEST).exists() and not overwrite:
         raise AniRenderError(
             f"{out / MANIFEST} already exists. Choose an empty folder or allow overwriting."

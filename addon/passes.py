@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import bpy
@@ -353,9 +354,7 @@ class PassRenderer:
                 data = preview(name, pixels) if fmt == "png" else pixels
                 codec = _npz_writer if fmt == "npz" else _file_codec(fmt)
                 if codec is None:  # a plain Blender: its image writer, on this thread
-                    partial = _partial_path(path)
-                    self.write_image(partial, data, fmt)
-                    os.replace(partial, path)
+                    _write_whole(partial(self.write_image, fmt=fmt), path, data)
                 else:
                     self._writer.submit(_write_whole, codec, path, data, what=str(path))
 
@@ -458,16 +457,12 @@ def read_pass_image(path: Path) -> np.ndarray:
     return read_exr(path)
 
 
-def _partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 def _write_whole(codec, path: Path, pixels: np.ndarray) -> None:
     """Write beside, then rename: a cancelled or crashed run never leaves a half-written
     file that a later run would skip as done."""
-    partial = _partial_path(path)
-    codec(partial, pixels)
-    os.replace(partial, path)
+    beside = path.with_name(f".{path.stem}.partial{path.suffix}")
+    codec(beside, pixels)
+    os.replace(beside, path)
 
 
 def _npz_writer(path, pixels):
