@@ -21,44 +21,20 @@ OUTFIT_SEED = 11
 WORKING_SIZE = 128  # the shipped model was trained on 128 x 128 framed samples
 
 
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="shade the MakeHuman walk end to end")
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    parser.add_argument("--frames", type=int, default=48, help="walk frames to shade")
-    parser.add_argument("--size", type=int, default=256, help="frame size in pixels")
-    parser.add_argument("--weights", default=None, help="CoNR weights (default: shipped)")
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    report = run_demo(args.out, frames=args.frames, size=args.size, weights=args.weights)
-    print(f"frames:        {report['frames_dir']}")
-    print(f"movie:         {report['movie']}")
-    print(f"contact sheet: {report['contact_sheet']}")
-    print(
-        f"PSNR vs Cycles truth: neural {report['psnr']:.2f} dB (shaded at "
-        f"{report['working_size']} px), nearest-UDP baseline "
-        f"{report['baseline_working_psnr']:.2f} dB at the same size, "
-        f"{report['baseline_psnr']:.2f} dB at full size "
-        f"(mean over {report['count']} frames, on white)"
-    )
-    print(f"time: {report['seconds']:.1f} s")
-    return 0
-
-
 def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict:
     import bpy
     import numpy as np
 
     from ..models.framing import frame_sheet_image, frame_udp, paste_back, to_straight_uint8
     from ..models.train.conr_data import frame_sample, image_metrics, nearest_udp_baseline
-    from . import canonical
-    from .character_cache import load_character
-    from .client import InProcessClient
-    from .conr_dataset import aim_camera, character_bounds, setup_look_render
-    from .passes import PassRenderer, PassRequest
-    from .scene import meshes_deformed_by
-    from .toon_look import dress_character
+    from .characters.cache import load_character
+    from .characters.finding import meshes_deformed_by
+    from .characters.looks import dress_character
+    from .datasets.conr import aim_camera, character_bounds, setup_look_render
+    from .passes import canonical
+    from .passes.renderer import PassRenderer
+    from .passes.request import PassRequest
+    from .shading.clients import InProcessClient
 
     started = time.perf_counter()
     out = Path(out).resolve()

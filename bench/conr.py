@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conr_reference import ReferenceCoNR  # noqa: E402
 
-from anirender.models.conr import OFFICIAL_FILES, CoNR, randomize_weights  # noqa: E402
+from anirender.models.conr.config import OFFICIAL_FILES  # noqa: E402
+from anirender.models.conr.model import CoNR, randomize_weights  # noqa: E402
 
 
 def sheet_images(views, size, seed=1):

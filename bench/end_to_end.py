@@ -45,11 +45,15 @@ def main() -> None:
     import bpy
     import torch
 
-    from anirender.addon import canonical, sheets
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.client import InProcessClient, LocalService
-    from anirender.addon.passes import PassRenderer, PassRequest
-    from anirender.models.conr import CoNR, CoNRConfig
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.passes import canonical
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+    from anirender.addon.shading import sheets
+    from anirender.addon.shading.clients import InProcessClient
+    from anirender.addon.shading.local_service import LocalService
+    from anirender.models.conr.config import CoNRConfig
+    from anirender.models.conr.model import CoNR
 
     armature = load_character(args.character)
     scene = bpy.context.scene

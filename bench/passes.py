@@ -30,9 +30,10 @@ def main() -> None:
 
     import bpy
 
-    from anirender.addon import canonical
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.passes import canonical
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
     from anirender.models.exr import read_exr
 
     armature = load_character(args.character)

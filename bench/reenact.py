@@ -45,11 +45,11 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from anirender.addon import morphs
-    from anirender.addon.celeb_dataset import render_pose_image
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.reenact_preview import show_rgba
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.datasets.celeb import render_pose_image
+    from anirender.addon.pose import sliders as morphs
+    from anirender.addon.pose.preview import show_rgba
     from anirender.models.reenact import FaceGenerator, ReenactConfig, Reenactor, load_reenact
 
     torch.set_num_threads(args.threads)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -355,3 +356,37 @@ class AnrLibrary:
         model = self.get(model_id)
         with self._lock:
             return model.render(uv, normal, int(identity)).astype(np.float32)
+
+
+def parse_uv_box(text: str) -> tuple[float, float, float, float]:
+    """ "u0,v0,u1,v1" -> four floats, with a message for the artist when it is not that."""
+    try:
+        box = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise AniRenderError(f"Cannot read the UV rectangle {text!r}; write u0,v0,u1,v1.") from None
+    if len(box) != 4:
+        raise AniRenderError(f"The UV rectangle {text!r} needs four numbers u0,v0,u1,v1.")
+    return box
+
+
+def swap_anr_file(model_path, out, target: int, source: int, box=None, mask=None) -> str:
+    """Read an ANR file, swap a UV region of ``source``'s texture into ``target``'s (a box
+    "u0,v0,u1,v1" or 4-tuple, or a mask image path: white = swap, row 0 at V = 1), write
+    the result to ``out``. Shared by ``anirender anr swap`` and Blender's operator.
+    Returns a one-line summary."""
+    if isinstance(box, str):
+        box = parse_uv_box(box) if box else None
+    picked = None
+    if mask:
+        from PIL import Image
+
+        try:
+            picked = np.asarray(Image.open(mask).convert("L")) > 127
+        except OSError as exc:
+            raise AniRenderError(f"Cannot read the UV mask {mask}: {exc}") from None
+    model = read_anr(model_path)
+    swap_texture_region(model, target, source, box=box, mask=picked)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_anr(model, out, metadata={"swapped": f"{source}->{target}"})
+    names = model.config.names()
+    return f"{names[target]} now wears {names[source]}'s texels there: {out}"

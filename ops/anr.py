@@ -21,18 +21,19 @@ from bpy.props import (
     StringProperty,
 )
 
-from ..addon import shaded_frames
-from ..addon.anr_capture import (
+from ..addon.anr.capture import (
     CaptureRequest,
     capture_training_frames,
     coarse_meshes,
     pair_image_sequence,
 )
-from ..addon.client import AnrSession, settings_from
-from ..addon.jobs import Job, ModalJobOperator
-from ..addon.passes import PassRenderer, PassRequest, check_output_folder, scene_character
-from ..addon.prefs import preferences
-from ..addon.scene import character_from_context, require_camera
+from ..addon.characters.finding import character_from_context, require_camera, scene_character
+from ..addon.core.jobs import Job, ModalJobOperator
+from ..addon.core.prefs import preferences
+from ..addon.passes.renderer import PassRenderer
+from ..addon.passes.request import PassRequest, check_output_folder
+from ..addon.shading import shaded_frames
+from ..addon.shading.sessions import AnrSession, settings_from
 from ..errors import AniRenderError
 
 _SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
@@ -318,7 +319,7 @@ class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
         layout.prop(self, "output")
 
     def execute(self, context):
-        from ..addon.anr_swap import swap_anr_texture
+        from ..addon.anr.swap import swap_anr_texture
 
         if not self.weights:
             self.report({"ERROR"}, "Choose the ANR model (anr.safetensors) to edit.")

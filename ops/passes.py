@@ -5,9 +5,11 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from ..addon.jobs import Job, ModalJobOperator
-from ..addon.passes import PassRequest, render_udp_passes, scene_character
-from ..addon.scene import character_from_context
+from ..addon.characters.finding import character_from_context, scene_character
+from ..addon.core.jobs import Job, ModalJobOperator
+from ..addon.passes.canonical import MODES, set_canonical_pose
+from ..addon.passes.renderer import render_udp_passes
+from ..addon.passes.request import PassRequest
 from ..errors import AniRenderError
 
 _PASS_ITEMS = (
@@ -106,3 +108,34 @@ def _character_armature(context):
             "or one of its meshes) to render UDP passes."
         )
     return character.armature
+
+
+class ANIRENDER_OT_set_canonical_pose(bpy.types.Operator):
+    """Recompute the canonical pose whose positions colour the UDP pass"""
+
+    bl_idname = "anirender.set_canonical_pose"
+    bl_label = "Set Canonical Pose"
+    bl_options = {"REGISTER", "UNDO"}
+
+    mode: EnumProperty(name="Pose", items=MODES, default="A_POSE")
+
+    def execute(self, context):
+        try:
+            if context.active_object is None and not context.selected_objects:
+                character = scene_character(context.scene)
+            else:
+                character = character_from_context(context)
+            if character.armature is None:
+                raise AniRenderError(
+                    f'"{character.name}" has no armature; the canonical pose comes from the rig.'
+                )
+            recipe = set_canonical_pose(character.armature, self.mode, context.scene)
+        except AniRenderError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report(
+            {"INFO"},
+            f'Canonical {self.mode.replace("_", "-").lower()} of "{character.armature.name}" '
+            f"set on {len(recipe['meshes'])} meshes",
+        )
+        return {"FINISHED"}

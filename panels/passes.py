@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..addon.canonical import RECIPE
+from ..addon.passes.canonical import RECIPE
 from .sidebar import SidebarSubPanel
 
 
@@ -38,8 +38,3 @@ class ANIRENDER_PT_passes(SidebarSubPanel, bpy.types.Panel):
             layout.label(text=text, icon="OUTLINER_OB_ARMATURE")
         layout.operator_menu_enum("anirender.set_canonical_pose", "mode")
         layout.operator("anirender.render_udp_passes", icon="RENDER_ANIMATION")
-
-
-def draw_render_menu(self, context):
-    self.layout.separator()
-    self.layout.operator("anirender.render_udp_passes", icon="RENDER_ANIMATION")

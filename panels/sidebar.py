@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..addon.scene import character_from_context
+from ..addon.characters.finding import character_from_context
 from ..errors import AniRenderError
 
 

@@ -12,7 +12,6 @@ the add-on's local-service launcher waits for.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import sys
 import threading
@@ -146,63 +145,3 @@ def _exit_on_eof(server) -> None:
     except (OSError, ValueError):
         pass
     server.should_exit = True
-
-
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="run the neural shader service (HTTP)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument(
-        "--port", type=int, default=protocol.DEFAULT_PORT, help="0 picks a free port"
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument(
-        "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
-    )
-    parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
-    parser.add_argument(
-        "--reenact-weights",
-        default=None,
-        help="head reenactment weights (.safetensors); default: the shipped small model",
-    )
-    parser.add_argument("--max-request-mb", type=float, default=256)
-    parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
-    parser.add_argument(
-        "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
-    )
-    parser.set_defaults(func=_serve_command)
-
-
-def _serve_command(args) -> int:
-    token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
-    serve(
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        token=token,
-        weights=args.weights,
-        max_request_mb=args.max_request_mb,
-        max_batch=args.max_batch,
-        exit_with_stdin=args.exit_with_stdin,
-        reenact_weights=args.reenact_weights,
-    )
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m anirender.service.serve``: the same as ``anirender serve``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="anirender serve")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except AniRenderError as exc:
-        print(f"anirender serve: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -71,7 +71,7 @@ def addon(blender):
 @pytest.fixture
 def toy_character(blender):
     """The toy test character opened from the cache (addon/character_cache.py): its armature."""
-    from anirender.addon.character_cache import load_character
+    from anirender.addon.characters.cache import load_character
 
     return load_character("toy")
 
@@ -79,7 +79,7 @@ def toy_character(blender):
 @pytest.fixture
 def makehuman_character(blender):
     """The MakeHuman test character opened from the cache: its armature."""
-    from anirender.addon.character_cache import load_character
+    from anirender.addon.characters.cache import load_character
 
     return load_character("makehuman")
 

@@ -178,7 +178,7 @@ def _fit(path, steps, resolution, box, seed):
     import torch
     from safetensors.numpy import save_file
 
-    from anirender.models.recon_readers import decode_triplane
+    from anirender.models.recon.triplane import decode_triplane
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -275,7 +275,8 @@ def write_ply(path, n=64, box=1.0):
 
 
 def write_glb(path, n=64, box=1.0):
-    from anirender.models.recon import PortraitMesh, source_to_blender, write_glb
+    from anirender.models.recon.portrait import PortraitMesh, source_to_blender
+    from anirender.models.recon.writers import write_glb
 
     verts, faces, colours = head_mesh(n, box)
     write_glb(path, source_to_blender(PortraitMesh(verts, faces, "truth", colours)))

@@ -27,7 +27,8 @@ def make_tiny_weights(path: Path, seed: int = 0) -> Path:
     """A tiny CoNR (same architecture, 1/16 width) with seeded weights, as safetensors."""
     import torch
 
-    from anirender.models.conr import CoNR, CoNRConfig
+    from anirender.models.conr.config import CoNRConfig
+    from anirender.models.conr.model import CoNR
 
     torch.manual_seed(seed)
     model = CoNR(CoNRConfig(**TINY))
@@ -85,7 +86,7 @@ class Service:
 def start_service(
     weights: Path, *args: str, env: dict | None = None, timeout=120, stdin=subprocess.DEVNULL
 ) -> Service:
-    command = [sys.executable, "-m", "anirender.service.serve", "--port", "0", "--device", "cpu"]
+    command = [sys.executable, "-m", "anirender.cli", "serve", "--port", "0", "--device", "cpu"]
     command += ["--weights", str(weights), *args]
     process = subprocess.Popen(
         command,

@@ -23,9 +23,9 @@ OUTFITS = {"outfit0": 0, "outfit7": 7}  # toon_look seeds: both with a skirt, di
 def capture(folder, seed, identity):
     import bpy
 
-    from anirender.addon.anr_capture import CaptureRequest, capture_training_frames
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.toon_look import dress_character
+    from anirender.addon.anr.capture import CaptureRequest, capture_training_frames
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.characters.looks import dress_character
 
     armature = load_character("makehuman")
     dress_character(armature, seed)
@@ -283,7 +283,7 @@ def test_bad_weights_are_refused(tmp_path):
 def test_service_shades_like_the_model_in_process(anr_run, model, tiny_conr_weights):
     from service_support import running_service
 
-    from anirender.addon.client import HttpClient, InProcessClient
+    from anirender.addon.shading.clients import HttpClient, InProcessClient
 
     data = all_frames(anr_run)
     held = [data.frames.index(f) for f in HELD_OUT[:2]]
@@ -329,9 +329,9 @@ def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
 
     import bpy
 
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.scene import scene_snapshot
-    from anirender.addon.toon_look import dress_character
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.characters.looks import dress_character
+    from anirender.addon.core.guard import scene_snapshot
     from anirender.models.framing import to_straight_uint8
 
     armature = load_character("makehuman")
@@ -441,8 +441,8 @@ def test_swap_texture_operator_matches_the_cli(anr_addon, tmp_path):
     import bpy
     import torch
 
-    from anirender.addon.anr_swap import _swap_with
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.anr.swap import _swap_with
+    from anirender.addon.core.guard import scene_snapshot
     from anirender.models.anr import read_anr, texel_box
 
     original = _tiny_anr(tmp_path / "anr.safetensors")

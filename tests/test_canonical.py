@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from anirender.addon import canonical
+from anirender.addon.passes import canonical
 
 
 def _colours(armature):

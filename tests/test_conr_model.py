@@ -9,7 +9,8 @@ import torch
 from conr_reference import ReferenceCoNR
 
 from anirender.errors import AniRenderError
-from anirender.models.conr import OFFICIAL_FILES, CoNR, CoNRConfig, randomize_weights
+from anirender.models.conr.config import OFFICIAL_FILES, CoNRConfig
+from anirender.models.conr.model import CoNR, randomize_weights
 
 OFFICIAL_SHAPES = (
     Path(__file__).resolve().parents[2] / "shared/reference/conr_official_state_dicts.json"
@@ -136,7 +137,7 @@ def test_bf16_close_to_fp32(sheet):
 def test_training_forward_matches_render_and_trains_every_part(model, sheet):
     images = sheet_images(2)
     udp = udp_frames(2)
-    from anirender.models.conr import premultiply_official, quantise_udp_mask
+    from anirender.models.conr.model import premultiply_official, quantise_udp_mask
 
     pm = np.concatenate([premultiply_official(images), images[..., 3:]], -1)
     s = torch.from_numpy(pm).permute(0, 3, 1, 2).float() / 255

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from anirender.cli import shade as shade_cli
 from anirender.errors import AniRenderError
-from anirender.models import shade_cli
-from anirender.models.conr import CoNR, CoNRConfig, randomize_weights
+from anirender.models.conr.config import CoNRConfig
+from anirender.models.conr.model import CoNR, randomize_weights
 from anirender.models.exr import write_exr
 
 H, W = 96, 72
@@ -59,7 +60,7 @@ def scene(tmp_path):
 
 def _shade(argv):
     parser = argparse.ArgumentParser()
-    shade_cli.add_cli(parser.add_subparsers())
+    shade_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["shade", *argv])
     return args.func(args)
 

@@ -15,7 +15,7 @@ SHIPPED = REPO / "assets" / "conr_toon.safetensors"
 def unseen_characters(tmp_path_factory):
     import bpy
 
-    from anirender.addon.conr_dataset import DatasetSpec, generate_conr_dataset
+    from anirender.addon.datasets.conr import DatasetSpec, generate_conr_dataset
     from anirender.models.train.conr_data import load_split
 
     out = tmp_path_factory.mktemp("unseen")
@@ -29,7 +29,7 @@ def unseen_characters(tmp_path_factory):
 
 
 def test_shipped_weights_load_with_their_recorded_shape():
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
 
     assert SHIPPED.is_file() and SHIPPED.stat().st_size <= 25 * 2**20
     model = CoNR.from_safetensors(SHIPPED)
@@ -47,7 +47,7 @@ def scores(unseen_characters, artifacts_dir):
     """The shipped model and the nearest-UDP baseline on the unseen characters."""
     import torch
 
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
     from anirender.models.train.conr import TrainSettings, validate
 
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ TINY = {"width": 0.0625, "shader_channels": 16, "flow_groups": 4}
 def tiny_dataset(tmp_path_factory):
     import bpy
 
-    from anirender.addon.conr_dataset import DatasetSpec, generate_conr_dataset
+    from anirender.addon.datasets.conr import DatasetSpec, generate_conr_dataset
 
     out = tmp_path_factory.mktemp("conr-data")
     spec = DatasetSpec(out_dir=out, characters=3, poses=4, size=128, seed=5, toy_every=3)
@@ -55,7 +55,7 @@ def test_dataset_writes_images_and_matching_udps(tiny_dataset, artifacts_dir):
 def test_dataset_is_reproducible(tiny_dataset, tmp_path):
     import bpy
 
-    from anirender.addon.conr_dataset import DatasetSpec, generate_conr_dataset, plan_characters
+    from anirender.addon.datasets.conr import DatasetSpec, generate_conr_dataset, plan_characters
 
     out, manifest = tiny_dataset
     spec = DatasetSpec(out_dir=tmp_path, characters=3, poses=4, size=128, seed=5, toy_every=3)
@@ -94,7 +94,7 @@ def _settings(data, out, steps, **extra):
 def test_training_lowers_the_loss_and_resumes_exactly(tiny_dataset, tmp_path):
     import torch
 
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
     from anirender.models.train.conr import compute_losses, train
     from anirender.models.train.conr_data import draw_batch, load_split
 
@@ -143,7 +143,7 @@ def test_trainer_refuses_a_folder_that_is_not_a_dataset(tmp_path):
 def test_sheet_correspondence_finds_each_target_point_in_the_views(tiny_dataset):
     import torch
 
-    from anirender.models.conr import warp
+    from anirender.models.conr.cinn import warp
     from anirender.models.train.conr_data import SEEN_TOLERANCE, load_split, sheet_correspondence
 
     data, _ = tiny_dataset
@@ -172,7 +172,7 @@ def test_sheet_correspondence_finds_each_target_point_in_the_views(tiny_dataset)
 def test_warp_losses_reach_every_shader_level(tiny_dataset, tmp_path):
     import torch
 
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
     from anirender.models.train.conr import (
         compute_losses,
         new_model,
@@ -224,9 +224,9 @@ def test_skirts_stay_around_the_hips(blender, seed):
     """A skirt fits the hips it hangs from (it once grew to the hands hanging beside it)."""
     import bpy
 
-    from anirender.addon.conr_dataset import DatasetSpec, build_character, plan_characters
-    from anirender.addon.scene import meshes_deformed_by
-    from anirender.addon.toon_look import _vertex_regions, choose_outfit
+    from anirender.addon.characters.finding import meshes_deformed_by
+    from anirender.addon.characters.looks import _vertex_regions, choose_outfit
+    from anirender.addon.datasets.conr import DatasetSpec, build_character, plan_characters
 
     spec = DatasetSpec(out_dir=".", characters=8, seed=seed, toy_every=0)
     recipe = next(r for r in plan_characters(spec) if choose_outfit(r.seed).skirt)
@@ -243,8 +243,8 @@ def test_skirts_stay_around_the_hips(blender, seed):
 def test_hair_sits_on_a_character_dressed_right_after_it_moved(blender):
     import bpy
 
-    from anirender.addon.toon_look import dress_character
-    from anirender.addon.toy_character import build_toy_character
+    from anirender.addon.characters.looks import dress_character
+    from anirender.addon.characters.toy import build_toy_character
 
     scene = bpy.context.scene
     toy = build_toy_character(scene, name="Moved")
@@ -262,8 +262,8 @@ def _two_toys_and_a_floor():
     """The cached toy, a second toy beside it (posed by hand) and a floor plane."""
     import bpy
 
-    from anirender.addon.character_cache import load_character
-    from anirender.addon.toy_character import build_toy_character
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.characters.toy import build_toy_character
 
     first = load_character("toy")
     scene = bpy.context.scene
@@ -280,7 +280,7 @@ def _two_toys_and_a_floor():
 def test_operator_renders_the_scenes_characters_and_leaves_the_scene(addon, tmp_path):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
     from anirender.models.train.conr_data import load_split
 
     first, second, floor = _two_toys_and_a_floor()
@@ -315,7 +315,7 @@ def test_operator_renders_the_scenes_characters_and_leaves_the_scene(addon, tmp_
 def test_operator_refuses_one_character_and_a_used_folder(addon, toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     before = scene_snapshot(bpy.context)
     with pytest.raises(RuntimeError, match="at least 2 rigged characters"):

@@ -19,15 +19,10 @@ def _extension_cli() -> Path:
 
 
 def _classes(package: str) -> list:
-    """The classes of the ordered class list, resolved inside ``package``."""
+    """The classes of the ordered class list of the installed package."""
     import importlib
 
-    classes = []
-    for entry in anirender._CLASSES:
-        module_name, class_name = entry.split(":")
-        module = importlib.import_module(f"{package}.{module_name}")
-        classes.append(getattr(module, class_name))
-    return classes
+    return list(importlib.import_module(f"{package}.registration").CLASSES)
 
 
 def _is_registered(bpy, cls) -> bool:

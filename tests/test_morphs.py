@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from anirender.addon.morph_names import match_key_names, normalise_name
+from anirender.addon.pose.names import match_key_names, normalise_name
 
 
 def test_names_fold_width_suffix_and_case():
@@ -80,8 +80,8 @@ def _rotation(axis, degrees):
 
 
 def test_toy_japanese_keys_map(toy_character):
-    from anirender.addon import morphs
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.pose import sliders as morphs
 
     found = morphs.find_shape_keys(find_character(toy_character).meshes)
     assert set(found) == set(morphs.EXPRESSION_NAMES)
@@ -96,8 +96,8 @@ def test_toy_japanese_keys_map(toy_character):
 def test_sliders_drive_keys_and_head_with_simple_expressions(toy_character):
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.pose import sliders as morphs
 
     character = find_character(toy_character)
     morphs.apply_pose(toy_character, [0.0] * 20)
@@ -128,7 +128,7 @@ def test_head_angle_turns_the_head_bone_about_the_documented_axis(
 ):
     import bpy
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     pose = [0.0] * 20
     pose[morphs.POSE_NAMES.index(name)] = degrees
@@ -141,7 +141,7 @@ def test_head_angles_ignore_the_bone_roll(blender):
     """A rolled, tilted head bone still turns about the armature's axes."""
     import bpy
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     data = bpy.data.armatures.new("Rig")
     rig = bpy.data.objects.new("Rig", data)
@@ -171,8 +171,8 @@ def test_head_angles_ignore_the_bone_roll(blender):
 def test_keys_and_drivers_survive_save_and_reload_without_scripts(toy_character, tmp_path):
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.pose import sliders as morphs
 
     first = [0.0] * 20
     first[morphs.POSE_NAMES.index("mouth_a")] = 1.0
@@ -211,7 +211,7 @@ def test_keys_and_drivers_survive_save_and_reload_without_scripts(toy_character,
 
 
 def test_random_pose_follows_algorithm_1():
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     separate = {
         "eye_closed_l": [("F", "wl", 1.0)],
@@ -239,7 +239,7 @@ def test_random_pose_follows_algorithm_1():
 
 
 def test_pose_text_round_trip():
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
     from anirender.errors import AniRenderError
 
     pose = [0.25] * 17 + [-12.5, 3.0, 19.75]
@@ -277,8 +277,8 @@ def _evaluated_coords(bpy, obj):
 def test_makehuman_target_moves_exactly_its_expression_unit(makehuman_character, target, key):
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.pose import sliders as morphs
 
     character = find_character(makehuman_character)
     body = character.meshes[0]
@@ -309,7 +309,7 @@ def test_makehuman_target_moves_exactly_its_expression_unit(makehuman_character,
 def test_makehuman_head_yaw(makehuman_character):
     import bpy
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     bpy.context.scene.frame_set(0)
     morphs.apply_pose(makehuman_character, [0.0] * 20)

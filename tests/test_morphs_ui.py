@@ -13,7 +13,7 @@ def _select(bpy, obj):
 def test_pose_operators(addon, toy_character):
     import bpy
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     _select(bpy, toy_character)
     assert bpy.ops.anirender.pose_setup() == {"FINISHED"}
@@ -25,7 +25,7 @@ def test_pose_operators(addon, toy_character):
     first = morphs.get_pose(toy_character)
     assert settings.seed == 1 and any(first[17:])
     bpy.ops.anirender.pose_copy()
-    from anirender.ops.morphs import get_clipboard
+    from anirender.ops.pose import get_clipboard
 
     assert get_clipboard(bpy.context) == morphs.pose_to_text(first)
 
@@ -60,9 +60,9 @@ def test_render_shows_the_expression(toy_character, tmp_path, artifacts_dir):
     """A small Cycles render: eyes shut and mouth open change the face, not the rest."""
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.celeb_dataset import render_pose_image
-    from anirender.addon.scene import find_character
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.datasets.celeb import render_pose_image
+    from anirender.addon.pose import sliders as morphs
 
     character = find_character(toy_character)
     pose = [0.0] * 20
@@ -89,9 +89,10 @@ def test_render_shows_the_expression(toy_character, tmp_path, artifacts_dir):
 def test_dataset_export_rows_reproduce_renders(addon, toy_character, tmp_path):
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.celeb_dataset import read_pose_csv, render_pose_image
-    from anirender.addon.scene import find_character, scene_snapshot
+    from anirender.addon.characters.finding import find_character
+    from anirender.addon.core.guard import scene_snapshot
+    from anirender.addon.datasets.celeb import read_pose_csv, render_pose_image
+    from anirender.addon.pose import sliders as morphs
 
     before = scene_snapshot(bpy.context)
     out = tmp_path / "celeb"
@@ -139,8 +140,8 @@ def test_dataset_export_rows_reproduce_renders(addon, toy_character, tmp_path):
 
 
 def test_dataset_cli_on_a_blend_file(blender, tmp_path):
-    from anirender.addon.celeb_dataset import read_pose_csv
-    from anirender.addon.character_cache import character_blend
+    from anirender.addon.characters.cache import character_blend
+    from anirender.addon.datasets.celeb import read_pose_csv
     from anirender.cli import main
 
     out = tmp_path / "cli"

@@ -48,7 +48,7 @@ def toy_with_sheet(shader_addon, toy_character, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_conr_weights):
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
 
     return CoNR.from_safetensors(tiny_conr_weights)
 
@@ -57,8 +57,9 @@ def expected_frames(context, armature, frames, tiny_model, tmp_path) -> np.ndarr
     """What the operators should write: UDP from the pass renderer at the scene's
     resolution, framed the reference way (models.framing, torch resize), tiny CoNR in
     process, pasted back."""
-    from anirender.addon.passes import PassRenderer, PassRequest
-    from anirender.addon.sheets import read_sheet
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+    from anirender.addon.shading.sheets import read_sheet
     from anirender.models.framing import frame_udp, paste_back, to_straight_uint8
 
     request = PassRequest(tmp_path / "udp", list(frames), ("udp",), ("npz",), True, None)
@@ -106,7 +107,7 @@ def test_frame_and_animation_end_to_end(
 ):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     context = bpy.context
     shader_addon.service_mode = "REMOTE"
@@ -225,7 +226,7 @@ def test_service_down_is_said_and_scene_untouched(shader_addon, toy_with_sheet, 
 
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -245,7 +246,7 @@ def test_service_down_is_said_and_scene_untouched(shader_addon, toy_with_sheet, 
 def test_no_sheet_or_opaque_sheet_is_refused(shader_addon, toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     bpy.context.view_layer.objects.active = toy_character
     before = scene_snapshot(bpy.context)
@@ -268,7 +269,8 @@ def test_local_service_and_in_process(
 
     import bpy
 
-    from anirender.addon import client
+    from anirender.addon.shading import connection
+    from anirender.addon.shading.local_service import local_service
 
     want, _ = expected_frames(bpy.context, toy_with_sheet, [1], tiny_model, tmp_path)
     bpy.context.scene.frame_set(1)
@@ -277,8 +279,8 @@ def test_local_service_and_in_process(
     shader_addon.python_path = sys.executable
     try:
         assert bpy.ops.anirender.test_connection() == {"FINISHED"}
-        assert client.status["ok"] is True and "cpu" in client.status["text"]
-        service = client.local_service(python_path=sys.executable, weights=str(tiny_conr_weights))
+        assert connection.status["ok"] is True and "cpu" in connection.status["text"]
+        service = local_service(python_path=sys.executable, weights=str(tiny_conr_weights))
         process = service.process
         assert service.running and service.bound_port
         assert bpy.ops.anirender.neural_render_frame(size=str(SIZE)) == {"FINISHED"}
@@ -304,7 +306,7 @@ def _image_bytes(image) -> np.ndarray:
 def test_character_sheet_operators(shader_addon, toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.sheets import read_sheet
+    from anirender.addon.shading.sheets import read_sheet
 
     bpy.context.view_layer.objects.active = toy_character
     for i, image in enumerate(sheet_images(2, 160, seed=81)):

@@ -10,7 +10,8 @@ ALL = ("udp", "uv", "normal", "depth", "occupancy")
 
 
 def _render(scene, armature, out, frames, passes=ALL, fast=False, **kw):
-    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
 
     request = PassRequest(
         out_dir=out, frames=list(frames), passes=passes, fast=fast, size=(SIZE, SIZE), **kw
@@ -28,7 +29,7 @@ def _save_preview(path, rows):
     """Stack pass previews (H, W, 4 float) into one PNG: rows of images."""
     from PIL import Image
 
-    from anirender.addon.passes import preview
+    from anirender.addon.passes.files import preview
 
     lines = [np.concatenate([preview(n, img)[..., :3] for n, img in row], axis=1) for row in rows]
     picture = (np.concatenate(lines, axis=0) * 255).round().astype(np.uint8)
@@ -74,7 +75,7 @@ def test_a_body_point_keeps_its_colour_across_frames_and_cameras(toy_character, 
     import bpy
     from mathutils import Matrix
 
-    from anirender.addon import canonical
+    from anirender.addon.passes import canonical
 
     scene = bpy.context.scene
     canonical.set_canonical_pose(toy_character)
@@ -114,7 +115,7 @@ def test_a_body_point_keeps_its_colour_across_frames_and_cameras(toy_character, 
 def test_occupancy_matches_a_plain_render_and_covers_hair_and_skirt(toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.passes import read_blender_image
+    from anirender.addon.passes.files import read_blender_image
 
     scene = bpy.context.scene
     scene.frame_set(12)
@@ -134,7 +135,7 @@ def test_occupancy_matches_a_plain_render_and_covers_hair_and_skirt(toy_characte
     assert alpha.mean() > 0.05
     assert (alpha == occupancy).mean() >= 0.99
 
-    from anirender.addon import canonical
+    from anirender.addon.passes import canonical
 
     for name in ("Hair", "Skirt"):
         obj = bpy.data.objects[name]
@@ -170,7 +171,7 @@ def test_npz_holds_exactly_what_the_exr_holds(toy_character, tmp_path, fast):
 def test_operator_renders_skips_and_leaves_the_scene_as_it_was(addon, toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     scene = bpy.context.scene
     scene.frame_set(5)
@@ -197,9 +198,10 @@ def test_operator_renders_skips_and_leaves_the_scene_as_it_was(addon, toy_charac
 def test_cancel_and_error_in_the_middle_leave_nothing_behind(toy_character, tmp_path):
     import bpy
 
-    from anirender.addon import canonical, passes
-    from anirender.addon.jobs import Job
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
+    from anirender.addon.core.jobs import Job
+    from anirender.addon.passes import canonical
+    from anirender.addon.passes import renderer as passes
 
     scene = bpy.context.scene
     canonical.set_canonical_pose(toy_character)
@@ -266,7 +268,7 @@ def _zero_size(bpy, tmp_path):
 def test_bad_input_is_explained_and_changes_nothing(addon, toy_character, tmp_path, make_bad):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     bpy.context.view_layer.objects.active = toy_character
     kwargs, message = make_bad(bpy, tmp_path)
@@ -305,7 +307,8 @@ def test_cli_writes_passes_with_a_progress_bar(toy_character, tmp_path, capsys):
 def test_orthographic_wide_frame_agrees_too(toy_character, tmp_path):
     import bpy
 
-    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
 
     scene = bpy.context.scene
     camera = scene.camera
@@ -334,8 +337,9 @@ def test_files_are_written_in_the_background_and_a_failed_write_is_explained(
 ):
     import bpy
 
-    from anirender.addon import passes
-    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.addon.passes import renderer as passes
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
     from anirender.errors import AniRenderError
 
     scene = bpy.context.scene

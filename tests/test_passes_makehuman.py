@@ -2,13 +2,14 @@
 
 import numpy as np
 
-from anirender.addon import canonical
+from anirender.addon.passes import canonical
 
 SIZE = 128
 
 
 def _render(scene, armature, out, frames, passes, fast):
-    from anirender.addon.passes import PassRequest, render_udp_passes
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
 
     request = PassRequest(out, list(frames), passes, ("npz",), fast, (SIZE, SIZE))
     renderer, steps = render_udp_passes(scene, armature, request)
@@ -45,7 +46,7 @@ def test_walk_fast_and_cycles_agree_and_a_point_keeps_its_colour(
     from mathutils import Matrix
     from PIL import Image
 
-    from anirender.addon.passes import preview
+    from anirender.addon.passes.files import preview
 
     scene = bpy.context.scene
     canonical.set_canonical_pose(makehuman_character)

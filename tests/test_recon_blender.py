@@ -17,7 +17,7 @@ from recon_head import (
     write_splat_ply,
 )
 
-from anirender.models.recon import blender_to_source
+from anirender.models.recon.portrait import blender_to_source
 
 WRITERS = {
     "front.pkl": (write_panic_pickle, 96),
@@ -62,7 +62,7 @@ def _shows_vertex_colours(obj):
 def test_listed_in_file_import_menu(addon):
     import bpy
 
-    from anirender.ops.import_portrait import draw_import_menu
+    from anirender.panels.menus import draw_import_menu
 
     assert draw_import_menu in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
 
@@ -317,9 +317,9 @@ def test_import_job_steps_off_the_main_thread_and_esc_adds_nothing(addon, tmp_pa
     task (the main thread is free while it runs), and cancelling midway adds nothing."""
     import bpy
 
-    from anirender.addon.portrait_import import plan_portrait_import, portrait_import_job
-    from anirender.addon.scene import SceneGuard, scene_snapshot
-    from anirender.models.recon import PortraitImportOptions
+    from anirender.addon.core.guard import SceneGuard, scene_snapshot
+    from anirender.addon.portrait.importing import plan_portrait_import, portrait_import_job
+    from anirender.models.recon.portrait import PortraitImportOptions
 
     path = tmp_path / "seed.mrc"
     write_eg3d_mrc(path)

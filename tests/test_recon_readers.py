@@ -19,13 +19,14 @@ from recon_head import (
 )
 
 from anirender.errors import AniRenderError
-from anirender.models.recon import (
+from anirender.models.recon.detect import detect_portrait_format
+from anirender.models.recon.meshing import signed_volume, vertex_normals
+from anirender.models.recon.portrait import (
     PortraitImportOptions,
     blender_to_source,
     prepare_portrait,
 )
-from anirender.models.recon_mesh import signed_volume, vertex_normals
-from anirender.models.recon_readers import detect_portrait_format, load_pickle_safely
+from anirender.models.recon.safe_pickle import load_pickle_safely
 
 FILE_UNITS = PortraitImportOptions(head_width_cm=0, grid_resolution=64)
 
@@ -207,10 +208,10 @@ def _cli(argv):
     """The ``import portrait`` command as ``anirender`` dispatches it."""
     import argparse
 
-    from anirender.models import recon_cli
+    from anirender.cli import portrait as recon_cli
 
     parser = argparse.ArgumentParser(prog="anirender")
-    recon_cli.add_cli(parser.add_subparsers(dest="command"))
+    recon_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 

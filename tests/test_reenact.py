@@ -20,8 +20,8 @@ def held_out_dataset(tmp_path_factory):
     """
     import bpy
 
-    from anirender.addon.celeb_dataset import build_toy_cast, export_celeb_dataset
-    from anirender.addon.scene import SceneGuard
+    from anirender.addon.core.guard import SceneGuard
+    from anirender.addon.datasets.celeb import build_toy_cast, export_celeb_dataset
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     build_toy_cast(bpy.context.scene, 1, seed=2024)
@@ -83,10 +83,10 @@ def test_train_cli_runs_and_resumes(held_out_dataset, tmp_path):
 
     from safetensors import safe_open
 
-    from anirender.models.train import cli as train_cli
+    from anirender.cli import train as train_cli
 
     parser = argparse.ArgumentParser()
-    train_cli.add_cli(parser.add_subparsers())
+    train_cli.add_parser(parser.add_subparsers())
     common = ["train", "reenact", "--data", str(held_out_dataset), "--out", str(tmp_path / "run")]
     common += ["--size", "32", "--base", "8", "--batch", "2", "--val-characters", "0"]
     common += ["--val-poses", "0.25", "--checkpoint-every", "1", "--threads", "1"]
@@ -170,8 +170,8 @@ def test_live_preview_is_debounced_and_shows_the_result(addon, toy_character):
     """Real worker thread + the main-thread tick: drags collapse into few inferences."""
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.reenact_preview import RESULT_IMAGE, PreviewSession
+    from anirender.addon.pose import sliders as morphs
+    from anirender.addon.pose.preview import RESULT_IMAGE, PreviewSession
 
     image = bpy.data.images.new("Portrait", 64, 48, alpha=True)
     pixels = np.ones((48, 64, 4), np.float32)
@@ -216,7 +216,7 @@ def test_live_preview_is_debounced_and_shows_the_result(addon, toy_character):
 def test_live_preview_toggle_starts_and_stops_a_session(addon, toy_character):
     import bpy
 
-    from anirender.addon import reenact_preview
+    from anirender.addon.pose import preview as reenact_preview
 
     settings = toy_character.anirender.morphs
     settings.portrait = bpy.data.images.new("Portrait", 32, 32, alpha=True)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from service_support import running_service
 
-from anirender.addon.client import HttpClient, InProcessClient
+from anirender.addon.shading.clients import HttpClient, InProcessClient
 from anirender.models import reenact as reenact_model
 from anirender.models.framing import to_straight_uint8
 from anirender.service import protocol
@@ -108,7 +108,7 @@ def test_unknown_portrait_is_404_and_the_token_guards_portraits(tiny_conr_weight
         assert info["models"]["reenact"]["weights"] == "reenact_small.safetensors"
         assert HttpClient(s.url, "s3cret").upload_portrait(portrait_image(32, 32))
     bad = subprocess.run(
-        [sys.executable, "-m", "anirender.service.serve", "--port", "0", "--device", "cpu"]
+        [sys.executable, "-m", "anirender.cli", "serve", "--port", "0", "--device", "cpu"]
         + ["--weights", str(tiny_conr_weights), "--reenact-weights", "/no/such.safetensors"],
         capture_output=True,
         text=True,
@@ -141,7 +141,7 @@ def posed_toy(remote_addon, toy_character):
     frames 1 and 2 straight, frames 3 and 4 turned (constant keys)."""
     import bpy
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
 
     image = bpy.data.images.new("Portrait", 56, 72, alpha=True)
     image.pixels.foreach_set((portrait_image()[::-1].astype(np.float32) / 255).ravel())
@@ -171,8 +171,8 @@ def _fcurves(obj):
 def test_live_preview_goes_through_the_preferred_client(posed_toy, shader_service):
     import bpy
 
-    from anirender.addon import morphs
-    from anirender.addon.reenact_preview import RESULT_IMAGE, PreviewSession
+    from anirender.addon.pose import sliders as morphs
+    from anirender.addon.pose.preview import RESULT_IMAGE, PreviewSession
 
     morphs.apply_pose(posed_toy, TURNED)
     served_before = reenact_stats(shader_service)["poses_reenacted"]
@@ -198,7 +198,7 @@ def test_live_preview_goes_through_the_preferred_client(posed_toy, shader_servic
 def test_render_pose_animation_through_the_service(posed_toy, shader_service, tmp_path):
     import bpy
 
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     out = tmp_path / "pose frames"
     before = scene_snapshot(bpy.context)
@@ -241,8 +241,8 @@ def test_cancelled_pose_animation_keeps_whole_frames_only(posed_toy, shader_serv
     written frame leaves whole frames, no image and the scene as it was; a re-run ends it."""
     import bpy
 
-    from anirender.addon.scene import SceneGuard, scene_snapshot
-    from anirender.ops.reenact_render import pose_animation_job
+    from anirender.addon.core.guard import SceneGuard, scene_snapshot
+    from anirender.ops.pose import pose_animation_job
 
     out = tmp_path / "frames"
     before = scene_snapshot(bpy.context)

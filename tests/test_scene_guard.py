@@ -32,7 +32,7 @@ def _mess_up_scene(bpy):
 
 
 def test_guard_restores_everything(blender):
-    from anirender.addon.scene import SceneGuard, scene_snapshot
+    from anirender.addon.core.guard import SceneGuard, scene_snapshot
 
     bpy = blender
     before = scene_snapshot(bpy.context)
@@ -43,7 +43,7 @@ def test_guard_restores_everything(blender):
 
 
 def test_guard_restores_on_error_and_keeps_declared_results(blender):
-    from anirender.addon.scene import SceneGuard, scene_snapshot
+    from anirender.addon.core.guard import SceneGuard, scene_snapshot
 
     bpy = blender
     before = scene_snapshot(bpy.context)
@@ -61,7 +61,7 @@ def test_guard_restores_on_error_and_keeps_declared_results(blender):
 
 
 def test_guard_keeps_what_a_kept_object_uses(blender):
-    from anirender.addon.scene import SceneGuard
+    from anirender.addon.core.guard import SceneGuard
 
     bpy = blender
     with SceneGuard(bpy.context) as guard:
@@ -76,7 +76,7 @@ def test_guard_keeps_what_a_kept_object_uses(blender):
 
 
 def test_guard_restores_edit_mode(blender):
-    from anirender.addon.scene import SceneGuard
+    from anirender.addon.core.guard import SceneGuard
 
     bpy = blender
     cube = bpy.data.objects["Cube"]
@@ -89,7 +89,7 @@ def test_guard_restores_edit_mode(blender):
 
 
 def test_job_runs_steps_and_worker_callbacks_on_main_thread():
-    from anirender.addon.jobs import Job
+    from anirender.addon.core.jobs import Job
 
     main = threading.get_ident()
     seen = []
@@ -107,7 +107,7 @@ def test_job_runs_steps_and_worker_callbacks_on_main_thread():
 
 
 def test_job_cancel_runs_cleanup_and_stops():
-    from anirender.addon.jobs import Job
+    from anirender.addon.core.jobs import Job
 
     cleaned = []
 
@@ -126,7 +126,7 @@ def test_job_cancel_runs_cleanup_and_stops():
 
 
 def test_job_worker_error_reaches_main_thread():
-    from anirender.addon.jobs import Job
+    from anirender.addon.core.jobs import Job
 
     def fail():
         raise AniRenderError("service went away")

@@ -25,7 +25,7 @@ from anirender.service import protocol
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_conr_weights):
-    from anirender.models.conr import CoNR
+    from anirender.models.conr.model import CoNR
 
     return CoNR.from_safetensors(tiny_conr_weights)
 
@@ -193,7 +193,7 @@ def test_token_is_required_on_every_request(tiny_conr_weights):
 
 def test_refuses_network_host_without_token():
     result = subprocess.run(
-        [sys.executable, "-m", "anirender.service.serve", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "anirender.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=120,

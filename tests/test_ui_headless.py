@@ -104,10 +104,9 @@ def _draw_item(ui_list, context, item) -> list:
 
 
 def _panels():
-    import anirender
-
-    classes = [anirender._resolve(entry) for entry in anirender._CLASSES]
     import bpy
+
+    from anirender.registration import CLASSES as classes
 
     return [c for c in classes if issubclass(c, bpy.types.Panel)]
 
@@ -150,7 +149,7 @@ def test_panels_lists_and_menus_draw_for_a_rigged_character(addon, toy_character
     import numpy as np
     from PIL import Image
 
-    from anirender.addon import morphs
+    from anirender.addon.pose import sliders as morphs
     from anirender.panels import menus
 
     _select(toy_character)
@@ -239,7 +238,7 @@ def _window_context():
 
 def _probe_operator(steps):
     """A ModalJobOperator whose job runs ``steps(scene)`` and records its reports."""
-    from anirender.addon.jobs import Job, ModalJobOperator
+    from anirender.addon.core.jobs import Job, ModalJobOperator
 
     class Probe(ModalJobOperator):
         def __init__(self):
@@ -266,7 +265,7 @@ def _three_steps(scene):
 
 
 def test_modal_job_runs_on_timer_events_and_restores_the_scene(addon):
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     context = _window_context()
     before = scene_snapshot(context)
@@ -282,7 +281,7 @@ def test_modal_job_runs_on_timer_events_and_restores_the_scene(addon):
 
 
 def test_esc_cancels_the_job_and_restores_the_scene(addon):
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
 
     context = _window_context()
     before = scene_snapshot(context)
@@ -306,7 +305,7 @@ def test_esc_cancels_the_job_and_restores_the_scene(addon):
 
 
 def test_an_artist_error_mid_job_is_reported_and_the_scene_restored(addon):
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
     from anirender.errors import AniRenderError
 
     context = _window_context()
@@ -325,8 +324,8 @@ def test_an_artist_error_mid_job_is_reported_and_the_scene_restored(addon):
 
 
 def test_an_error_before_the_job_starts_changes_nothing(addon):
-    from anirender.addon.jobs import ModalJobOperator
-    from anirender.addon.scene import scene_snapshot
+    from anirender.addon.core.guard import scene_snapshot
+    from anirender.addon.core.jobs import ModalJobOperator
     from anirender.errors import AniRenderError
 
     class Refuses(ModalJobOperator):

@@ -7,9 +7,11 @@ import os
 import pytest
 import torch
 
+from anirender.cli import weights as weights_cli
 from anirender.errors import AniRenderError
 from anirender.models import weights
-from anirender.models.conr import OFFICIAL_FILES, CoNR
+from anirender.models.conr.config import OFFICIAL_FILES
+from anirender.models.conr.model import CoNR
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def _same_weights(a: CoNR, b: CoNR) -> bool:
 def _cli(argv):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    weights.add_cli(sub)
+    weights_cli.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

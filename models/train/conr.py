@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AniRenderError
-from ..conr import CoNR, CoNRConfig, randomize_weights
+from ..conr.config import CoNRConfig
+from ..conr.model import CoNR, randomize_weights
 from .conr_data import draw_batch, image_metrics, load_split, nearest_udp_baseline
 
 MODEL_FILE = "conr.safetensors"
@@ -376,101 +377,3 @@ def _settings_record(settings: TrainSettings) -> dict:
 
 
 # --------------------------------------------------------------------------------- CLI
-
-
-def add_train_cli(subparsers) -> None:
-    defaults = TrainSettings(data=Path("."), out=Path("."))
-    parser = subparsers.add_parser("conr", help="train a CoNR-architecture model")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--size", type=int, default=defaults.size)
-    parser.add_argument("--views", type=int, default=defaults.views)
-    parser.add_argument("--frames", type=int, default=defaults.frames, help="examples per step")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--width", type=float, default=defaults.width)
-    parser.add_argument("--shader-channels", type=int, default=defaults.shader_channels)
-    parser.add_argument("--flow-groups", type=int, default=defaults.flow_groups)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument(
-        "--threads", type=int, default=defaults.threads, help="CPU threads (0: torch's default)"
-    )
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    parser.add_argument("--val-every", type=int, default=defaults.val_every)
-    parser.add_argument("--resume", action="store_true", help="continue from --out")
-    parser.add_argument(
-        "--stop-after", type=int, help="end this run after N steps (resume later with --resume)"
-    )
-    parser.add_argument(
-        "--init", type=Path, help="start from these CoNR weights (.safetensors) instead of random"
-    )
-    parser.add_argument(
-        "--teach-steps",
-        type=int,
-        default=defaults.teach_steps,
-        help="teacher forcing: shade with the true flows, less often until this step (0: off)",
-    )
-    parser.add_argument(
-        "--flow-weight",
-        type=float,
-        default=defaults.weights["flow"],
-        help="weight of the warp-guiding flow loss (0: the paper's losses only)",
-    )
-    parser.add_argument(
-        "--visibility-weight",
-        type=float,
-        default=defaults.weights["visibility"],
-        help="weight of the view-visibility loss (0: the paper's losses only)",
-    )
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    settings = TrainSettings(
-        data=args.data,
-        out=args.out,
-        size=args.size,
-        views=args.views,
-        frames=args.frames,
-        steps=args.steps,
-        lr=args.lr,
-        width=args.width,
-        shader_channels=args.shader_channels,
-        flow_groups=args.flow_groups,
-        seed=args.seed,
-        device=device,
-        threads=args.threads,
-        checkpoint_every=args.checkpoint_every,
-        val_every=args.val_every,
-        init=args.init,
-        teach_steps=args.teach_steps,
-    )
-    settings.weights.update(flow=args.flow_weight, visibility=args.visibility_weight)
-    if args.resume and (args.out / STATE_FILE).is_file():
-        saved = json.loads((args.out / STATE_FILE).read_text())["settings"]
-        for key in (
-            "width",
-            "shader_channels",
-            "flow_groups",
-            "size",
-            "views",
-            "seed",
-            "weights",
-            "teach_steps",
-        ):
-            setattr(settings, key, saved[key])
-    state = train(settings, resume=args.resume, stop_after=args.stop_after)
-    val = state.get("validation")
-    if val:
-        m, b = val["model"], val["nearest_udp_baseline"]
-        print(
-            f"validation ({val['examples']} held-out examples): model PSNR {m['psnr']:.2f} dB, "
-            f"SSIM {m['ssim']:.3f}, L1 {m['l1']:.4f} | nearest-UDP baseline PSNR "
-            f"{b['psnr']:.2f} dB, SSIM {b['ssim']:.3f}, L1 {b['l1']:.4f}"
-        )
-    print(f"model: {args.out / MODEL_FILE}")
-    return 0

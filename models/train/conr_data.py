@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ...errors import AniRenderError
-from ..conr import premultiply_official, quantise_udp_mask
+from ..conr.model import premultiply_official, quantise_udp_mask
 
 MANIFEST = "manifest.json"
 

@@ -323,34 +323,3 @@ def train_reenact(args) -> dict:
     print(json.dumps(metrics, indent=2))
     print(f"weights: {weights}")
     return metrics
-
-
-def add_train_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reenact",
-        help="pose-driven head reenactment (PIRenderer-style) on AnimeCeleb exports",
-    )
-    parser.add_argument("--data", type=Path, action="append", required=True,
-                        help="dataset folder with combined_pose.csv (repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--size", type=int, default=64, help="image side the model works at")
-    parser.add_argument("--base", type=int, default=32, help="channels at full resolution")
-    parser.add_argument("--max-channels", type=int, default=256)
-    parser.add_argument("--warp-layers", type=int, default=4)
-    parser.add_argument("--res-blocks", type=int, default=2)
-    parser.add_argument(
-        "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
-    )
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warp-weight", type=float, default=0.5)
-    parser.add_argument("--feature-weight", type=float, default=0.0)
-    parser.add_argument("--val-characters", type=int, default=1)
-    parser.add_argument("--val-poses", type=float, default=0.1)
-    parser.add_argument("--minutes", type=float, default=0.0, help="stop after this long")
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
-    parser.set_defaults(func=lambda args: (train_reenact(args), 0)[1])

@@ -1,0 +1,196 @@
+"""Pass rendering without a renderer: evaluated meshes from the depsgraph, rasterised.
+
+Per frame, every visible mesh of the character is evaluated (armature, shape keys,
+modifiers with their viewport settings), its loop triangles, canonical colours, active
+render UVs and corner normals are read with ``foreach_get``, and ``models.raster`` draws
+them from the camera (pixel-centre samples, perspective-correct, nearest surface wins),
+the same rule Cycles follows with one centred sample per pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import AniRenderError
+from . import canonical
+from .renderer import rigid_inverse
+
+
+class FastBackend:
+    def __init__(self, renderer):
+        from ...models import raster  # torch lives there; imported only when asked for
+
+        self.renderer = renderer
+        self.raster = raster
+        self.device = raster.pick_device()
+        self._static = {}  # per mesh: what stays the same from frame to frame
+
+    def render(self, frame: int) -> dict[str, np.ndarray]:
+        renderer = self.renderer
+        depsgraph = renderer.set_frame(frame)
+        to_clip, to_world = renderer.camera_matrices(depsgraph)
+        passes = renderer.request.passes
+        height, width = renderer.height, renderer.width
+        surface = _gather(depsgraph, renderer.visible_meshes(), passes, self._static)
+        if surface is None:
+            return {name: np.zeros((height, width, 4), np.float32) for name in passes}
+
+        corners = surface["corners"]
+        to_clip = to_clip.astype(np.float32)
+        clip = _affine(corners, to_clip[:, :3], to_clip[:, 3])
+        view = rigid_inverse(to_world)
+        rotation = view[:3, :3]
+        # only the corner values the requested passes need are interpolated
+        columns, channels = {}, []
+        if "udp" in passes:
+            columns["udp"] = _add(channels, surface["canonical"])
+        if "uv" in passes:
+            columns["uv"] = _add(channels, surface["uv"])
+        if "normal" in passes:
+            columns["normal"] = _add(channels, _affine(surface["normal"], rotation))
+        if "normal" in passes or "depth" in passes:
+            columns["position"] = _add(channels, _affine(corners, rotation, view[:3, 3]))
+        threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
+        with self.raster.cpu_threads(threads):
+            fragments = self.raster.rasterise(clip, height, width, device=self.device)
+            hit = fragments.coverage.cpu().numpy()
+            tri = fragments.triangle.cpu().numpy()
+            if channels:
+                image = fragments.interpolate(np.concatenate(channels, axis=2)).cpu().numpy()
+        occupancy = hit[..., None].astype(np.float32)
+        images = {}
+        for name in passes:
+            if name == "udp":
+                rgb = image[..., columns["udp"]]
+            elif name == "uv":
+                rgb = np.pad(image[..., columns["uv"]], ((0, 0), (0, 0), (0, 1)))
+            elif name == "normal":
+                ortho = renderer.camera.data.type == "ORTHO"
+                rgb = _facing_normals(
+                    image[..., columns["normal"]], image[..., columns["position"]],
+                    tri, hit, surface["face"], rotation, ortho,
+                )  # fmt: skip
+            elif name == "depth":
+                rgb = np.repeat(0.0 - image[..., columns["position"]][..., 2:3], 3, axis=2)
+            else:
+                rgb = np.repeat(occupancy, 3, axis=2)
+            # interpolation leaves 0 where nothing is hit, so rgb is already background 0
+            images[name] = np.concatenate([rgb, occupancy], axis=2, dtype=np.float32)
+        return images
+
+    def wrote_exr(self, name: str, frame: int) -> bool:
+        return False
+
+    def close(self):
+        pass
+
+
+def _facing_normals(normal, position, tri, hit, geometric, rotation, orthographic):
+    """Unit shading normals turned towards the camera where the face looks away (Cycles)."""
+    out = np.zeros_like(normal)
+    n = normal[hit]
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    face = geometric[tri[hit]] @ rotation.T  # camera space geometric normals
+    if orthographic:
+        ray = np.broadcast_to([0.0, 0.0, -1.0], face.shape)
+    else:
+        ray = position[hit]  # from the camera (origin) to the surface
+    back = (face * ray).sum(axis=1) > 0
+    n[back] *= -1.0
+    out[hit] = n
+    return out
+
+
+def _affine(points: np.ndarray, linear: np.ndarray, offset=None) -> np.ndarray:
+    """``points @ linear.T + offset`` over the last axis, as one 2-D product (numpy runs a
+    3-D ``@`` as one tiny product per row)."""
+    flat = points.reshape(-1, points.shape[-1]) @ linear.T.astype(points.dtype)
+    if offset is not None:
+        flat += offset.astype(points.dtype)
+    return flat.reshape(*points.shape[:-1], linear.shape[0])
+
+
+def _add(channels: list, values: np.ndarray) -> slice:
+    """Append (T, 3, C) corner values; return the slice of their channels."""
+    first = sum(c.shape[2] for c in channels)
+    channels.append(values)
+    return slice(first, first + values.shape[2])
+
+
+def _gather(depsgraph, meshes, passes, cache=None):
+    """Per-corner arrays (T, 3, C) of all evaluated ``meshes``: world ``corners`` always;
+    ``canonical`` colours, ``uv``, world ``normal`` and per-face world ``face`` normals
+    only when a requested pass needs them. None when there are no triangles.
+
+    ``cache`` (a dict kept between frames) holds what does not move: triangles, canonical
+    colours and UVs per mesh, reused while the mesh keeps its vertex/loop/triangle counts.
+    """
+    cache = {} if cache is None else cache
+    parts = []
+    for mesh_obj in meshes:
+        evaluated = mesh_obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            mesh.calc_loop_triangles()
+            key = (len(mesh.vertices), len(mesh.loops), len(mesh.loop_triangles))
+            if key[2] == 0:
+                continue
+            _check_canonical(mesh, passes, mesh_obj.name)
+            static = cache.get(mesh_obj.name)
+            if static is None or static["key"] != key:
+                static = cache[mesh_obj.name] = _static_arrays(mesh, key, passes, mesh_obj.name)
+            positions = _read(mesh.vertices, "co", key[0], 3)
+            normals = (
+                _read(mesh.corner_normals, "vector", key[1], 3) if "normal" in passes else None
+            )
+        finally:
+            evaluated.to_mesh_clear()
+        matrix = np.array(evaluated.matrix_world, dtype=np.float32)
+        world = positions @ matrix[:3, :3].T + matrix[:3, 3]
+        corners = world[static["tris"]]
+        out = {"corners": corners}
+        for name in ("canonical", "uv"):
+            if name in static:
+                out[name] = static[name]
+        if normals is not None:
+            normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
+            out["normal"] = (normals @ normal_matrix.T)[static["loops"]]
+            out["face"] = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        parts.append(out)
+    if not parts:
+        return None
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _check_canonical(mesh, passes, name):
+    if "udp" not in passes:
+        return
+    attribute = mesh.attributes.get(canonical.ATTRIBUTE)
+    if attribute is None or attribute.domain != "POINT":
+        raise AniRenderError(
+            f'Mesh "{name}" lost its canonical colours; run Set Canonical Pose again.'
+        )
+
+
+def _static_arrays(mesh, key, passes, name):
+    """Triangles and the per-corner values that do not change from frame to frame."""
+    vertices, loops, count = key
+    tris = _read(mesh.loop_triangles, "vertices", count, 3, np.int32)
+    tri_loops = _read(mesh.loop_triangles, "loops", count, 3, np.int32)
+    static = {"key": key, "tris": tris, "loops": tri_loops}
+    if "udp" in passes:
+        attribute = mesh.attributes[canonical.ATTRIBUTE]
+        static["canonical"] = _read(attribute.data, "vector", vertices, 3)[tris]
+    if "uv" in passes:
+        layer = next((uv for uv in mesh.uv_layers if uv.active_render), mesh.uv_layers.active)
+        if layer is not None:
+            static["uv"] = _read(layer.uv, "vector", loops, 2)[tri_loops]
+        else:
+            static["uv"] = np.zeros((count, 3, 2))
+    return static
+
+
+def _read(collection, attr, count, width, dtype=np.float32):
+    flat = np.empty(count * width, dtype=dtype)
+    collection.foreach_get(attr, flat)
+    return flat.reshape(count, width)

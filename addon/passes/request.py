@@ -1,0 +1,100 @@
+"""Moved from addon/passes/renderer.py."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from ...errors import AniRenderError
+
+PASSES = ("udp", "uv", "normal", "depth", "occupancy")
+
+
+FORMATS = ("exr", "npz", "png")
+
+
+@dataclass
+class PassRequest:
+    """What to render: frames, passes, formats, where, and how."""
+
+    out_dir: Path
+    frames: list[int]
+    passes: tuple[str, ...] = ("udp",)
+    formats: tuple[str, ...] = ("exr", "npz", "png")
+    fast: bool = False
+    size: tuple[int, int] | None = None  # (width, height); None: the scene's resolution
+    overwrite: bool = False
+
+    def path(self, pass_name: str, frame: int, fmt: str) -> Path:
+        return Path(self.out_dir) / pass_name / f"{pass_name}_{frame:04d}.{fmt}"
+
+    def done(self, frame: int) -> bool:
+        """Every requested file of ``frame`` is already on disk."""
+        return all(self.path(p, frame, f).is_file() for p in self.passes for f in self.formats)
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"1-48"``, ``"5"``, ``"1-10,20,30-32"`` -> sorted frame numbers."""
+    frames = set()
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        try:
+            if "-" in part[1:]:
+                cut = part.index("-", 1)
+                first, last = int(part[:cut]), int(part[cut + 1 :])
+                if last < first:
+                    raise ValueError
+                frames.update(range(first, last + 1))
+            else:
+                frames.add(int(part))
+        except ValueError:
+            raise AniRenderError(
+                f"Cannot read the frame range {text!r}; write it like 1-48 or 1-10,20."
+            ) from None
+    if not frames:
+        raise AniRenderError("No frames to render; give a range such as 1-48.")
+    return sorted(frames)
+
+
+def parse_choices(text, allowed, what: str) -> tuple[str, ...]:
+    items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t]
+    unknown = [t for t in items if t not in allowed]
+    if unknown or not items:
+        raise AniRenderError(
+            f"Unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}."
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def output_size(scene, size) -> tuple[int, int]:
+    if size is not None:
+        width, height = (int(size[0]), int(size[1]))
+    else:
+        pct = scene.render.resolution_percentage / 100.0
+        width = int(scene.render.resolution_x * pct)
+        height = int(scene.render.resolution_y * pct)
+    if width <= 0 or height <= 0:
+        raise AniRenderError(
+            f"The pass resolution is {width} x {height}; set a width and height of at "
+            "least 1 pixel (Output Properties > Format, or the size override)."
+        )
+    return width, height
+
+
+def check_output_folder(folder) -> Path:
+    folder = Path(bpy.path.abspath(str(folder))) if str(folder).startswith("//") else Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".anirender-probe-", delete=False)
+        probe.close()
+        os.unlink(probe.name)
+    except OSError as exc:
+        raise AniRenderError(
+            f"Cannot write passes to {folder} ({exc.strerror or exc}). "
+            "Choose an output folder you can write to."
+        ) from None
+    return folder

@@ -1,0 +1,43 @@
+"""Moved from addon/pose/sliders.py."""
+
+from __future__ import annotations
+
+import bpy
+
+from .preview import live_preview_changed
+from .sliders import EXPRESSION_NAMES
+
+
+class MorphBinding(bpy.types.PropertyGroup):
+    """One shape key that a pose target drives, with its weight."""
+
+    target: bpy.props.EnumProperty(
+        name="Target", items=[(n, n, "") for n in EXPRESSION_NAMES], default="mouth_a"
+    )
+    object: bpy.props.PointerProperty(
+        name="Mesh", type=bpy.types.Object, poll=lambda self, obj: obj.type == "MESH"
+    )
+    shape_key: bpy.props.StringProperty(name="Shape Key")
+    weight: bpy.props.FloatProperty(name="Weight", default=1.0, soft_min=0.0, soft_max=1.0)
+
+
+class MorphSettings(bpy.types.PropertyGroup):
+    bindings: bpy.props.CollectionProperty(type=MorphBinding)
+    binding_index: bpy.props.IntProperty(name="Active Binding", default=0, min=0)
+    head_bone: bpy.props.StringProperty(
+        name="Head Bone", description="Bone the head angles rotate (head, else neck)"
+    )
+    seed: bpy.props.IntProperty(
+        name="Seed", default=0, min=0, description="Seed of the next random pose"
+    )
+    portrait: bpy.props.PointerProperty(
+        name="Portrait",
+        type=bpy.types.Image,
+        description="A front-facing portrait of the character to reenact with the sliders",
+    )
+    live_preview: bpy.props.BoolProperty(
+        name="Live Preview",
+        default=False,
+        description="Reenact the portrait with the sliders while you drag them",
+        update=live_preview_changed,
+    )

@@ -1,0 +1,52 @@
+"""Moved from addon/core/props.py."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+
+class CharacterSheetImage(bpy.types.PropertyGroup):
+    """One reference drawing of the character (a Blender image or a file on disk)."""
+
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    filepath: StringProperty(
+        name="File", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
+
+
+class NeuralRenderSettings(bpy.types.PropertyGroup):
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        default="//neural/",
+        description="Folder the shaded frames are written to (// is relative to the .blend)",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+    size: EnumProperty(
+        name="Size",
+        items=(
+            ("128", "128 x 128", "Quick previews"),
+            ("256", "256 x 256", "The size the CoNR weights were trained at"),
+            ("512", "512 x 512", "Sharper, four times the work"),
+        ),
+        default="256",
+        description="Square working size of the shaded frames",
+    )
+    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
+    frame_start: IntProperty(name="Start", default=1)
+    frame_end: IntProperty(name="End", default=48)
+    overwrite: BoolProperty(
+        name="Overwrite", default=False, description="Shade frames again that are already on disk"
+    )
+    add_strip: BoolProperty(
+        name="Add to Sequencer",
+        default=False,
+        description="Place the shaded sequence as an image strip in the Video Sequencer",
+    )

@@ -1,0 +1,124 @@
+"""A character's sheet as the shader wants it: uint8 straight RGBA, (views, S, S, 4).
+
+The sheet is stored on the character (``Object.anirender.sheet``): each entry is a
+Blender image or an image file. Each view is framed as the official CoNR inference does:
+the centred square around its visible pixels (alpha > 0), zero padded, resized to the
+working size (Blender's own image scaling, so no torch or PIL is needed here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from ...errors import AniRenderError
+from ...models.framing import crop_square, square_crop_around
+
+#: sheets whose mean alpha reaches this have no usable cut-out (as CoNR checks)
+OPAQUE_MEAN_ALPHA = 0.95
+
+
+def sheet_entries(owner) -> list:
+    return list(owner.anirender.sheet)
+
+
+def entry_label(entry) -> str:
+    if entry.image is not None:
+        return entry.image.name
+    return Path(bpy.path.abspath(entry.filepath)).name if entry.filepath else "(empty)"
+
+
+def read_sheet(owner, size: int) -> np.ndarray:
+    """All sheet views of the character whose settings live on ``owner``."""
+    entries = [e for e in sheet_entries(owner) if e.image is not None or e.filepath]
+    if not entries:
+        raise AniRenderError(
+            f'"{owner.name}" has no character sheet. Add its reference drawings (cut out, '
+            "transparent background) in the AniRender > Character Sheet panel."
+        )
+    return np.stack([frame_view(read_entry(e), size, entry_label(e)) for e in entries])
+
+
+def read_entry(entry) -> np.ndarray:
+    """One sheet entry as uint8 straight RGBA (H, W, 4), row 0 at the top."""
+    if entry.image is not None:
+        return image_rgba(entry.image, entry.image.name)
+    path = Path(bpy.path.abspath(entry.filepath))
+    if not path.is_file():
+        raise AniRenderError(
+            f"Sheet image file {path} does not exist. Fix the path in the Character Sheet panel."
+        )
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        return image_rgba(image, path.name)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def image_rgba(image, label: str) -> np.ndarray:
+    width, height = image.size
+    if width == 0 or height == 0 or not image.has_data and not _load(image):
+        raise AniRenderError(
+            f'Sheet image "{label}" has no pixels (missing or unreadable file). '
+            "Replace it in the Character Sheet panel."
+        )
+    pixels = np.empty(width * height * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    pixels = pixels.reshape(height, width, image.channels)[::-1]
+    if image.channels == 3:
+        pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=2)
+    elif image.channels != 4:
+        raise AniRenderError(f'Sheet image "{label}" has {image.channels} channels; use RGBA.')
+    return np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _load(image) -> bool:
+    try:
+        image.reload()
+        return image.has_data
+    except RuntimeError:
+        return False
+
+
+def frame_view(rgba: np.ndarray, size: int, label: str) -> np.ndarray:
+    """Centred square around the visible pixels, resized to ``size`` (uint8 RGBA)."""
+    crop = square_crop_around(rgba[..., 3] > 0)
+    if crop is None:
+        raise AniRenderError(f'Sheet image "{label}" is fully transparent; nothing to read.')
+    square = crop_square(rgba, crop)
+    if square[..., 3].mean() / 255.0 >= OPAQUE_MEAN_ALPHA:
+        raise AniRenderError(
+            f'Sheet image "{label}" has no transparent background. The shader needs the '
+            "character cut out (alpha 0 around it)."
+        )
+    return resize_rgba(square, size)
+
+
+def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
+    """uint8 straight RGBA (n, n, 4) -> (size, size, 4) through a temporary Blender image.
+
+    Scaled premultiplied, so the colour hidden under transparent pixels cannot bleed
+    into the character's outline.
+    """
+    side = rgba.shape[0]
+    if side == size:
+        return np.ascontiguousarray(rgba)
+    pixels = rgba[::-1].astype(np.float32) / 255.0
+    pixels[..., :3] *= pixels[..., 3:4]
+    image = bpy.data.images.new(
+        "AniRender sheet (temporary)", side, side, alpha=True, float_buffer=True
+    )
+    try:
+        image.colorspace_settings.is_data = True
+        image.pixels.foreach_set(pixels.ravel())
+        image.scale(size, size)
+        out = np.empty(size * size * 4, dtype=np.float32)
+        image.pixels.foreach_get(out)
+    finally:
+        bpy.data.images.remove(image)
+    out = out.reshape(size, size, 4)[::-1]
+    alpha = np.clip(out[..., 3:4], 0.0, 1.0)
+    rgb = np.where(alpha > 0, out[..., :3] / np.maximum(alpha, 1e-8), 0.0)
+    return np.rint(np.clip(np.concatenate([rgb, alpha], axis=2), 0, 1) * 255.0).astype(np.uint8)

@@ -1,0 +1,48 @@
+"""Moved from service/serve.py."""
+
+from __future__ import annotations
+
+import os
+
+from ..service import protocol
+from ..service.serve import serve
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the neural shader service (HTTP)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=protocol.DEFAULT_PORT, help="0 picks a free port"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
+    )
+    parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
+    parser.add_argument(
+        "--reenact-weights",
+        default=None,
+        help="head reenactment weights (.safetensors); default: the shipped small model",
+    )
+    parser.add_argument("--max-request-mb", type=float, default=256)
+    parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
+    parser.add_argument(
+        "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
+    )
+    parser.set_defaults(func=_serve_command)
+
+
+def _serve_command(args) -> int:
+    token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
+    serve(
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        token=token,
+        weights=args.weights,
+        max_request_mb=args.max_request_mb,
+        max_batch=args.max_batch,
+        exit_with_stdin=args.exit_with_stdin,
+        reenact_weights=args.reenact_weights,
+    )
+    return 0

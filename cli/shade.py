@@ -1,0 +1,109 @@
+"""``anirender shade``: paint a folder of UDP frames with CoNR from a character sheet.
+
+Everything is read and checked before the weights load; frames are rendered into a
+temporary folder and moved into ``--out`` only when all of them succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AniRenderError
+from ..models.image_files import SHEET_SUFFIXES, UDP_SUFFIXES, read_sheet_image, read_udp
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("shade", help="render UDP frames with CoNR from a character sheet")
+    p.add_argument("--sheet", required=True, type=Path, help="folder of RGBA sheet images")
+    p.add_argument("--udp", required=True, type=Path, help="folder of UDP frames (.npz or .exr)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the rendered PNGs")
+    p.add_argument("--weights", default=None, help="store name, .safetensors or .pth folder")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="working size")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument(
+        "--premultiplied", action="store_true", help="write premultiplied instead of straight alpha"
+    )
+    p.set_defaults(func=run_shade)
+
+
+def _files(folder: Path, suffixes, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise AniRenderError(f"{what} folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise AniRenderError(f"{folder} has no {what} files ({', '.join(suffixes)}).")
+    return files
+
+
+def run_shade(args) -> int:
+    from tqdm import tqdm
+
+    from ..models import framing
+    from ..models.conr.config import OPAQUE_MEAN_ALPHA
+    from ..models.weights import load_conr
+
+    size = args.size
+    sheet = []
+    for path in _files(args.sheet, SHEET_SUFFIXES, "sheet image"):
+        image = read_sheet_image(path)
+        if image[..., 3].mean() / 255.0 >= OPAQUE_MEAN_ALPHA:
+            raise AniRenderError(
+                f"Sheet image {path.name} has no transparent background; cut the character out."
+            )
+        sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
+    udp_files = _files(args.udp, UDP_SUFFIXES, "UDP")
+    frames, first = [], None
+    for path in udp_files:
+        udp = read_udp(path)
+        if first is None:
+            first = (path.name, udp.shape)
+        elif udp.shape != first[1]:
+            raise AniRenderError(
+                f"UDP {path.name} is {udp.shape[1]}x{udp.shape[0]} but {first[0]} is "
+                f"{first[1][1]}x{first[1][0]}; all frames of a sequence must have one size."
+            )
+        frames.append(framing.frame_udp(udp, size))
+    stems = [p.stem for p in udp_files]
+    if len(set(stems)) != len(stems):
+        raise AniRenderError(f"{args.udp} has two UDP files with the same name; keep one.")
+
+    model = load_conr(args.weights, device=args.device)
+    if args.precision != "fp32":
+        model.set_precision(args.precision)
+    encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    height, width = first[1][:2]
+    step = model.frames_per_chunk(encoding)
+    with tempfile.TemporaryDirectory(prefix=".shade-", dir=args.out) as tmp:
+        written = []
+        with tqdm(total=len(frames), unit="frame", desc="shade") as bar:
+            for start in range(0, len(frames), step):
+                batch = frames[start : start + step]
+                rgba = model.render(encoding, np.stack([f[0] for f in batch]))
+                for i, ((_, crop), out) in enumerate(zip(batch, rgba, strict=True)):
+                    full = framing.paste_back(out, crop, height, width)
+                    pixels = (
+                        framing.to_premultiplied_uint8(full)
+                        if args.premultiplied
+                        else framing.to_straight_uint8(full)
+                    )
+                    name = stems[start + i] + ".png"
+                    _save_png(pixels, Path(tmp) / name)
+                    written.append(name)
+                bar.update(len(batch))
+        for name in written:
+            os.replace(Path(tmp) / name, args.out / name)
+    print(f"wrote {len(written)} frames to {args.out}")
+    return 0
+
+
+def _save_png(pixels: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(pixels, mode="RGBA").save(path)

@@ -1,0 +1,100 @@
+"""Moved from models/weights.py."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ...errors import AniRenderError
+
+
+def read_official_checkpoints(folder) -> dict:
+    """The four released ``.pth`` state dicts as ``{sub-network: state dict}``."""
+    import torch
+
+    from .config import OFFICIAL_FILES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AniRenderError(f"CoNR checkpoint folder not found: {folder}")
+    missing = [f for f in OFFICIAL_FILES.values() if not (folder / f).is_file()]
+    if missing:
+        raise AniRenderError(
+            f"{folder} lacks {', '.join(missing)}; the released CoNR weights are four files: "
+            f"{', '.join(OFFICIAL_FILES.values())}."
+        )
+    parts = {}
+    for name, filename in OFFICIAL_FILES.items():
+        path = folder / filename
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, not a checkpoint, unsafe pickle content
+            raise AniRenderError(
+                f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}). Download it again."
+            ) from exc
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise AniRenderError(f"{path} does not hold a plain state dict of tensors.")
+        if state and all(k.startswith("module.") for k in state):  # saved from DDP
+            state = {k[len("module.") :]: v for k, v in state.items()}
+        parts[name] = state
+    return parts
+
+
+def read_conr_safetensors(path):
+    """(CoNRConfig, {sub-network: state dict}) from a file written by ``save_safetensors``."""
+    from safetensors import SafetensorError, safe_open
+
+    from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise AniRenderError(f"Weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AniRenderError(f"{path} is not a readable safetensors file ({exc}).") from exc
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise AniRenderError(
+            f"{path} is not a CoNR weights file (metadata format={meta.get('format')!r})."
+        )
+    try:
+        config = CoNRConfig.from_json(meta.get("config", "{}"))
+    except (TypeError, ValueError) as exc:
+        raise AniRenderError(f"{path}: unreadable CoNR config in metadata ({exc}).") from exc
+    parts = {name: {} for name in OFFICIAL_FILES}
+    for key, tensor in tensors.items():
+        name, _, rest = key.partition(".")
+        if name not in parts:
+            raise AniRenderError(f"{path}: unexpected key '{key}'.")
+        parts[name][rest] = tensor
+    return config, parts
+
+
+def write_conr_safetensors(model, path, metadata: dict | None = None) -> None:
+    """Write all four sub-networks into one safetensors file (atomically)."""
+    from safetensors.torch import save_file
+
+    from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT
+
+    tensors = {}
+    for name in OFFICIAL_FILES:
+        for key, t in getattr(model, name).state_dict().items():
+            tensors[f"{name}.{key}"] = t.detach().cpu().contiguous()
+    meta = {"format": SAFETENSORS_FORMAT, "config": model.config.to_json()}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,285 @@
+"""Moved from models/conr/model.py."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CoNRConfig
+
+
+def upsample2(x):
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def warp(image, flow, scale: float = 1.0):
+    """Backward warp by ``flow * scale`` in pixels (x then y), border padding, corners aligned.
+
+    ``flow`` may carry G flows (2G channels); the image's channels are then split into G
+    equal groups, each warped by its own flow.
+    """
+    n, c, h, w = image.shape
+    groups = flow.shape[1] // 2
+    image = image.contiguous().view(n * groups, c // groups, h, w)
+    flow = flow.contiguous().view(n * groups, 2, h, w).float()
+    xs = torch.linspace(-1.0, 1.0, w, device=flow.device).view(1, 1, w)
+    ys = torch.linspace(-1.0, 1.0, h, device=flow.device).view(1, h, 1)
+    grid = torch.stack(
+        [
+            xs + flow[:, 0] * (scale / ((w - 1.0) / 2.0)),
+            ys + flow[:, 1] * (scale / ((h - 1.0) / 2.0)),
+        ],
+        dim=-1,
+    )
+    out = F.grid_sample(
+        image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True
+    )
+    return out.view(n, c, h, w)
+
+
+def _conv_prelu(cin, cout, stride):
+    return [nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout)]
+
+
+class ShaderBlock(nn.Module):
+    """One CINN level: two stride-2 convs, residual conv stacks, two stride-2 ConvTs.
+
+    The input, in checkpoint channel order, is: accumulated flow (2), target features,
+    warped sheet RGBA (4), warped parser features, combined flow (2), combined RGBA (4),
+    combined message, local message. The output splits into residual flow (2) | message |
+    message flows | local message | local flows | mask logits (2 + message).
+    """
+
+    def __init__(self, cin, c, stacks, target, feature, msg_in, local_in, msg, local, groups):
+        super().__init__()
+        self.conv0 = nn.Sequential(*_conv_prelu(cin, c, 2), *_conv_prelu(c, c, 2))
+        self.convblocks = nn.ModuleList(
+            nn.Sequential(*[m for _ in range(6) for m in _conv_prelu(c, c, 1)])
+            for _ in range(stacks)
+        )
+        flows = 2 * groups
+        self.split = [2, msg, flows if msg else 0, local, flows if local else 0, 2 + msg]
+        self.conv_last = nn.Sequential(
+            nn.ConvTranspose2d(c, c, 4, 2, 1),
+            nn.PReLU(c),
+            nn.ConvTranspose2d(c, sum(self.split), 4, 2, 1),
+        )
+        # input channel ranges in checkpoint order: name -> (start, stop)
+        sizes = [
+            ("flow", 2),
+            ("target", target),
+            ("rgba", 4),
+            ("feature", feature),
+            ("mixed_flow", 2),
+            ("mixed_rgba", 4),
+            ("mixed_message", msg_in),
+            ("local_message", local_in),
+        ]
+        self.ranges, start = {}, 0
+        for name, size in sizes:
+            self.ranges[name] = (start, start + size)
+            start += size
+        assert start == cin
+        self._weight_cache = None
+
+    def _weights(self, names: tuple[str, ...]) -> torch.Tensor:
+        w = self.conv0[0].weight
+        return torch.cat([w[:, slice(*self.ranges[n])] for n in names], 1)
+
+    def first_conv(self, view_parts, frame_parts, views: int):
+        """conv0[0] over the concatenation of per-view and per-frame inputs.
+
+        ``view_parts``/``frame_parts`` map input names to tensors (None = zero, skipped).
+        Per-view tensors have a batch of frames*views, or of views alone when they are the
+        same for every frame; per-frame tensors a batch of frames (frame-major order).
+        Returns (frames*views, c, h/2, w/2).
+        """
+        view_parts = {k: v for k, v in view_parts.items() if v is not None}
+        frame_parts = {k: v for k, v in frame_parts.items() if v is not None}
+        conv = self.conv0[0]
+        key = (tuple(view_parts), tuple(frame_parts))
+        w = conv.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            wv, wf = self._weights(key[0]), self._weights(key[1])
+        else:
+            stamp = (key, w.data_ptr(), w._version, w.dtype)
+            cache = self._weight_cache
+            if cache is None or cache[0] != stamp:
+                fmt = (
+                    torch.channels_last
+                    if w.is_contiguous(memory_format=torch.channels_last)
+                    else torch.contiguous_format
+                )
+                cache = (
+                    stamp,
+                    self._weights(key[0]).contiguous(memory_format=fmt),
+                    self._weights(key[1]).contiguous(memory_format=fmt),
+                )
+                self._weight_cache = cache
+            wv, wf = cache[1], cache[2]
+        xv = torch.cat(list(view_parts.values()), 1).to(w.dtype)
+        yv = F.conv2d(xv, wv, conv.bias, 2, 1)
+        if not frame_parts:
+            return yv
+        xf = torch.cat(list(frame_parts.values()), 1).to(w.dtype)
+        yf = F.conv2d(xf, wf, None, 2, 1)
+        return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
+
+    def forward(self, view_parts, frame_parts, views: int):
+        x = self.first_conv(view_parts, frame_parts, views)
+        x = self.conv0[1](x)
+        x = self.conv0[3](self.conv0[2](x))
+        for stack in self.convblocks:
+            x = stack(x) + x
+        return self.conv_last(x).float()
+
+
+class CINN(nn.Module):
+    """The six-level cross-view shader; holds only ``decoder_blocks`` (checkpoint keys)."""
+
+    def __init__(self, config: CoNRConfig):
+        super().__init__()
+        self.config = config
+        target = [*config.pose_features, 0]
+        feature = [*config.parser_features, 0]
+        msgs, locs = config.messages, config.local_messages
+        msg_in, loc_in = [0, *msgs[:-1]], [0, *locs[:-1]]
+        stacks = [1, 1, 1, 1, 1, 2]
+        self.decoder_blocks = nn.ModuleList()
+        for k in range(6):
+            cin = 12 + target[k] + feature[k] + msg_in[k] + loc_in[k]
+            self.decoder_blocks.append(
+                ShaderBlock(
+                    cin,
+                    config.shader_channels,
+                    stacks[k],
+                    target[k],
+                    feature[k],
+                    msg_in[k],
+                    loc_in[k],
+                    msgs[k],
+                    locs[k],
+                    config.flow_groups,
+                )
+            )
+
+    def forward(self, target_features, sheet_rgba, sheet_features, views: int, trace=None):
+        """Shade frames from V sheet views; returns the last combined message (F, C, H, W).
+
+        ``target_features``: 5 tensors (F, C, h, w), deepest first.
+        ``sheet_rgba``: 6 tensors (S*V, 4, h, w), the sheet RGBA at each level's size;
+        ``sheet_features``: 5 parser features (S*V, C, h, w). S is 1 (one sheet for all
+        frames, inference) or F (a sheet per frame, training); order is frame-major.
+        ``trace``: a dict that, when given, collects each level's accumulated sheet flow
+        (``flows``, (F*V, 2, h, w) in that level's pixels) and the logit of its view weight
+        (``mask_logits``, (F*V, 1, h, w), before the sigmoid and the softmax over views),
+        H/16 ... H, for training.
+        """
+        frames = target_features[0].shape[0]
+        shared = sheet_rgba[0].shape[0] == views and frames > 1
+
+        def per_frame(x):  # (S*V, ...) -> (frames*V, ...)
+            return x.repeat(frames, *([1] * (x.dim() - 1))) if shared else x
+
+        def view_weights(mask):
+            """mask * softmax_views(mask), as (numerator weights, per-frame denominator).
+
+            The mask is a sigmoid in (0, 1), so exp needs no max subtraction.
+            """
+            e = torch.exp(mask)
+            return (mask * e).unflatten(0, (frames, views)), e.unflatten(0, (frames, views)).sum(1)
+
+        def mix(weights, values, channels):  # softmax-weighted sum over views
+            num, den = weights
+            v = values.unflatten(0, (frames, views))
+            return (num[:, :, channels] * v).sum(1) / den[:, channels]
+
+        state = {}
+        last = len(self.decoder_blocks) - 1
+        for k, block in enumerate(self.decoder_blocks):
+            if k == 0:
+                view = {
+                    "rgba": sheet_rgba[0],
+                    "feature": sheet_features[0],
+                    "mixed_rgba": sheet_rgba[0],
+                }
+                frame = {"target": target_features[0]}
+            else:
+                view = {
+                    "flow": state["flow"],
+                    "rgba": state["rgba"],
+                    "feature": state["feature"],
+                    "local_message": state["local"],
+                }
+                frame = {
+                    "target": target_features[k] if k < len(target_features) else None,
+                    "mixed_flow": state["mixed_flow"],
+                    "mixed_rgba": state["mixed_rgba"],
+                    "mixed_message": state["mixed_message"],
+                }
+            # NCHW from here on: resampling and warping want it (one copy at this size)
+            out = block(view, frame, views).contiguous()
+            n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
+            o_mask = 2 + n_msg + n_msg_flow + n_loc + n_loc_flow
+            if k == last:  # only the combined message leaves the shader
+                msg = warp(out[:, 2 : 2 + n_msg], out[:, 2 + n_msg : 2 + n_msg + n_msg_flow])
+                weights = view_weights(torch.sigmoid(out[:, o_mask + 2 :]))
+                return mix(weights, msg, slice(None))
+            flow = out[:, :2] if k == 0 else out[:, :2] + state["flow"]
+            # everything moves to the next level's resolution; flows scale with it
+            flow = upsample2(flow) * 2.0
+            messages = upsample2(out[:, 2:o_mask])  # message | flows | local | flows
+            mask = upsample2(torch.sigmoid(out[:, o_mask:]))
+            o = n_msg + n_msg_flow
+            msg = warp(messages[:, :n_msg], messages[:, n_msg:o], scale=2.0)
+            local = None
+            if n_loc:
+                local = warp(messages[:, o : o + n_loc], messages[:, o + n_loc :], scale=2.0)
+            weights = view_weights(mask)
+            if trace is not None:
+                trace.setdefault("flows", []).append(flow)
+                trace.setdefault("mask_logits", []).append(upsample2(out[:, o_mask : o_mask + 1]))
+                if "steer_flow" in trace:  # training: replace the flow the next level uses
+                    flow = trace["steer_flow"](k, flow)
+            rgba = warp(per_frame(sheet_rgba[k + 1]), flow)
+            feature = None
+            if k + 1 < len(sheet_features):
+                feature = warp(per_frame(sheet_features[k + 1]), flow)
+            state = {
+                "flow": flow,
+                "rgba": rgba,
+                "feature": feature,
+                "local": local,
+                "mixed_flow": mix(weights, flow, slice(0, 1)),
+                "mixed_rgba": mix(weights, rgba, slice(0, 1)),
+                "mixed_message": mix(weights, msg, slice(2, None)),
+            }
+        raise AssertionError("unreachable")
+
+
+class RGBADecoder(nn.Module):
+    """Last combined message -> RGBA in [0,1] (straight); keys ``conv_rgba``, ``bottleneck``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_rgba = nn.Sequential(nn.Conv2d(channels, 4, 3, 1, 1))
+        self.bottleneck = nn.Sequential()
+        self.bottleneck.add_module("r0", _DecoderResBlock(channels))
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv_rgba(self.bottleneck(x)).float())
+
+
+class _DecoderResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, 1, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1)
+        self.norm1 = nn.Conv2d(c, c, 1)  # a 1x1 conv, named "norm" in the checkpoints
+        self.norm2 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        y = self.conv1(F.relu(self.norm1(x)))
+        y = self.conv2(F.relu(self.norm2(y)))
+        return y + x

@@ -1,0 +1,370 @@
+"""CoNR: the neural shader that paints a character from its sheet into a UDP pose.
+
+Four networks, with state-dict keys and shapes of the released checkpoints:
+
+- ``udpparsernet``: ResNet-50 U-Net that reads a sheet image (RGB) into features and a
+  UDP estimate (XYZV). It runs once per character sheet; ``encode_sheet`` caches it.
+- ``target_pose_encoder``: ResNet-18 that reads the target UDP (4 channels).
+- ``shader``: CINN, six blocks from H/32 to H that predict flows warping the sheet onto
+  the pose, with messages passed between the sheet views.
+- ``rgbadecodernet``: turns the last combined message into RGBA.
+
+Unlike the reference code, which runs the shader one view at a time, every view of every
+frame goes through each block in one batch, and the parts of a block's input that are the
+same for all views of a frame (target features, view-combined flow/RGBA/messages) are
+convolved once per frame. The sums are the same, only their order differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import AniRenderError
+from .cinn import CINN, RGBADecoder, ShaderBlock
+from .config import (
+    INPUT_MEAN,
+    INPUT_STD,
+    OFFICIAL_FILES,
+    OPAQUE_MEAN_ALPHA,
+    SIZE_MULTIPLE,
+    CoNRConfig,
+)
+from .encoders import target_pose_encoder_net, udp_parser_net
+
+# ----------------------------------------------------------------------------- encoders
+
+
+# ------------------------------------------------------------------------------ shader
+
+
+# ------------------------------------------------------------------------------- CoNR
+
+
+@dataclass
+class SheetEncoding:
+    """A character sheet ready for shading: cached parser features and sheet RGBA.
+
+    ``rgba`` holds the shader's view of the sheet (RGB premultiplied twice, as the
+    reference does, and A) at each level's size, H/32 ... H; ``features`` the parser
+    features, deepest first. Both have a batch of V views, fp32.
+    """
+
+    size: int
+    views: int
+    rgba: list[torch.Tensor]
+    features: list[torch.Tensor]
+
+
+def premultiply_official(images: np.ndarray) -> np.ndarray:
+    """uint8 straight RGBA -> uint8 RGB premultiplied the reference way (truncated)."""
+    alpha = images[..., 3:4] / 255.0
+    return (images[..., :3] * alpha).clip(0, 255).astype(np.uint8)
+
+
+def quantise_udp_mask(udp: np.ndarray) -> np.ndarray:
+    """UDP with V quantised like the reference's uint8 round trip (truncated)."""
+    out = np.array(udp, dtype=np.float32, copy=True)
+    out[..., 3] = (udp[..., 3] * 255).clip(0, 255).astype(np.uint8) / np.float32(255.0)
+    return out
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h != w or h % SIZE_MULTIPLE or h == 0:
+        raise AniRenderError(
+            f"{what} is {w}x{h}; CoNR needs square images whose side is a multiple of "
+            f"{SIZE_MULTIPLE} (256 is what the weights were trained at). Crop and resize "
+            "with anirender.models.framing first."
+        )
+
+
+class CoNR(nn.Module):
+    """The whole CoNR model; its sub-modules hold the four released state dicts."""
+
+    def __init__(self, config: CoNRConfig | None = None):
+        super().__init__()
+        self.config = config = config or CoNRConfig()
+        config.validate()
+        self.udpparsernet = udp_parser_net(config)
+        self.target_pose_encoder = target_pose_encoder_net(config)
+        self.shader = CINN(config)
+        self.rgbadecodernet = RGBADecoder(config.messages[-1])
+        #: most frames shaded together; fewer when frames * views * pixels would pass
+        #: ``pixels_per_batch`` (memory grows with it: ~0.2 GB per 256x256 view in fp32)
+        self.frames_per_batch = 8
+        self.pixels_per_batch = 16 * 256 * 256
+
+    # ----------------------------------------------------------------- loading, saving
+
+    @classmethod
+    def from_official(cls, folder, device="cpu") -> CoNR:
+        """Load the four released .pth files (strict, ``weights_only``)."""
+        from .checkpoints import read_official_checkpoints
+
+        parts = read_official_checkpoints(folder)
+        model = cls()
+        model.load_parts(parts, source=str(folder))
+        return model.prepare(device)
+
+    @classmethod
+    def from_safetensors(cls, path, device="cpu") -> CoNR:
+        from .checkpoints import read_conr_safetensors
+
+        config, parts = read_conr_safetensors(path)
+        model = cls(config)
+        model.load_parts(parts, source=str(path))
+        return model.prepare(device)
+
+    def save_safetensors(self, path, metadata: dict | None = None) -> None:
+        from .checkpoints import write_conr_safetensors
+
+        write_conr_safetensors(self, path, metadata)
+
+    def load_parts(self, parts: dict[str, dict[str, torch.Tensor]], source: str) -> None:
+        """Load ``{sub-network: state dict}`` strictly, naming the first offending key."""
+        for name, filename in OFFICIAL_FILES.items():
+            where = f"{filename} in {source}"
+            if name not in parts:
+                raise AniRenderError(f"{where}: missing. All four CoNR parts are needed.")
+            expected = getattr(self, name).state_dict()
+            given = parts[name]
+            for key, tensor in expected.items():
+                if key not in given:
+                    raise AniRenderError(
+                        f"{where}: key '{key}' is missing; this is not a CoNR {name} "
+                        "checkpoint of this configuration."
+                    )
+                if tuple(given[key].shape) != tuple(tensor.shape):
+                    raise AniRenderError(
+                        f"{where}: key '{key}' has shape {tuple(given[key].shape)}, expected "
+                        f"{tuple(tensor.shape)}. The file belongs to another model or width."
+                    )
+                if not given[key].is_floating_point():
+                    raise AniRenderError(f"{where}: key '{key}' is not a float tensor.")
+            extra = sorted(set(given) - set(expected))
+            if extra:
+                raise AniRenderError(f"{where}: unexpected key '{extra[0]}'; wrong file?")
+            getattr(self, name).load_state_dict(given, strict=True)
+
+    def prepare(self, device="cpu", precision: str = "fp32") -> CoNR:
+        """Move to ``device``, eval mode, channels-last convolutions, fp32 or bf16 convs."""
+        try:
+            device = torch.device(device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available")
+        except RuntimeError as exc:
+            raise AniRenderError(f"Cannot use device '{device}': {exc}. Try --device cpu.") from exc
+        self.to(device).eval()
+        self.set_precision(precision)
+        return self
+
+    def set_precision(self, precision: str) -> CoNR:
+        """'fp32' or 'bf16' (convolutions in bfloat16; flows, warps and mixing stay fp32).
+
+        Going back from bf16 to fp32 keeps the rounded weights: reload to get them back.
+        """
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        if precision not in dtypes:
+            raise AniRenderError(f"Unknown precision '{precision}'; use one of {sorted(dtypes)}.")
+        self.to(dtype=dtypes[precision], memory_format=torch.channels_last)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.rgbadecodernet.conv_rgba[0].weight.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.rgbadecodernet.conv_rgba[0].weight.dtype
+
+    # ------------------------------------------------------------- torch-level forwards
+
+    def _as_input(self, x: torch.Tensor) -> torch.Tensor:
+        return (
+            ((x - INPUT_MEAN) / INPUT_STD)
+            .to(self.compute_dtype)
+            .contiguous(memory_format=torch.channels_last)
+        )
+
+    def parse_sheet(self, rgb: torch.Tensor, with_udp: bool = True):
+        """Parser on (N, 3, H, W) premultiplied RGB in [0,1] -> (features, UDP or None).
+
+        Features are fp32, deepest first; the UDP estimate is (N, 4, H, W) in [0,1].
+        """
+        feats = self.udpparsernet.features(self._as_input(rgb))
+        udp = self.udpparsernet.decode(feats).float().clamp(0, 1) if with_udp else None
+        return [f.float() for f in feats], udp
+
+    def encode_pose(self, udp: torch.Tensor) -> list[torch.Tensor]:
+        """Target encoder on (F, 4, H, W) UDP in [0,1] (XYZ, V); input is cat(XYZ*V, V)."""
+        v = udp[:, 3:4]
+        x = torch.cat([udp[:, :3] * v, v], 1)
+        return self.target_pose_encoder.features(self._as_input(x))
+
+    @staticmethod
+    def sheet_rgba_pyramid(sheet: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 4, H, W) as loaded (RGB premultiplied, A) -> shader RGBA at H/32 ... H."""
+        rgba = torch.cat([sheet[:, :3] * sheet[:, 3:4], sheet[:, 3:4]], 1).float()
+        size = rgba.shape[-1]
+        levels = [
+            F.interpolate(rgba, size=(size >> s, size >> s), mode="bilinear")
+            for s in (5, 4, 3, 2, 1)
+        ]
+        return [*levels, rgba]
+
+    def shade(
+        self, pose_features, sheet_rgba, sheet_features, views: int, trace=None
+    ) -> torch.Tensor:
+        """Shader + RGBA decoder -> (F, 4, H, W) premultiplied RGBA in [0,1]."""
+        message = self.shader(pose_features, sheet_rgba, sheet_features, views, trace)
+        x = message.to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
+        out = self.rgbadecodernet(x).contiguous()
+        return torch.cat([out[:, :3] * out[:, 3:4], out[:, 3:4]], 1)
+
+    def forward(self, sheet: torch.Tensor, target_udp: torch.Tensor, steer_flow=None) -> dict:
+        """Full differentiable forward for training.
+
+        ``sheet``: (F, V, 4, H, W) as the reference loads it (RGB premultiplied, A) in
+        [0,1]; ``target_udp``: (F, 4, H, W). Returns ``rgba`` (F, 4, H, W) premultiplied and
+        ``sheet_udp`` (F, V, 4, H, W), the parser's UDP estimate of the sheet views, and
+        the shader's per-level ``flows`` and ``mask_logits`` (see ``CINN.forward``).
+        Unlike the reference, target features are not detached, so the pose encoder trains.
+        ``steer_flow(level, flow) -> flow``, when given, replaces the flow each shader level
+        hands on (teacher forcing in training).
+        """
+        frames, views = sheet.shape[:2]
+        flat = sheet.flatten(0, 1)
+        feats, sheet_udp = self.parse_sheet(flat[:, :3], with_udp=True)
+        trace = {} if steer_flow is None else {"steer_flow": steer_flow}
+        pose = self.encode_pose(target_udp)
+        rgba = self.shade(pose, self.sheet_rgba_pyramid(flat), feats, views, trace)
+        trace.pop("steer_flow", None)
+        return {"rgba": rgba, "sheet_udp": sheet_udp.unflatten(0, (frames, views)), **trace}
+
+    # ------------------------------------------------------------------ numpy-level API
+
+    def encode_sheet(self, images: np.ndarray, premultiplied: bool = False) -> SheetEncoding:
+        """uint8 (V, H, W, 4) straight RGBA -> SheetEncoding (the parser runs here, once).
+
+        ``premultiplied``: RGB is already premultiplied the reference way (as
+        ``framing.frame_sheet_image`` returns it), so it is not premultiplied again.
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 4 or images.shape[0] < 1:
+            raise AniRenderError(
+                f"A character sheet is (views, H, W, 4) RGBA; got shape {images.shape}."
+            )
+        if images.dtype != np.uint8:
+            raise AniRenderError(f"Sheet images must be uint8 RGBA, got {images.dtype}.")
+        _check_size(images.shape[1], images.shape[2], "The character sheet")
+        for i, view in enumerate(images):
+            if view[..., 3].mean() / 255.0 >= OPAQUE_MEAN_ALPHA:
+                raise AniRenderError(
+                    f"Sheet image {i} has no transparent background; CoNR needs the "
+                    "character cut out (alpha 0 around it)."
+                )
+        rgb = images[..., :3] if premultiplied else premultiply_official(images)
+        rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)
+        alpha = torch.from_numpy(np.ascontiguousarray(images[..., 3:4])).permute(0, 3, 1, 2)
+        sheet = (torch.cat([rgb, alpha], 1).float() / 255.0).to(self.device)
+        with torch.inference_mode():
+            feats, _ = self.parse_sheet(sheet[:, :3], with_udp=False)
+            rgba = self.sheet_rgba_pyramid(sheet)
+        return SheetEncoding(images.shape[1], images.shape[0], rgba, feats)
+
+    def render(self, sheet: SheetEncoding, udp: np.ndarray) -> np.ndarray:
+        """float32 (B, H, W, 4) UDP in [0,1] -> float32 (B, H, W, 4) premultiplied RGBA."""
+        udp = check_udp(udp, sheet.size)
+        udp = quantise_udp_mask(udp)
+        out = np.empty(udp.shape, dtype=np.float32)
+        step = self.frames_per_chunk(sheet)
+        with torch.inference_mode():
+            for start in range(0, len(udp), step):
+                chunk = torch.from_numpy(udp[start : start + step]).permute(0, 3, 1, 2)
+                pose = self.encode_pose(chunk.to(self.device))
+                rgba = self.shade(pose, sheet.rgba, sheet.features, sheet.views)
+                out[start : start + step] = rgba.permute(0, 2, 3, 1).float().cpu().numpy()
+        return out
+
+    def frames_per_chunk(self, sheet: SheetEncoding) -> int:
+        """How many frames ``render`` shades in one batch for this sheet."""
+        by_memory = self.pixels_per_batch // (sheet.views * sheet.size * sheet.size)
+        return max(1, min(int(self.frames_per_batch), by_memory))
+
+    def detect_udp(self, images: np.ndarray) -> np.ndarray:
+        """UDP estimate (B, H, W, 4) from uint8 RGB or RGBA images (B, H, W, 3|4)."""
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.dtype != np.uint8:
+            raise AniRenderError(
+                f"detect_udp wants uint8 (B, H, W, 3|4) images; got {images.dtype} {images.shape}."
+            )
+        _check_size(images.shape[1], images.shape[2], "The pose image")
+        rgb = premultiply_official(images) if images.shape[-1] == 4 else images
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
+        with torch.inference_mode():
+            _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
+        return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def check_udp(udp, size: int | None = None, name: str = "UDP") -> np.ndarray:
+    """Validate a (B, H, W, 4) float UDP: shape, finite, within [0,1]."""
+    udp = np.asarray(udp)
+    if udp.ndim == 3:
+        udp = udp[None]
+    if udp.ndim != 4 or udp.shape[-1] != 4 or not np.issubdtype(udp.dtype, np.floating):
+        raise AniRenderError(
+            f"{name} must be float (frames, H, W, 4) XYZV; got {udp.dtype} {udp.shape}."
+        )
+    if size is not None and udp.shape[1:3] != (size, size):
+        raise AniRenderError(
+            f"{name} is {udp.shape[2]}x{udp.shape[1]} but the sheet was encoded at "
+            f"{size}x{size}; use the same working size."
+        )
+    if not np.isfinite(udp).all():
+        raise AniRenderError(f"{name} contains NaN or infinite values.")
+    lo, hi = float(udp.min()), float(udp.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise AniRenderError(f"{name} values must lie in [0, 1]; found {lo:.4g} .. {hi:.4g}.")
+    return np.clip(udp, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def randomize_weights(
+    model: nn.Module, seed: int = 0, flow_scale: float = 0.3, gain: float = 1.0
+) -> nn.Module:
+    """Seeded He-style random weights that keep the signal alive through every level.
+
+    PyTorch's default init shrinks activations layer after layer, so a randomly
+    initialised CoNR paints nearly the same picture whatever the sheet; tests and
+    benchmarks use this instead. The last layer of each shader block is scaled by
+    ``flow_scale`` so that flows stay a few pixels long; ``gain`` scales every weight.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                w = module.weight
+                if isinstance(module, nn.ConvTranspose2d):
+                    fan_in = w.shape[0] * w.shape[2] * w.shape[3] / 4
+                else:
+                    fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+                std = gain * (2.0 / fan_in) ** 0.5
+                w.copy_(torch.randn(w.shape, generator=gen) * std)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+            elif isinstance(module, nn.PReLU):
+                module.weight.copy_(0.25 + 0.1 * torch.randn(module.weight.shape, generator=gen))
+            elif isinstance(module, nn.InstanceNorm2d) and module.affine:
+                module.weight.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=gen))
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
+        for module in model.modules():
+            if isinstance(module, ShaderBlock):
+                module.conv_last[2].weight.mul_(flow_scale)
+    return model
