@@ -8,12 +8,14 @@ where Blender is absent.
 
 
 def register():
+    # bpy: `import anirender` must work without Blender
     from . import registration
 
     registration.register()
 
 
 def unregister():
+    # bpy: `import anirender` must work without Blender
     from . import registration
 
     registration.unregister()

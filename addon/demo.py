@@ -1,9 +1,9 @@
 """``anirender demo``: the main job, end to end on the MakeHuman character.
 
-1. Build the MakeHuman character with a toon outfit (``addon.toon_look``).
+1. Build the MakeHuman character with a toon outfit (``addon.characters.looks``).
 2. Render a 4-view character sheet of it in its A-pose (front, left, back, right).
 3. Render the walk cycle's UDP passes (looped to ``--frames`` frames) with the fast path.
-4. Shade them with the shipped CoNR model in this process (``addon.client``), framed
+4. Shade them with the shipped CoNR model in this process (``addon.shading.clients``), framed
    the official way (centred square, working size, pasted back).
 5. Render the same frames with Cycles as ground truth, and write ``out/demo/``: the
    shaded frames as straight-alpha PNG, an MP4 made with Blender's FFmpeg output, and a
@@ -16,25 +16,30 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import bpy
+import numpy as np
+from bpy_extras import anim_utils
+from PIL import Image, ImageDraw
+
+from ..models.alpha import over_white, premultiplied, to_straight_uint8
+from ..models.framing import frame_sample, frame_sheet_image, frame_udp, paste_back
+from ..models.metrics import image_metrics
+from ..models.shade_baselines import nearest_udp_baseline
+from .characters.cache import load_character
+from .characters.finding import meshes_deformed_by
+from .characters.looks import dress_character
+from .datasets.conr import aim_camera, character_bounds, setup_look_render
+from .passes import canonical
+from .passes.renderer import PassRenderer
+from .passes.request import PassRequest
+from .shading.clients import InProcessClient
+
 SHEET_AZIMUTHS = (0.0, 90.0, 180.0, -90.0)
 OUTFIT_SEED = 11
 WORKING_SIZE = 128  # the shipped model was trained on 128 x 128 framed samples
 
 
 def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict:
-    import bpy
-    import numpy as np
-
-    from ..models.framing import frame_sheet_image, frame_udp, paste_back, to_straight_uint8
-    from ..models.train.conr_data import frame_sample, image_metrics, nearest_udp_baseline
-    from .characters.cache import load_character
-    from .characters.finding import meshes_deformed_by
-    from .characters.looks import dress_character
-    from .datasets.conr import aim_camera, character_bounds, setup_look_render
-    from .passes import canonical
-    from .passes.renderer import PassRenderer
-    from .passes.request import PassRequest
-    from .shading.clients import InProcessClient
 
     started = time.perf_counter()
     out = Path(out).resolve()
@@ -105,7 +110,7 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
         _save_png(to_straight_uint8(rgba), frames_dir / f"frame_{frame:04d}.png")
 
     # 4. numbers, movie, contact sheet --------------------------------------------------
-    truth = np.stack([_premultiplied(t) for t in truths])
+    truth = np.stack([premultiplied(t) for t in truths])
     baseline = np.stack(
         [nearest_udp_baseline(np.stack(sheet_images), np.stack(sheet_udps), u) for u in udps]
     )
@@ -144,7 +149,6 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
 
 def loop_action(action) -> None:
     """Repeat an action forever; location channels continue from where a cycle ended."""
-    from bpy_extras import anim_utils
 
     for slot in action.slots:
         channelbag = anim_utils.action_get_channelbag_for_slot(action, slot)
@@ -159,8 +163,6 @@ def loop_action(action) -> None:
 
 
 def _walk_bounds(scene, meshes, frames, bounds):
-    import bpy
-    import numpy as np
 
     lows, highs = [], []
     for frame in frames[:: max(1, len(frames) // 8)] + [frames[-1]]:
@@ -172,9 +174,6 @@ def _walk_bounds(scene, meshes, frames, bounds):
 
 
 def _render_rgba(scene, path: Path):
-    import bpy
-    import numpy as np
-    from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
     scene.render.filepath = str(path)
@@ -182,22 +181,13 @@ def _render_rgba(scene, path: Path):
     return np.asarray(Image.open(path).convert("RGBA"))
 
 
-def _premultiplied(image):
-    import numpy as np
-
-    x = image.astype(np.float32) / 255.0
-    return np.concatenate([x[..., :3] * x[..., 3:4], x[..., 3:4]], axis=-1)
-
-
 def _save_png(pixels, path: Path) -> None:
-    from PIL import Image
 
     Image.fromarray(pixels).save(path)
 
 
 def write_movie(frames_dir: Path, frames: list[int], path: Path, size: int) -> Path:
     """Encode the PNG frames over white as an H.264 MP4 with Blender's FFmpeg output."""
-    import bpy
 
     scene = bpy.data.scenes.new("AniRender demo movie")
     try:
@@ -230,10 +220,6 @@ def write_movie(frames_dir: Path, frames: list[int], path: Path, size: int) -> P
 
 def write_contact_sheet(path: Path, sheet_images, udps, neural, truth, rows) -> Path:
     """Rows of (character sheet | UDP | neural frame | Cycles truth), all on white."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from ..models.train.conr_data import over_white
 
     size = udps[0].shape[0]
     half = size // 2
@@ -242,7 +228,7 @@ def write_contact_sheet(path: Path, sheet_images, udps, neural, truth, rows) -> 
         small = np.asarray(Image.fromarray(image).resize((half, half), Image.LANCZOS))
         r, c = divmod(i, 2)
         sheet[r * half : (r + 1) * half, c * half : (c + 1) * half] = over_white(
-            _premultiplied(small)
+            premultiplied(small)
         )
     header = 24
     columns = ("character sheet", "UDP", "neural (CoNR)", "Cycles truth")

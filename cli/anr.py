@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models.anr import swap_anr_file
+from ..models.anr import read_anr, swap_anr_file
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +36,6 @@ def _swap(args) -> int:
 
 
 def _info(args) -> int:
-    from ..models.anr import read_anr
 
     model = read_anr(args.model)
     config = model.config

@@ -13,6 +13,8 @@ import ``bpy`` when they run.
 
 from pathlib import Path
 
+from ..errors import AniRenderError
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("dataset", help="render a training dataset in Blender")
@@ -47,6 +49,7 @@ def _add_conr(sub) -> None:
 
 
 def _run_conr(args) -> int:
+    # bpy: loaded when the command runs, not for --help
     from ..addon.datasets.conr import DatasetSpec, generate_conr_dataset
 
     spec = DatasetSpec(
@@ -89,10 +92,10 @@ def _run_anr(args) -> int:
     import bpy
     from tqdm import tqdm
 
+    # bpy: loaded when the command runs, not for --help
     from ..addon.anr.capture import CaptureRequest, capture_training_frames, pair_image_sequence
     from ..addon.characters.finding import scene_character
     from ..addon.passes.request import parse_frames
-    from ..errors import AniRenderError
 
     if args.blend is not None:
         if not args.blend.is_file():
@@ -101,6 +104,7 @@ def _run_anr(args) -> int:
         scene = bpy.context.scene
         armature = scene_character(scene, args.armature or None).armature
     else:
+        # bpy: loaded when the command runs, not for --help
         from ..addon.characters.cache import load_character
 
         armature = load_character(args.character)
@@ -108,6 +112,7 @@ def _run_anr(args) -> int:
     if armature is None:
         raise AniRenderError("The character has no armature; ANR captures rigged characters.")
     if args.outfit is not None:
+        # bpy: loaded when the command runs, not for --help
         from ..addon.characters.looks import dress_character
 
         dress_character(armature, args.outfit, scene)
@@ -161,9 +166,9 @@ def _run_celeb(args) -> int:
     import bpy
     from tqdm import tqdm
 
+    # bpy: loaded when the command runs, not for --help
     from ..addon.core.guard import SceneGuard
     from ..addon.datasets.celeb import build_toy_cast, export_celeb_dataset, scene_characters
-    from ..errors import AniRenderError
 
     if args.toy_cast:
         bpy.ops.wm.read_factory_settings(use_empty=True)

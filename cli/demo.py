@@ -1,10 +1,8 @@
-"""Moved from addon/demo.py."""
+"""``anirender demo``: the main job, end to end on the MakeHuman character (``addon.demo``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from ..addon.demo import run_demo
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +15,8 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args) -> int:
+    from ..addon.demo import run_demo  # bpy: loaded when the command runs, not for --help
+
     report = run_demo(args.out, frames=args.frames, size=args.size, weights=args.weights)
     print(f"frames:        {report['frames_dir']}")
     print(f"movie:         {report['movie']}")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from ..errors import AniRenderError
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -25,7 +27,6 @@ def add_parser(subparsers) -> None:
 
 
 def parse_size(text):
-    from ..errors import AniRenderError
 
     if text is None:
         return None
@@ -44,10 +45,10 @@ def run_passes(args) -> int:
     import bpy
     from tqdm import tqdm
 
+    # bpy: loaded when the command runs, not for --help
     from ..addon.characters.finding import scene_character
     from ..addon.passes.renderer import render_udp_passes
     from ..addon.passes.request import PassRequest, parse_frames
-    from ..errors import AniRenderError
 
     if not args.blend.is_file():
         raise AniRenderError(f"No .blend file at {args.blend}.")

@@ -1,16 +1,26 @@
 """``anirender import portrait FILE --out mesh.glb|obj|ply``: a reconstruction to a clean mesh.
 
-Volumes, PAniC pickles and triplanes are meshed in numpy/torch and written by
-``models.recon`` (OBJ with ``v x y z r g b`` colours, binary PLY with uchar colours, GLB
-with COLOR_0), all in the y-up, facing +z frame that Blender's importers expect. Mesh
-files as input (OBJ/PLY/GLB) are read through Blender's importers: that one path loads
-``bpy`` (through ``addon.meshes``).
-"""
+Volumes, PAniC pickles and triplanes are meshed in numpy/torch by ``models.recon`` and
+written by ``models.recon.writers`` (OBJ with ``v x y z r g b`` colours, binary PLY with
+uchar colours, GLB with COLOR_0), all in the y-up, facing +z frame that Blender's
+importers expect. Mesh files as input (OBJ/PLY/GLB) are read through Blender's
+importers: that one path loads ``bpy`` (``addon.portrait.meshes``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from ..errors import AniRenderError
+from ..models.recon.data import MESH_FILE_KINDS
+from ..models.recon.detect import detect_portrait_format
+from ..models.recon.portrait import (
+    PortraitImportOptions,
+    clean_up,
+    fit_to_size,
+    prepare_portrait,
+)
+from ..models.recon.writers import MESH_WRITERS
 
 
 def _import_group(subparsers):
@@ -54,16 +64,6 @@ def add_parser(subparsers):
 
 
 def run_import_portrait(args) -> int:
-    from ..errors import AniRenderError
-    from ..models.recon.data import MESH_FILE_KINDS
-    from ..models.recon.detect import detect_portrait_format
-    from ..models.recon.portrait import (
-        PortraitImportOptions,
-        clean_up,
-        fit_to_size,
-        prepare_portrait,
-    )
-    from ..models.recon.writers import MESH_WRITERS
 
     writer = MESH_WRITERS.get(args.out.suffix.lower())
     if writer is None:
@@ -81,6 +81,7 @@ def run_import_portrait(args) -> int:
     fmt = detect_portrait_format(args.file)
     print(f"{args.file.name}: {fmt.description}")
     if fmt.kind in MESH_FILE_KINDS:
+        # bpy: only mesh files need Blender's importers
         from ..addon.portrait.meshes import read_mesh_file
 
         mesh = fit_to_size(clean_up(read_mesh_file(args.file, fmt.kind), options), args.size_cm)

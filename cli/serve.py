@@ -1,4 +1,7 @@
-"""Moved from service/serve.py."""
+"""``anirender serve``: the neural shader service on HTTP (``service.serve``).
+
+The token is read from ``$ANIRENDER_SERVICE_TOKEN`` (preferred: a ``--token`` on the
+command line shows in ``ps``)."""
 
 from __future__ import annotations
 

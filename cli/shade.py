@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AniRenderError
+from ..models import alpha, framing
+from ..models.conr.config import OPAQUE_MEAN_ALPHA
 from ..models.image_files import SHEET_SUFFIXES, UDP_SUFFIXES, read_sheet_image, read_udp
+from ..models.weights import load_conr
 
 
 def add_parser(subparsers) -> None:
@@ -42,10 +45,6 @@ def _files(folder: Path, suffixes, what: str) -> list[Path]:
 
 def run_shade(args) -> int:
     from tqdm import tqdm
-
-    from ..models import framing
-    from ..models.conr.config import OPAQUE_MEAN_ALPHA
-    from ..models.weights import load_conr
 
     size = args.size
     sheet = []
@@ -89,9 +88,9 @@ def run_shade(args) -> int:
                 for i, ((_, crop), out) in enumerate(zip(batch, rgba, strict=True)):
                     full = framing.paste_back(out, crop, height, width)
                     pixels = (
-                        framing.to_premultiplied_uint8(full)
+                        alpha.to_premultiplied_uint8(full)
                         if args.premultiplied
-                        else framing.to_straight_uint8(full)
+                        else alpha.to_straight_uint8(full)
                     )
                     name = stems[start + i] + ".png"
                     _save_png(pixels, Path(tmp) / name)

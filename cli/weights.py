@@ -1,4 +1,10 @@
-"""Moved from models/weights.py."""
+"""``anirender weights``: import the released CoNR checkpoints into the store, list it.
+
+    anirender weights import-conr FOLDER [--name conr]
+    anirender weights list
+
+The store's logic is ``models.weights``; this module only parses and prints.
+"""
 
 from __future__ import annotations
 

@@ -302,62 +302,6 @@ def check_passes(uv: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(uv), np.ascontiguousarray(normal)
 
 
-class AnrLibrary:
-    """Loaded ANR models by content id (least recently used dropped first); one model
-    call at a time. Used by the service and by the in-process client."""
-
-    def __init__(self, device: str = "cpu", max_models: int = 8):
-        import threading
-        from collections import OrderedDict
-
-        self.device = device
-        self.max_models = max_models
-        self._models: OrderedDict[str, ANR] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def model_id(weights: bytes) -> str:
-        import hashlib
-
-        return hashlib.sha256(bytes(weights)).hexdigest()[:24]
-
-    def add(self, weights: bytes) -> tuple[str, ANR, bool]:
-        """(model id, model, was cached) for safetensors bytes."""
-        key = self.model_id(weights)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return key, self._models[key], True
-        model = read_anr(bytes(weights), self.device)
-        with self._lock:
-            self._models[key] = model
-            while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
-        return key, model, False
-
-    def get(self, model_id: str) -> ANR:
-        with self._lock:
-            model = self._models.get(model_id)
-            if model is None:
-                raise KeyError(model_id)
-            self._models.move_to_end(model_id)
-            return model
-
-    def describe(self, model_id: str) -> dict:
-        model = self.get(model_id)
-        return {"model_id": model_id, "identities": model.config.names()}
-
-    def ids(self) -> list[str]:
-        with self._lock:
-            return list(self._models)
-
-    def render(self, model_id: str, identity: int, uv, normal) -> np.ndarray:
-        uv, normal = check_passes(np.asarray(uv), np.asarray(normal))
-        model = self.get(model_id)
-        with self._lock:
-            return model.render(uv, normal, int(identity)).astype(np.float32)
-
-
 def parse_uv_box(text: str) -> tuple[float, float, float, float]:
     """ "u0,v0,u1,v1" -> four floats, with a message for the artist when it is not that."""
     try:

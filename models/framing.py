@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AniRenderError
+from .alpha import premultiply_official
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,6 @@ def resize_udp(udp: np.ndarray, size: int) -> np.ndarray:
     return udp[rows][:, cols].astype(np.float32)
 
 
-def premultiply(image: np.ndarray) -> np.ndarray:
-    """uint8 straight RGBA -> uint8 RGBA with RGB premultiplied the reference way (truncated)."""
-    out = image.copy()
-    out[..., :3] = (image[..., :3] * (image[..., 3:4] / 255.0)).clip(0, 255).astype(np.uint8)
-    return out
-
-
 def frame_sheet_image(image: np.ndarray, size: int, name: str = "sheet image") -> np.ndarray:
     """uint8 straight RGBA (H, W, 4) -> uint8 (size, size, 4), RGB premultiplied.
 
@@ -162,7 +156,7 @@ def frame_sheet_image(image: np.ndarray, size: int, name: str = "sheet image") -
     crop = square_crop_around(image[..., 3] > 0)
     if crop is None:
         raise AniRenderError(f"{name} is fully transparent; there is no character to read.")
-    return resize_image(crop_square(premultiply(image), crop), size)
+    return resize_image(crop_square(premultiply_official(image), crop), size)
 
 
 def frame_udp(udp: np.ndarray, size: int) -> tuple[np.ndarray, SquareCrop | None]:
@@ -203,13 +197,12 @@ def shade_in_frame(shade, udp: np.ndarray, size: int, resize=resize_image_numpy)
     return paste_back(rgba, crop, height, width, resize=resize)
 
 
-def to_straight_uint8(rgba: np.ndarray) -> np.ndarray:
-    """Premultiplied float RGBA in [0,1] -> straight-alpha uint8 RGBA."""
-    a = np.clip(rgba[..., 3:4], 0.0, 1.0)
-    rgb = np.where(a > 0, rgba[..., :3] / np.maximum(a, 1e-8), 0.0)
-    out = np.concatenate([np.clip(rgb, 0.0, 1.0), a], axis=-1)
-    return np.rint(out * 255.0).astype(np.uint8)
+def frame_sample(image: np.ndarray, udp: np.ndarray, size: int):
+    """Crop a sample to the centred square around the character and resize it, as the
+    official inference frames sheets and poses (so training sees what shading sees)."""
 
-
-def to_premultiplied_uint8(rgba: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8)
+    crop = square_crop_around((image[..., 3] > 0) | (udp[..., 3] > 0))
+    if crop is None:
+        return image, udp
+    image = resize_image(crop_square(image, crop), size)
+    return image, resize_udp(crop_square(udp, crop), size)

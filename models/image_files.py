@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AniRenderError
+from .exr import read_exr
+from .udp import check_udp
 
 SHEET_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 
@@ -34,8 +36,6 @@ def read_sheet_image(path: Path) -> np.ndarray:
 
 def read_udp(path: Path) -> np.ndarray:
     """A UDP frame as float32 (H, W, 4), checked: .npz (key 'i') or float EXR (RGBA)."""
-    from .conr.model import check_udp
-
     if path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -45,8 +45,6 @@ def read_udp(path: Path) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise AniRenderError(f"Cannot read UDP {path}: {exc}") from exc
     else:
-        from .exr import read_exr
-
         udp = read_exr(path)
     if udp.ndim != 3 or udp.shape[2] != 4:
         raise AniRenderError(f"UDP {path.name} must be H x W x 4 (XYZV); got {udp.shape}.")

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AniRenderError
+from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
-POSE_SIZE = 20
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 SHIPPED_SHA256 = "5dbab8014f2292c827b76d349f2bb894a20fd9a928be62d82d873a1e142ace2d"
@@ -244,7 +244,7 @@ class FaceGenerator(nn.Module):
 def normalise_pose(pose):
     """Expression weights stay in 0..1; angles (degrees) are divided by 20."""
     scale = torch.ones(POSE_SIZE, dtype=pose.dtype, device=pose.device)
-    scale[17:] = 1.0 / 20.0
+    scale[ANGLES] = 1.0 / SAMPLE_ANGLE
     return pose * scale
 
 

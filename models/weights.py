@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import AniRenderError
+from .conr.config import OFFICIAL_FILES
 
 SUFFIX = ".safetensors"
 DEFAULT_NAME = "conr"
@@ -55,7 +56,7 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
 
 def import_conr(folder, name: str = DEFAULT_NAME, store=None) -> Path:
     """Convert the released checkpoints in ``folder`` into ``store/NAME.safetensors``."""
-    from .conr.config import OFFICIAL_FILES
+    # torch: loaded only to build the network
     from .conr.model import CoNR
 
     if not name or any(c in name for c in "/\\:") or name.startswith("."):
@@ -132,6 +133,7 @@ def resolve_weights(name_or_path=None, store=None, verify: bool = True) -> Path:
 
 def load_conr(name_or_path=None, device="cpu", store=None):
     """CoNR from a store name, a .safetensors file or a folder of the released .pth."""
+    # torch: loaded only to build the network
     from .conr.model import CoNR
 
     path = resolve_weights(name_or_path, store=store)

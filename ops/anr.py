@@ -1,7 +1,7 @@
 """ANR operators: capture training frames, pair drawn frames, render with a trained model.
 
 Capture ANR Training Frames / Pair Images with Animation write a capture folder
-(``addon.anr_capture``) to train with ``anirender train anr``. Neural Render (ANR) Frame /
+(``addon.anr.capture``) to train with ``anirender train anr``. Neural Render (ANR) Frame /
 Animation follow the CoNR operators' flow: the fast pass renderer draws the coarse mesh's
 UV and normal passes on the main thread, a worker thread sends them through the shader
 client (in process, local or remote service) and the answer is written on the main
@@ -27,44 +27,23 @@ from ..addon.anr.capture import (
     coarse_meshes,
     pair_image_sequence,
 )
-from ..addon.characters.finding import character_from_context, require_camera, scene_character
+from ..addon.anr.swap import swap_anr_texture
+from ..addon.characters.finding import require_camera
 from ..addon.core.jobs import Job, ModalJobOperator
 from ..addon.core.prefs import preferences
+from ..addon.core.settings import anr_defaults
 from ..addon.passes.renderer import PassRenderer
 from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import shaded_frames
 from ..addon.shading.sessions import AnrSession, settings_from
 from ..errors import AniRenderError
+from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
 
 
-def _settings(scene):
-    return getattr(getattr(scene, "anirender", None), "anr", None)
-
-
 def _armature(context):
-    if context.active_object is None and not context.selected_objects:
-        character = scene_character(context.scene)
-    else:
-        character = character_from_context(context)
-    if character.armature is None:
-        raise AniRenderError(
-            f'"{character.name}" has no armature. Select the rigged character (its armature '
-            "or one of its meshes)."
-        )
-    return character.armature
-
-
-def _frame_range(op, scene) -> list[int]:
-    first, last = (
-        (scene.frame_start, scene.frame_end)
-        if op.use_scene_range
-        else (op.frame_start, op.frame_end)
-    )
-    if last < first:
-        raise AniRenderError(f"The frame range {first}-{last} is empty; end before start.")
-    return list(range(first, last + 1))
+    return rigged_character(context, "").armature
 
 
 def _coarse_names(text: str) -> list[str]:
@@ -75,15 +54,12 @@ class _FromScene:
     _scene_names: tuple = ()
 
     def _take_scene_settings(self, scene):
-        settings = _settings(scene)
-        if settings is None:
-            return
-        for name in self._scene_names:
-            if not self.properties.is_property_set(name) and hasattr(settings, name):
-                setattr(self, name, getattr(settings, name))
+        take_scene_defaults(self, anr_defaults(scene), self._scene_names)
 
 
-class ANIRENDER_OT_anr_capture(_FromScene, ModalJobOperator, bpy.types.Operator):
+class ANIRENDER_OT_anr_capture(
+    FrameRangeSettings, _FromScene, ModalJobOperator, bpy.types.Operator
+):
     """Render ANR training pairs over the frame range: the character's own look with Cycles, and its coarse mesh's UV and normal passes"""
 
     bl_idname = "anirender.anr_capture"
@@ -96,16 +72,13 @@ class ANIRENDER_OT_anr_capture(_FromScene, ModalJobOperator, bpy.types.Operator)
     size: IntProperty(name="Size", default=256, min=32)
     samples: IntProperty(name="Samples", default=6, min=1)
     identity: StringProperty(name="Identity", default="")
-    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
-    frame_start: IntProperty(name="Start", default=1)
-    frame_end: IntProperty(name="End", default=1)
 
     def make_job(self, context, guard):
         scene = context.scene
         self._take_scene_settings(scene)
         armature = _armature(context)
         request = CaptureRequest(
-            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=_frame_range(self, scene),
+            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=self.frames(scene),
             size=self.size, coarse=_coarse_names(self.coarse), identity=self.identity,
             samples=self.samples,
         )  # fmt: skip
@@ -115,7 +88,9 @@ class ANIRENDER_OT_anr_capture(_FromScene, ModalJobOperator, bpy.types.Operator)
         return job
 
 
-class ANIRENDER_OT_anr_pair_images(_FromScene, ModalJobOperator, bpy.types.Operator):
+class ANIRENDER_OT_anr_pair_images(
+    FrameRangeSettings, _FromScene, ModalJobOperator, bpy.types.Operator
+):
     """Pair a drawn image sequence with the animation's frames (same frame numbers) as ANR training data"""
 
     bl_idname = "anirender.anr_pair_images"
@@ -127,9 +102,6 @@ class ANIRENDER_OT_anr_pair_images(_FromScene, ModalJobOperator, bpy.types.Opera
     data_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH", default="//anr_data/")
     coarse: StringProperty(name="Coarse Meshes", default="")
     identity: StringProperty(name="Identity", default="")
-    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
-    frame_start: IntProperty(name="Start", default=1)
-    frame_end: IntProperty(name="End", default=1)
 
     def make_job(self, context, guard):
         scene = context.scene
@@ -138,7 +110,7 @@ class ANIRENDER_OT_anr_pair_images(_FromScene, ModalJobOperator, bpy.types.Opera
             raise AniRenderError("Choose the folder of drawn frames to pair with the animation.")
         armature = _armature(context)
         request = CaptureRequest(
-            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=_frame_range(self, scene),
+            out_dir=Path(bpy.path.abspath(self.data_dir)), frames=self.frames(scene),
             coarse=_coarse_names(self.coarse), identity=self.identity,
         )  # fmt: skip
         folder = bpy.path.abspath(self.images_dir)
@@ -224,7 +196,7 @@ class ANIRENDER_OT_anr_render_frame(_AnrRender, bpy.types.Operator):
         return job
 
 
-class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
+class ANIRENDER_OT_anr_render_animation(FrameRangeSettings, _AnrRender, bpy.types.Operator):
     """Render the character over a frame range with its ANR model into a PNG sequence (frames already on disk are kept)"""
 
     bl_idname = "anirender.anr_render_animation"
@@ -233,15 +205,12 @@ class ANIRENDER_OT_anr_render_animation(_AnrRender, bpy.types.Operator):
     _scene_names = ("size", "weights", "identity", "coarse", "output_dir")
 
     output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//anr/")
-    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
-    frame_start: IntProperty(name="Start", default=1)
-    frame_end: IntProperty(name="End", default=1)
     overwrite: BoolProperty(name="Overwrite", default=False)
 
     def make_job(self, context, guard):
         scene = context.scene
         self._take_scene_settings(scene)
-        frames = _frame_range(self, scene)
+        frames = self.frames(scene)
         folder = check_output_folder(bpy.path.abspath(self.output_dir))
         name = f"{_armature(context).name}_anr"
         sequence = shaded_frames.SequenceRender(folder, name, frames, self.overwrite)
@@ -300,7 +269,7 @@ class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
     )  # fmt: skip
 
     def invoke(self, context, event):
-        settings = _settings(context.scene)
+        settings = anr_defaults(context.scene)
         if not self.weights and settings is not None:
             self.weights = settings.weights
         return context.window_manager.invoke_props_dialog(self, width=420)
@@ -319,7 +288,6 @@ class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
         layout.prop(self, "output")
 
     def execute(self, context):
-        from ..addon.anr.swap import swap_anr_texture
 
         if not self.weights:
             self.report({"ERROR"}, "Choose the ANR model (anr.safetensors) to edit.")

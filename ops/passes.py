@@ -1,16 +1,19 @@
-"""Render UDP Passes: the character's UDP/UV/normal/depth/occupancy images, frame by frame."""
+"""Passes operators: Render UDP Passes (the character's UDP / UV / normal / depth /
+occupancy images, frame by frame) and Set Canonical Pose (the frame that fixes the
+character's UDP colours)."""
 
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from ..addon.characters.finding import character_from_context, scene_character
 from ..addon.core.jobs import Job, ModalJobOperator
+from ..addon.core.settings import pass_defaults
 from ..addon.passes.canonical import MODES, set_canonical_pose
 from ..addon.passes.renderer import render_udp_passes
 from ..addon.passes.request import PassRequest
 from ..errors import AniRenderError
+from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _PASS_ITEMS = (
     ("UDP", "UDP", "Canonical-pose position (XYZ) plus occupancy, for CoNR"),
@@ -40,7 +43,7 @@ _FROM_SCENE = {
 }
 
 
-class ANIRENDER_OT_render_udp_passes(ModalJobOperator, bpy.types.Operator):
+class ANIRENDER_OT_render_udp_passes(FrameRangeSettings, ModalJobOperator, bpy.types.Operator):
     """Render the character's UDP and deferred-shading passes to image files"""
 
     bl_idname = "anirender.render_udp_passes"
@@ -54,26 +57,17 @@ class ANIRENDER_OT_render_udp_passes(ModalJobOperator, bpy.types.Operator):
     output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//passes/")
     use_fast: BoolProperty(name="Fast Renderer", default=True)
     overwrite: BoolProperty(name="Overwrite", default=False)
-    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
-    frame_start: IntProperty(name="Start", default=1)
-    frame_end: IntProperty(name="End", default=1)
     use_size: BoolProperty(name="Override Size", default=False)
     width: IntProperty(name="Width", default=512, min=0)
     height: IntProperty(name="Height", default=512, min=0)
 
     def make_job(self, context, guard):
         scene = context.scene
-        self._take_scene_settings(scene)
-        armature = _character_armature(context)
-        if self.use_scene_range:
-            first, last = scene.frame_start, scene.frame_end
-        else:
-            first, last = self.frame_start, self.frame_end
-        if last < first:
-            raise AniRenderError(f"The frame range {first}-{last} is empty; end before start.")
+        take_scene_defaults(self, pass_defaults(scene), _FROM_SCENE)
+        armature = rigged_character(context, " to render UDP passes").armature
         request = PassRequest(
             out_dir=Path(bpy.path.abspath(self.output_dir)),
-            frames=list(range(first, last + 1)),
+            frames=self.frames(scene),
             passes=tuple(p.lower() for p in sorted(self.passes)),
             formats=tuple(f.lower() for f in sorted(self.formats)),
             fast=self.use_fast,
@@ -88,27 +82,6 @@ class ANIRENDER_OT_render_udp_passes(ModalJobOperator, bpy.types.Operator):
         )
         return job
 
-    def _take_scene_settings(self, scene):
-        settings = getattr(getattr(scene, "anirender", None), "passes", None)
-        if settings is None:
-            return
-        for prop, setting in _FROM_SCENE.items():
-            if not self.properties.is_property_set(prop) and hasattr(settings, setting):
-                setattr(self, prop, getattr(settings, setting))
-
-
-def _character_armature(context):
-    if context.active_object is None and not context.selected_objects:
-        character = scene_character(context.scene)  # nothing picked: the only character
-    else:
-        character = character_from_context(context)
-    if character.armature is None:
-        raise AniRenderError(
-            f'"{character.name}" has no armature. Select the rigged character (its armature '
-            "or one of its meshes) to render UDP passes."
-        )
-    return character.armature
-
 
 class ANIRENDER_OT_set_canonical_pose(bpy.types.Operator):
     """Recompute the canonical pose whose positions colour the UDP pass"""
@@ -121,14 +94,7 @@ class ANIRENDER_OT_set_canonical_pose(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            if context.active_object is None and not context.selected_objects:
-                character = scene_character(context.scene)
-            else:
-                character = character_from_context(context)
-            if character.armature is None:
-                raise AniRenderError(
-                    f'"{character.name}" has no armature; the canonical pose comes from the rig.'
-                )
+            character = rigged_character(context, "; the canonical pose comes from the rig")
             recipe = set_canonical_pose(character.armature, self.mode, context.scene)
         except AniRenderError as exc:
             self.report({"ERROR"}, str(exc))

@@ -10,7 +10,9 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from ..addon.core.jobs import ModalJobOperator
+from ..addon.portrait.importing import plan_portrait_import, portrait_import_job
 from ..errors import AniRenderError
+from ..models.recon.portrait import PortraitImportOptions, describe_portrait
 
 _FILTER = "*.pkl;*.pickle;*.mrc;*.map;*.npy;*.npz;*.safetensors;*.obj;*.ply;*.glb;*.gltf"
 _described: dict = {}
@@ -18,7 +20,6 @@ _described: dict = {}
 
 def _describe(path: str) -> str:
     """Cached one-line description of a file (the sidebar redraws often)."""
-    from ..models.recon.portrait import describe_portrait
 
     p = Path(path)
     try:
@@ -173,7 +174,6 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
         return result
 
     def _options(self):
-        from ..models.recon.portrait import PortraitImportOptions
 
         return PortraitImportOptions(
             level=None if self.use_auto_level else self.level,
@@ -187,7 +187,6 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
         )
 
     def make_job(self, context, guard):
-        from ..addon.portrait.importing import plan_portrait_import, portrait_import_job
 
         self._plan = plan_portrait_import(
             self.filepath,

@@ -1,4 +1,12 @@
-"""Operators for the pose sliders: set up, bindings, keyframe, reset, random, copy/paste."""
+"""Pose operators: the sliders (set up, bindings, keyframe, reset, random, copy/paste),
+the reenactment preview, and Render Pose Animation.
+
+Render Pose Animation: for each frame of the scene's range the main thread evaluates the
+scene and reads the character's 20 slider values; a worker thread sends them in batches
+through the shader client chosen in the preferences, and the answers are written on the
+main thread as straight-alpha PNGs ``<folder>/<character>_<frame:04d>.png``. Frames
+already on disk are skipped, so a cut-short run resumes; the sequence is loaded as one
+image."""
 
 import bpy
 import numpy as np
@@ -7,12 +15,15 @@ from bpy.props import BoolProperty, IntProperty, StringProperty
 from ..addon.characters.finding import character_from_context
 from ..addon.core.jobs import Job, ModalJobOperator
 from ..addon.core.prefs import preferences
+from ..addon.core.settings import morph_settings
 from ..addon.passes.request import check_output_folder
 from ..addon.pose import preview as reenact_preview
 from ..addon.pose import sliders as morphs
+from ..addon.pose.preview import stop_all
 from ..addon.shading import shaded_frames
 from ..addon.shading.sessions import ReenactSession, settings_from
 from ..errors import AniRenderError
+from ..models import pose_vector
 from ..service import protocol
 
 
@@ -57,8 +68,8 @@ def get_clipboard(context) -> str:
 
 
 def _summary(bindings) -> str:
-    found = [t for t in morphs.EXPRESSION_NAMES if bindings.get(t)]
-    return f"{len(found)} of {len(morphs.EXPRESSION_NAMES)} expression targets bound"
+    found = [t for t in pose_vector.EXPRESSION_NAMES if bindings.get(t)]
+    return f"{len(found)} of {len(pose_vector.EXPRESSION_NAMES)} expression targets bound"
 
 
 class ANIRENDER_OT_pose_setup(_CharacterOperator, bpy.types.Operator):
@@ -96,7 +107,7 @@ class ANIRENDER_OT_pose_reset(_CharacterOperator, bpy.types.Operator):
     bl_label = "Reset Pose"
 
     def run(self, context, character):
-        morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
+        morphs.apply_pose(character, [0.0] * pose_vector.POSE_SIZE)
         return ""
 
 
@@ -112,7 +123,7 @@ class ANIRENDER_OT_pose_random(_CharacterOperator, bpy.types.Operator):
         owner = character.owner
         if not morphs.is_rigged(owner):
             morphs.setup_morph_rig(character)
-        settings = owner.anirender.morphs
+        settings = morph_settings(owner)
         seed = settings.seed if self.seed < 0 else self.seed
         bindings = morphs.stored_bindings(owner) or morphs.find_shape_keys(character.meshes)
         morphs.apply_pose(character, morphs.random_pose(bindings, seed=seed))
@@ -153,7 +164,7 @@ class ANIRENDER_OT_morph_binding_add(_CharacterOperator, bpy.types.Operator):
     bl_label = "Add Binding"
 
     def run(self, context, character):
-        settings = character.owner.anirender.morphs
+        settings = morph_settings(character.owner)
         item = settings.bindings.add()
         if 0 <= settings.binding_index < len(settings.bindings) - 1:
             item.target = settings.bindings[settings.binding_index].target
@@ -171,7 +182,7 @@ class ANIRENDER_OT_morph_binding_remove(_CharacterOperator, bpy.types.Operator):
     bl_label = "Remove Binding"
 
     def run(self, context, character):
-        settings = character.owner.anirender.morphs
+        settings = morph_settings(character.owner)
         if not settings.bindings:
             raise AniRenderError("There is no binding to remove.")
         settings.bindings.remove(min(settings.binding_index, len(settings.bindings) - 1))
@@ -189,15 +200,13 @@ class ANIRENDER_OT_reenact_preview(_CharacterOperator, bpy.types.Operator):
     @classmethod
     def unregister(cls):
         """Disabling the add-on stops every live preview (timers and worker threads)."""
-        from ..addon.pose.preview import stop_all
 
         stop_all()
 
     def run(self, context, character):
-        from ..addon.pose import preview as reenact_preview
 
         owner = character.owner
-        settings = owner.anirender.morphs
+        settings = morph_settings(owner)
         if settings.portrait is None:
             raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
         portrait = reenact_preview.image_to_rgba(settings.portrait)
@@ -207,10 +216,10 @@ class ANIRENDER_OT_reenact_preview(_CharacterOperator, bpy.types.Operator):
 
 
 # slider ranges, as ``morphs.apply_pose`` clamps them: expressions 0..1, angles in degrees
-_LOW = np.array([0.0] * 17 + [-morphs.ANGLE_LIMIT] * 3, np.float32)
+_LOW = np.array([0.0] * 17 + [-pose_vector.ANGLE_LIMIT] * 3, np.float32)
 
 
-_HIGH = np.array([1.0] * 17 + [morphs.ANGLE_LIMIT] * 3, np.float32)
+_HIGH = np.array([1.0] * 17 + [pose_vector.ANGLE_LIMIT] * 3, np.float32)
 
 
 def slider_pose(owner) -> list[float]:
@@ -252,7 +261,7 @@ class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
 def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=False) -> Job:
     """The render as a ``Job`` (checked before anything changes); results kept by ``guard``."""
     scene = context.scene
-    settings = owner.anirender.morphs
+    settings = morph_settings(owner)
     if settings.portrait is None:
         raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
     if not morphs.is_rigged(owner):

@@ -1,4 +1,14 @@
-"""Edit the character's sheet: add Blender images or image files, remove entries."""
+"""Shading operators: the character sheet, Neural Render Frame / Animation, and the
+shader service's connection.
+
+Sheet: add Blender images or image files, remove entries. Neural Render: per frame, on
+Blender's main thread, the fast pass renderer draws the character's UDP at the scene's
+output resolution; a worker thread frames it the official CoNR way (the centred square
+around the character, resized to the working size, nearest), sends it to the shader (in
+process, local service or remote, as the preferences say) and pastes the answer back at
+the frame's size (``models.framing.shade_in_frame``); the frame is written on the main
+thread. Frames already on disk are skipped, so a run cut short (Esc, service gone)
+resumes where it stopped. Service: test the connection, start or stop the local service."""
 
 from __future__ import annotations
 
@@ -7,9 +17,10 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
-from ..addon.characters.finding import character_from_context, require_camera, scene_character
+from ..addon.characters.finding import character_from_context, require_camera
 from ..addon.core.jobs import Job, ModalJobOperator
 from ..addon.core.prefs import preferences
+from ..addon.core.settings import character_settings, neural_defaults
 from ..addon.passes.renderer import PassRenderer
 from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import connection, shaded_frames
@@ -18,6 +29,7 @@ from ..addon.shading.sessions import ShadingSession, settings_from, test_connect
 from ..addon.shading.sheets import read_sheet
 from ..errors import AniRenderError
 from ..models.framing import shade_in_frame
+from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _IMAGE_SUFFIXES = {".png", ".webp", ".tga", ".tif", ".tiff", ".exr", ".bmp", ".jpg", ".jpeg"}
 
@@ -66,10 +78,11 @@ class ANIRENDER_OT_sheet_add_files(_SheetOperator, bpy.types.Operator):
         if missing:
             self.report({"ERROR"}, f"Image file not found: {missing[0]}")
             return {"CANCELLED"}
+        settings = character_settings(owner)
         for path in paths:
-            entry = owner.anirender.sheet.add()
+            entry = settings.sheet.add()
             entry.filepath = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
-        owner.anirender.sheet_index = len(owner.anirender.sheet) - 1
+        settings.sheet_index = len(settings.sheet) - 1
         self.report({"INFO"}, f'{len(paths)} image(s) added to the sheet of "{owner.name}"')
         return {"FINISHED"}
 
@@ -99,9 +112,10 @@ class ANIRENDER_OT_sheet_add_image(_SheetOperator, bpy.types.Operator):
         if image is None:
             self.report({"ERROR"}, f'No image named "{self.image}".')
             return {"CANCELLED"}
-        entry = owner.anirender.sheet.add()
+        settings = character_settings(owner)
+        entry = settings.sheet.add()
         entry.image = image
-        owner.anirender.sheet_index = len(owner.anirender.sheet) - 1
+        settings.sheet_index = len(settings.sheet) - 1
         return {"FINISHED"}
 
 
@@ -115,7 +129,7 @@ class ANIRENDER_OT_sheet_remove(_SheetOperator, bpy.types.Operator):
     index: IntProperty(default=-1, options={"SKIP_SAVE"})
 
     def execute(self, context):
-        settings = _sheet_owner(context).anirender
+        settings = character_settings(_sheet_owner(context))
         index = self.index if self.index >= 0 else settings.sheet_index
         if not 0 <= index < len(settings.sheet):
             self.report({"ERROR"}, "The character sheet has no image there.")
@@ -137,19 +151,6 @@ _FROM_SCENE = (
     "overwrite",
     "add_strip",
 )
-
-
-def _character(context):
-    if context.active_object is None and not context.selected_objects:
-        character = scene_character(context.scene)
-    else:
-        character = character_from_context(context)
-    if character.armature is None:
-        raise AniRenderError(
-            f'"{character.name}" has no armature. Select the rigged character (its armature '
-            "or one of its meshes) to render it with the neural shader."
-        )
-    return character
 
 
 def _udp_renderer(scene, armature, frames, folder) -> PassRenderer:
@@ -176,18 +177,10 @@ class _NeuralRender(ModalJobOperator):
         description="Square the shader works at; frames keep the scene's output resolution",
     )
 
-    def _take_scene_settings(self, scene, names):
-        settings = getattr(getattr(scene, "anirender", None), "neural", None)
-        if settings is None:
-            return
-        for name in names:
-            if not self.properties.is_property_set(name) and hasattr(settings, name):
-                setattr(self, name, getattr(settings, name))
-
     def _prepare(self, context):
         """(character, sheet images, service settings), checked before anything changes."""
         require_camera(context.scene)
-        character = _character(context)
+        character = rigged_character(context, " to render it with the neural shader")
         images = read_sheet(character.owner, int(self.size))
         settings = settings_from(preferences(context))
         return character, images, settings
@@ -201,7 +194,7 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def make_job(self, context, guard):
-        self._take_scene_settings(context.scene, ("size",))
+        take_scene_defaults(self, neural_defaults(context.scene), ("size",))
         character, images, settings = self._prepare(context)
         scene, size, frame = context.scene, int(self.size), context.scene.frame_current
         folder = Path(bpy.app.tempdir or "/tmp")
@@ -226,7 +219,7 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
         return job
 
 
-class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
+class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bpy.types.Operator):
     """Shade the character over a frame range into a PNG sequence (frames already on disk are kept)"""
 
     bl_idname = "anirender.neural_render_animation"
@@ -239,27 +232,17 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
         default="//neural/",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
-    use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
-    frame_start: IntProperty(name="Start", default=1)
-    frame_end: IntProperty(name="End", default=1)
     overwrite: BoolProperty(name="Overwrite", default=False)
     add_strip: BoolProperty(name="Add to Sequencer", default=False)
 
     def make_job(self, context, guard):
         scene = context.scene
-        self._take_scene_settings(scene, _FROM_SCENE)
-        if self.use_scene_range:
-            first, last = scene.frame_start, scene.frame_end
-        else:
-            first, last = self.frame_start, self.frame_end
-        if last < first:
-            raise AniRenderError(f"The frame range {first}-{last} is empty; end before start.")
+        take_scene_defaults(self, neural_defaults(scene), _FROM_SCENE)
+        frames = self.frames(scene)
         character, images, settings = self._prepare(context)
         size = int(self.size)
         folder = check_output_folder(self.output_dir)
-        sequence = shaded_frames.SequenceRender(
-            folder, character.name, range(first, last + 1), self.overwrite
-        )
+        sequence = shaded_frames.SequenceRender(folder, character.name, frames, self.overwrite)
         renderer = _udp_renderer(
             scene, character.armature, sequence.todo or sequence.frames, folder
         )
@@ -268,7 +251,7 @@ class ANIRENDER_OT_neural_render_animation(_NeuralRender, bpy.types.Operator):
 
         def add_strip(image):
             paths = [sequence.paths[f] for f in sequence.frames]
-            shaded_frames.add_strip(scene, paths, first, name)
+            shaded_frames.add_strip(scene, paths, frames[0], name)
 
         job = sequence.job(
             "Neural Render Animation",

@@ -3,6 +3,7 @@ texture regions between identities."""
 
 import bpy
 
+from ..addon.core.settings import anr_defaults
 from .sidebar import SidebarSubPanel
 
 
@@ -13,7 +14,7 @@ class ANIRENDER_PT_anr(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.anirender.anr
+        settings = anr_defaults(context.scene)
         box = layout.box()
         box.label(text="Training Frames", icon="IMAGE_DATA")
         box.prop(settings, "coarse")

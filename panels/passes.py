@@ -2,6 +2,7 @@
 
 import bpy
 
+from ..addon.core.settings import pass_defaults
 from ..addon.passes.canonical import RECIPE
 from .sidebar import SidebarSubPanel
 
@@ -12,7 +13,7 @@ class ANIRENDER_PT_passes(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.anirender.passes
+        settings = pass_defaults(context.scene)
         layout.prop(settings, "output_dir")
         layout.prop(settings, "passes")
         layout.prop(settings, "formats")

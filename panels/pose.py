@@ -3,8 +3,10 @@
 import bpy
 
 from ..addon.characters.finding import character_from_context
+from ..addon.core.settings import morph_settings
 from ..addon.pose import sliders as morphs
 from ..errors import AniRenderError
+from ..models import pose_vector
 from .sidebar import SidebarPanel, SidebarSubPanel
 
 
@@ -53,14 +55,17 @@ class ANIRENDER_PT_pose(SidebarSubPanel, bpy.types.Panel):
             for name in names:
                 text = name.replace("head_", "").replace("_", " ").title()
                 col.prop(
-                    owner, morphs.prop_path(name), text=text, slider=name not in morphs.ANGLE_NAMES
+                    owner,
+                    morphs.prop_path(name),
+                    text=text,
+                    slider=name not in pose_vector.ANGLE_NAMES,
                 )
         row = layout.row(align=True)
         row.operator("anirender.pose_keyframe", icon="KEY_HLT", text="Keyframe")
         row.operator("anirender.pose_reset", icon="LOOP_BACK", text="Reset")
         row = layout.row(align=True)
         row.operator("anirender.pose_random", icon="MOD_NOISE", text="Random")
-        row.prop(owner.anirender.morphs, "seed", text="Seed")
+        row.prop(morph_settings(owner), "seed", text="Seed")
         row = layout.row(align=True)
         row.operator("anirender.pose_copy", icon="COPYDOWN", text="Copy")
         row.operator("anirender.pose_paste", icon="PASTEDOWN", text="Paste")
@@ -79,7 +84,7 @@ class ANIRENDER_PT_pose_bindings(SidebarPanel, bpy.types.Panel):
         if character is None:
             return
         owner = character.owner
-        settings = owner.anirender.morphs
+        settings = morph_settings(owner)
         row = layout.row()
         row.template_list(
             "ANIRENDER_UL_morph_bindings", "", settings, "bindings", settings, "binding_index",
@@ -89,7 +94,7 @@ class ANIRENDER_PT_pose_bindings(SidebarPanel, bpy.types.Panel):
         col.operator("anirender.morph_binding_add", icon="ADD", text="")
         col.operator("anirender.morph_binding_remove", icon="REMOVE", text="")
         bound = {b.target for b in settings.bindings if b.object is not None and b.shape_key}
-        missing = [t for t in morphs.EXPRESSION_NAMES if t not in bound]
+        missing = [t for t in pose_vector.EXPRESSION_NAMES if t not in bound]
         if missing:
             box = layout.box()
             box.label(text=f"Not found ({len(missing)}):", icon="ERROR")
@@ -116,7 +121,7 @@ class ANIRENDER_PT_pose_preview(SidebarPanel, bpy.types.Panel):
         character = _character(context)
         if character is None:
             return
-        settings = character.owner.anirender.morphs
+        settings = morph_settings(character.owner)
         layout.template_ID(settings, "portrait", open="image.open")
         row = layout.row(align=True)
         row.prop(settings, "live_preview", toggle=True, icon="PLAY")

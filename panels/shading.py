@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon.characters.finding import character_from_context
+from ..addon.core.settings import character_settings, neural_defaults
 from ..addon.shading.sheets import entry_label
 from ..errors import AniRenderError
 from .sidebar import SidebarSubPanel
@@ -27,7 +28,7 @@ class ANIRENDER_PT_character_sheet(SidebarSubPanel, bpy.types.Panel):
         except AniRenderError:
             layout.label(text="Select a character", icon="INFO")
             return
-        settings = owner.anirender
+        settings = character_settings(owner)
         row = layout.row()
         row.template_list(
             "ANIRENDER_UL_sheet", "", settings, "sheet", settings, "sheet_index", rows=3
@@ -49,7 +50,7 @@ class ANIRENDER_PT_neural_render(SidebarSubPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.anirender.neural
+        settings = neural_defaults(context.scene)
         layout.prop(settings, "size")
         layout.operator("anirender.neural_render_frame", icon="RENDER_STILL")
         layout.separator()

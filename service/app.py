@@ -223,7 +223,8 @@ def create_app(
     # uint8), shaded from UV + normal passes; loaded lazily, kept by content id
     def anr_library():
         if getattr(app.state, "anr", None) is None:
-            from ..models.anr import AnrLibrary
+            # torch: loaded with the first ANR upload
+            from .anr_models import AnrLibrary
 
             app.state.anr = AnrLibrary(device=static_info.get("device", "cpu"))
         return app.state.anr

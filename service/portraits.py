@@ -13,7 +13,6 @@ Answers are premultiplied float32 RGBA at the portrait's own size, like the shad
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import AniRenderError
 from . import protocol
+from .store import LruStore
 
 
 class UnknownPortrait(AniRenderError):
@@ -44,7 +44,7 @@ class PortraitLibrary:
         self.max_portraits = max_portraits
         self.max_batch = max(1, int(max_batch))
         self._model = None
-        self._portraits: OrderedDict[str, Portrait] = OrderedDict()
+        self._portraits: LruStore[Portrait] = LruStore(max_portraits)
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="anirender-reenact")
         self.stats = {"portraits_encoded": 0, "poses_reenacted": 0, "batches": 0}
@@ -68,7 +68,6 @@ class PortraitLibrary:
                     f"Unknown portrait '{portrait_id}'; the service may have restarted. "
                     "Upload the portrait again."
                 )
-            self._portraits.move_to_end(portrait_id)
             return portrait
 
     def portraits(self) -> list[Portrait]:
@@ -77,19 +76,18 @@ class PortraitLibrary:
 
     def forget(self, portrait_id: str) -> None:
         with self._lock:
-            if self._portraits.pop(portrait_id, None) is None:
+            if self._portraits.pop(portrait_id) is None:
                 raise UnknownPortrait(f"Unknown portrait '{portrait_id}'.")
 
     def add(self, image: np.ndarray) -> Future:
         """Prepare (once) and cache a checked uint8 (H, W, 4) portrait; the future gives
         ``(Portrait, was_cached)``."""
         key = protocol.portrait_id(image)
-        with self._lock:
-            if key in self._portraits:
-                self._portraits.move_to_end(key)
-                future: Future = Future()
-                future.set_result((self._portraits[key], True))
-                return future
+        cached = self._portraits.get(key)
+        if cached is not None:
+            future: Future = Future()
+            future.set_result((cached, True))
+            return future
         return self._worker.submit(self._prepare, key, image)
 
     def reenact(self, portrait_id: str, poses: np.ndarray) -> Future:
@@ -103,21 +101,21 @@ class PortraitLibrary:
     # the worker thread ------------------------------------------------------------------
     def _loaded_model(self):
         if self._model is None:
+            # torch: loaded only when this runs, never at import
             from ..models.reenact import load_reenact
 
             self._model = load_reenact(self.weights, device=self.device)
         return self._model
 
     def _prepare(self, key: str, image: np.ndarray):
+        # torch: loaded only when this runs, never at import
         from ..models.reenact import rgba_to_tensor
 
         model = self._loaded_model()
         rgb, alpha = rgba_to_tensor(image, model.cfg.image_size)
         portrait = Portrait(key, image.shape[1], image.shape[0], (rgb, alpha))
+        self._portraits.put(key, portrait)
         with self._lock:
-            self._portraits[key] = portrait
-            while len(self._portraits) > self.max_portraits:
-                self._portraits.popitem(last=False)
             self.stats["portraits_encoded"] += 1
         return portrait, False
 
@@ -125,6 +123,7 @@ class PortraitLibrary:
         import torch
         import torch.nn.functional as F
 
+        # torch: loaded only when this runs, never at import
         from ..models.reenact import warp
 
         model = self._loaded_model()

@@ -1,4 +1,4 @@
-"""The wire format between Blender (``addon.client``) and the shader service: numpy only.
+"""The wire format between Blender (``addon.shading``) and the shader service: numpy only.
 
 Version 1, shared by both ends (this module imports numpy and nothing heavy):
 
@@ -50,6 +50,8 @@ import zipfile
 import numpy as np
 
 from ..errors import AniRenderError
+from ..models import pose_vector
+from ..models.udp import check_udp as udp_rule
 
 VERSION = 1
 NPZ_TYPE = "application/x-npz"
@@ -61,9 +63,6 @@ SHADING_SECONDS = "X-AniRender-Shading-Seconds"
 SIZE_MULTIPLE = 128
 MAX_SIZE = 1024
 MAX_VIEWS = 16
-POSE_SIZE = 20
-POSE_ANGLES = slice(17, 20)  # head roll, pitch, yaw in degrees
-MAX_ANGLE = 90.0
 MIN_PORTRAIT_SIDE = 16
 MAX_PORTRAIT_SIDE = 1024
 MAX_POSES = 64
@@ -143,23 +142,14 @@ def check_sheet(images: np.ndarray) -> np.ndarray:
 
 
 def check_udp(udp: np.ndarray, size: int | None = None) -> np.ndarray:
-    """Target poses: float32 (B, H, W, 4) XYZV in [0, 1], finite."""
+    """Target poses on the wire: float32 (B, H, W, 4), a square side the shader takes,
+    then the one UDP rule of ``models.udp``."""
     if udp.dtype != np.float32:
         raise WireError(f"UDP frames must be float32; got {udp.dtype}.")
     if udp.ndim != 4 or udp.shape[-1] != 4 or udp.shape[0] < 1:
         raise WireError(f"UDP frames are (frames, H, W, 4) XYZV; got shape {udp.shape}.")
     _check_side(udp.shape[1], udp.shape[2], "The UDP frames")
-    if size is not None and udp.shape[1] != size:
-        raise WireError(
-            f"The UDP frames are {udp.shape[1]}x{udp.shape[1]} but the sheet is {size}x{size}; "
-            "send both at the same working size."
-        )
-    if not np.isfinite(udp).all():
-        raise WireError("The UDP frames contain NaN or infinite values.")
-    lo, hi = float(udp.min()), float(udp.max())
-    if lo < 0.0 or hi > 1.0:
-        raise WireError(f"UDP values must lie in [0, 1]; found {lo:.4g} .. {hi:.4g}.")
-    return np.ascontiguousarray(udp)
+    return udp_rule(udp, size, name="The UDP frames", error=WireError)
 
 
 def check_frames(frames: np.ndarray, count: int) -> np.ndarray:
@@ -205,9 +195,13 @@ def check_poses(poses: np.ndarray, pixels: int | None = None) -> np.ndarray:
     with ``pixels`` (the portrait's), no more than one request's worth of answer."""
     if poses.dtype != np.float32:
         raise WireError(f"Poses must be float32; got {poses.dtype}.")
-    if poses.ndim != 2 or poses.shape[1] != POSE_SIZE or not 1 <= poses.shape[0] <= MAX_POSES:
+    if (
+        poses.ndim != 2
+        or poses.shape[1] != pose_vector.POSE_SIZE
+        or not 1 <= poses.shape[0] <= MAX_POSES
+    ):
         raise WireError(
-            f"Poses are (N, {POSE_SIZE}) with N from 1 to {MAX_POSES}; got shape {poses.shape}."
+            f"Poses are (N, {pose_vector.POSE_SIZE}) with N from 1 to {MAX_POSES}; got shape {poses.shape}."
         )
     if pixels is not None and len(poses) > reenact_batch(pixels):
         raise WireError(
@@ -216,15 +210,17 @@ def check_poses(poses: np.ndarray, pixels: int | None = None) -> np.ndarray:
         )
     if not np.isfinite(poses).all():
         raise WireError("The poses contain NaN or infinite values.")
-    expressions = np.delete(poses, np.r_[POSE_ANGLES], axis=1)
+    expressions = np.delete(poses, np.r_[pose_vector.ANGLES], axis=1)
     if expressions.min() < 0.0 or expressions.max() > 1.0:
         raise WireError(
             f"Expression weights must lie in [0, 1]; found {expressions.min():.4g} .. "
             f"{expressions.max():.4g}."
         )
-    angles = np.abs(poses[:, POSE_ANGLES]).max()
-    if angles > MAX_ANGLE:
-        raise WireError(f"Head angles must lie within +-{MAX_ANGLE:g} degrees; found {angles:.4g}.")
+    angles = np.abs(poses[:, pose_vector.ANGLES]).max()
+    if angles > pose_vector.ANGLE_LIMIT:
+        raise WireError(
+            f"Head angles must lie within +-{pose_vector.ANGLE_LIMIT:g} degrees; found {angles:.4g}."
+        )
     return np.ascontiguousarray(poses)
 
 

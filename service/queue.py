@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AniRenderError
+from .store import LruStore
 
 
 class UnknownSheet(AniRenderError):
@@ -96,7 +97,7 @@ class ShadingQueue:
         self.max_batch = max(1, int(max_batch))
         self.max_sheets = max_sheets
         self.max_jobs = max_jobs
-        self._sheets: OrderedDict[str, Sheet] = OrderedDict()
+        self._sheets: LruStore[Sheet] = LruStore(max_sheets)
         self._jobs: OrderedDict[str, SequenceJob] = OrderedDict()
         self._waiting: deque = deque()
         self._lock = threading.Condition()
@@ -138,7 +139,6 @@ class ShadingQueue:
                     f"Unknown character sheet '{sheet_id}'; the service may have restarted. "
                     "Upload the sheet again."
                 )
-            self._sheets.move_to_end(sheet_id)
             return sheet
 
     def sheets(self) -> list[Sheet]:
@@ -147,16 +147,16 @@ class ShadingQueue:
 
     def forget_sheet(self, sheet_id: str) -> None:
         with self._lock:
-            if self._sheets.pop(sheet_id, None) is None:
+            if self._sheets.pop(sheet_id) is None:
                 raise UnknownSheet(f"Unknown character sheet '{sheet_id}'.")
 
     def add_sheet(self, sheet_id: str, images: np.ndarray) -> Future:
         """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
         future: Future = Future()
         with self._lock:
-            if sheet_id in self._sheets:
-                self._sheets.move_to_end(sheet_id)
-                future.set_result((self._sheets[sheet_id], True))
+            cached = self._sheets.get(sheet_id)
+            if cached is not None:
+                future.set_result((cached, True))
                 return future
             self._put(_Encode(sheet_id, images, future))
         return future
@@ -291,9 +291,7 @@ class ShadingQueue:
             return
         sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding)
         with self._lock:
-            self._sheets[item.sheet_id] = sheet
-            while len(self._sheets) > self.max_sheets:
-                self._sheets.popitem(last=False)
+            self._sheets.put(item.sheet_id, sheet)
             self.stats["sheets_encoded"] += 1
         item.future.set_result((sheet, False))
 

@@ -17,7 +17,10 @@ import sys
 import threading
 
 from ..errors import AniRenderError
+from ..models.weights import load_conr, resolve_weights
 from . import protocol
+from .portraits import PortraitLibrary
+from .queue import ShadingQueue
 
 
 def is_loopback(host: str) -> bool:
@@ -43,9 +46,6 @@ def build_queue(weights: str | None, device: str, max_batch: int):
     """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
     import numpy as np
     import torch
-
-    from ..models.weights import load_conr, resolve_weights
-    from .queue import ShadingQueue
 
     device = pick_device(device)
     path = resolve_weights(weights)
@@ -83,8 +83,8 @@ def serve(
 ) -> None:
     import uvicorn
 
+    # fastapi: the app is built when serving starts, not for --help
     from .app import create_app
-    from .portraits import PortraitLibrary
 
     if not is_loopback(host) and not token:
         raise AniRenderError(

@@ -332,7 +332,7 @@ def test_operators_capture_pair_and_render(anr_run, model, anr_addon, tmp_path):
     from anirender.addon.characters.cache import load_character
     from anirender.addon.characters.looks import dress_character
     from anirender.addon.core.guard import scene_snapshot
-    from anirender.models.framing import to_straight_uint8
+    from anirender.models.alpha import to_straight_uint8
 
     armature = load_character("makehuman")
     dress_character(armature, OUTFITS["outfit0"])

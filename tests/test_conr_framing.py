@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from anirender.errors import AniRenderError
-from anirender.models import framing
+from anirender.models import alpha, framing
 
 
 def test_square_is_centred_on_the_alpha_box():
@@ -78,10 +78,10 @@ def test_sheet_framing_premultiplies_then_crops():
 
 def test_alpha_conversions():
     rgba = np.array([[[0.25, 0.1, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]]], np.float32)
-    straight = framing.to_straight_uint8(rgba)
+    straight = alpha.to_straight_uint8(rgba)
     np.testing.assert_array_equal(straight[0, 0], [128, 51, 0, 128])
     np.testing.assert_array_equal(straight[0, 1], [0, 0, 0, 0])
-    np.testing.assert_array_equal(framing.to_premultiplied_uint8(rgba)[0, 0], [64, 26, 0, 128])
+    np.testing.assert_array_equal(alpha.to_premultiplied_uint8(rgba)[0, 0], [64, 26, 0, 128])
 
 
 @pytest.mark.parametrize("side, size", [(128, 300), (128, 77), (256, 513), (90, 45), (100, 33)])

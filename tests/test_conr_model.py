@@ -12,9 +12,8 @@ from anirender.errors import AniRenderError
 from anirender.models.conr.config import OFFICIAL_FILES, CoNRConfig
 from anirender.models.conr.model import CoNR, randomize_weights
 
-OFFICIAL_SHAPES = (
-    Path(__file__).resolve().parents[2] / "shared/reference/conr_official_state_dicts.json"
-)
+# the released checkpoints' keys, shapes and dtypes (tests/data/README.md says whence)
+OFFICIAL_SHAPES = Path(__file__).resolve().parent / "data" / "conr_official_state_dicts.json"
 SMALL = CoNRConfig(width=0.25, shader_channels=32)
 SIZE = 128
 

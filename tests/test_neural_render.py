@@ -60,7 +60,8 @@ def expected_frames(context, armature, frames, tiny_model, tmp_path) -> np.ndarr
     from anirender.addon.passes.renderer import PassRenderer
     from anirender.addon.passes.request import PassRequest
     from anirender.addon.shading.sheets import read_sheet
-    from anirender.models.framing import frame_udp, paste_back, to_straight_uint8
+    from anirender.models.alpha import to_straight_uint8
+    from anirender.models.framing import frame_udp, paste_back
 
     request = PassRequest(tmp_path / "udp", list(frames), ("udp",), ("npz",), True, None)
     with PassRenderer(context.scene, armature, request) as renderer:

@@ -17,7 +17,7 @@ from service_support import running_service
 
 from anirender.addon.shading.clients import HttpClient, InProcessClient
 from anirender.models import reenact as reenact_model
-from anirender.models.framing import to_straight_uint8
+from anirender.models.alpha import to_straight_uint8
 from anirender.service import protocol
 
 torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Moved from addon/anr/capture.py."""
+"""Property group of the ANR feature: the ANR operators' scene defaults
+(``Scene.anirender.anr``)."""
 
 from __future__ import annotations
 

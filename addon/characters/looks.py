@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
+from ..core.mesh_arrays import vertex_positions
 from .finding import meshes_deformed_by
 
 LOOK_ATTRIBUTE = "toon_base"
@@ -263,7 +264,7 @@ def _copy_weights(target, source, points_world: np.ndarray, allowed: np.ndarray 
     """
     from scipy.spatial import cKDTree
 
-    src = np.array([source.matrix_world @ v.co for v in source.data.vertices])
+    src = vertex_positions(source)
     candidates = np.flatnonzero(allowed) if allowed is not None else np.arange(len(src))
     _, nearest = cKDTree(src[candidates]).query(points_world, k=1)
     nearest = candidates[nearest]
@@ -278,7 +279,7 @@ def _copy_weights(target, source, points_world: np.ndarray, allowed: np.ndarray 
 
 
 def _head_box(body: bpy.types.Object, regions: np.ndarray):
-    co = np.array([body.matrix_world @ v.co for v in body.data.vertices])
+    co = vertex_positions(body)
     names = [g.name.lower() for g in body.vertex_groups]
     dominant = _dominant_groups(body)
     is_head = np.array([d >= 0 and names[d] == "head" for d in dominant])
@@ -352,7 +353,7 @@ def _add_hair(scene, armature, body, regions, outfit, rng):
 
 
 def _add_skirt(scene, armature, body, regions):
-    co = np.array([body.matrix_world @ v.co for v in body.data.vertices])
+    co = vertex_positions(body)
     hips = co[regions == "hips"]
     thighs = co[regions == "thigh"]
     if not len(hips) or not len(thighs):

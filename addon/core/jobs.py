@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from ...errors import AniRenderError
+from .guard import SceneGuard
 
 
 class JobCancelled(Exception):
@@ -165,8 +166,6 @@ class ModalJobOperator:
 
     # synchronous ----------------------------------------------------------------------
     def execute(self, context):
-        from .guard import SceneGuard
-
         try:
             with SceneGuard(context) as guard:
                 job = self.make_job(context, guard)
@@ -184,8 +183,6 @@ class ModalJobOperator:
 
     # modal ----------------------------------------------------------------------------
     def invoke(self, context, event):
-        from .guard import SceneGuard
-
         if context.window is None:
             return self.execute(context)
         guard = SceneGuard(context).__enter__()

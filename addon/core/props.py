@@ -21,7 +21,7 @@ from ..shading.props import CharacterSheetImage, NeuralRenderSettings
 class CharacterSettings(bpy.types.PropertyGroup):
     sheet: CollectionProperty(name="Character Sheet", type=CharacterSheetImage)
     sheet_index: IntProperty(name="Active Sheet Image", default=0, min=0)
-    morphs: PointerProperty(type=MorphSettings)  # pose sliders' bindings (addon.morphs)
+    morphs: PointerProperty(type=MorphSettings)  # pose sliders' bindings (addon.pose)
 
 
 class SceneSettings(bpy.types.PropertyGroup):

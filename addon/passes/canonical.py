@@ -37,6 +37,7 @@ from mathutils import Matrix, Vector
 
 from ...errors import AniRenderError
 from ..characters.finding import deformed_meshes
+from ..core.mesh_arrays import vertex_positions
 
 ATTRIBUTE = "anirender_canonical"
 RECIPE = "anirender_canonical"
@@ -205,7 +206,7 @@ def _canonical_positions(armature, meshes, mode, scene):
         to_armature = np.array(rig.matrix_world.inverted(), dtype=np.float64)
         positions = {}
         for name, copy in copies.items():
-            positions[name] = _evaluated_positions(copy, depsgraph, to_armature)
+            positions[name] = vertex_positions(copy, depsgraph, to_space=to_armature)
             expected = len(bpy.data.objects[name].data.vertices)
             if len(positions[name]) != expected:
                 raise AniRenderError(
@@ -244,17 +245,3 @@ def _lower_arms(rig, original):
         pose_bone = rig.pose.bones[name]
         pose_bone.matrix = head @ rotation @ head.inverted() @ bone.matrix_local
     return float(np.mean(angles))
-
-
-def _evaluated_positions(obj, depsgraph, to_armature):
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    try:
-        count = len(mesh.vertices)
-        local = np.empty(count * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", local)
-    finally:
-        evaluated.to_mesh_clear()
-    local = local.reshape(-1, 3).astype(np.float64)
-    matrix = to_armature @ np.array(evaluated.matrix_world, dtype=np.float64)
-    return local @ matrix[:3, :3].T + matrix[:3, 3]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import AniRenderError
 from . import canonical
-from .renderer import rigid_inverse
+from .camera import rigid_inverse
 
 
 class FastBackend:

@@ -1,4 +1,10 @@
-"""Moved from addon/passes/renderer.py."""
+"""Pass images on disk: the writers (EXR through OpenEXR, the official CoNR ``.npz``, an
+8-bit PNG preview), the readers Blender-side code uses, and Blender's own file-format
+settings for the Cycles path.
+
+Files are written beside their final name and then renamed, so a frame on disk is always
+complete; a cancelled or crashed run never leaves a half-written file that a later run
+would skip as done."""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+
+from ...models.exr import read_exr, write_exr
 
 
 def set_file_format(scene, fmt: str) -> None:
@@ -58,7 +66,6 @@ def read_pass_image(path: Path) -> np.ndarray:
     try:
         import OpenEXR  # noqa: F401
 
-        from ...models.exr import read_exr
     except ImportError:
         return read_blender_image(path)
     return read_exr(path)
@@ -82,8 +89,6 @@ def _file_codec(fmt: str):
     try:
         if fmt == "exr":
             import OpenEXR  # noqa: F401
-
-            from ...models.exr import write_exr
 
             return write_exr
         from PIL import Image

@@ -1,4 +1,5 @@
-"""Moved from addon/core/props.py."""
+"""Property group of the passes feature: the Render UDP Passes defaults of a scene
+(``Scene.anirender.passes``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Passes (every one an H x W x 4 float32 image, row 0 at the top, background all 0, the
 fourth channel the occupancy V in {0, 1}):
 
-- ``udp``: canonical position XYZ in [0, 1] (see ``addon.canonical``) and V; the CoNR
+- ``udp``: canonical position XYZ in [0, 1] (see ``passes.canonical``) and V; the CoNR
   target-pose input.
 - ``uv``: U, V of each mesh's active render UV map, 0, occupancy. Never filtered, so a
   pixel never blends two sides of a seam.
@@ -19,9 +19,9 @@ Formats, one file per pass and frame in ``OUT/<pass>/<pass>_<frame:04d>.<ext>``:
 float32 array, the official CoNR layout), ``png`` (8-bit RGB preview for looking:
 normals as ``n * 0.5 + 0.5``, depth as near = bright).
 
-Two renderers give the same images: ``addon.passes_cycles`` (Cycles with one sample
+Two renderers give the same images: ``passes.cycles`` (Cycles with one sample
 through override emission materials: anything Blender deforms, render-time modifier
-settings) and ``addon.passes_fast`` (the depsgraph's evaluated meshes rasterised by
+settings) and ``passes.fast`` (the depsgraph's evaluated meshes rasterised by
 ``models.raster``: viewport modifier settings, needs torch). Both render from a
 temporary scene that links the character and the camera, so the user's scene keeps its
 render settings, materials and frame; the temporary scene is removed afterwards.
@@ -47,6 +47,9 @@ from ...errors import AniRenderError
 from ..characters.finding import find_character, require_camera
 from ..core.frame_writer import BackgroundWriter
 from . import canonical
+from .camera import rigid_inverse
+from .cycles import CyclesBackend
+from .fast import FastBackend
 from .files import _file_codec, _npz_writer, _write_whole, preview, set_file_format
 from .request import FORMATS, PASSES, PassRequest, check_output_folder, output_size, parse_choices
 
@@ -103,13 +106,9 @@ class PassRenderer:
             if "udp" in self.request.passes:
                 canonical.ensure_canonical(self.armature, self.scene)
             if self.request.fast:
-                from . import fast as passes_fast
-
-                self._backend = passes_fast.FastBackend(self)
+                self._backend = FastBackend(self)
             else:
-                from . import cycles as passes_cycles
-
-                self._backend = passes_cycles.CyclesBackend(self)
+                self._backend = CyclesBackend(self)
         except BaseException:
             self.close()
             raise
@@ -283,14 +282,6 @@ class PassRenderer:
         images = self.render_frame(frame)
         self.write_frame(frame, images)
         return images
-
-
-def rigid_inverse(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a rotation + translation 4x4 (no LAPACK call: cheap and thread-free)."""
-    inverse = np.eye(4)
-    inverse[:3, :3] = matrix[:3, :3].T
-    inverse[:3, 3] = -matrix[:3, :3].T @ matrix[:3, 3]
-    return inverse
 
 
 def _collection_of(idb) -> str:

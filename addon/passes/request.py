@@ -1,4 +1,5 @@
-"""Moved from addon/passes/renderer.py."""
+"""What a pass render is asked for: frames, passes, formats, size, folder (``PassRequest``),
+and the parsing and checks of those settings that the operators and the CLI share."""
 
 from __future__ import annotations
 

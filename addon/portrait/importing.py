@@ -16,6 +16,15 @@ from pathlib import Path
 import bpy
 
 from ...errors import AniRenderError
+from ...models.recon.data import MESH_FILE_KINDS
+from ...models.recon.detect import detect_portrait_format
+from ...models.recon.meshing import front_projection, vertex_normals
+from ...models.recon.portrait import (
+    clean_up,
+    finish_portrait,
+    fit_to_size,
+    read_portrait_source,
+)
 from ..core.jobs import Job
 from . import meshes
 
@@ -25,7 +34,7 @@ class PortraitImport:
     """One import: what to read, where the head goes, and (when done) what was made."""
 
     path: Path
-    fmt: object  # models.recon_readers.PortraitFormat
+    fmt: object  # models.recon.data.PortraitFormat
     options: object  # models.recon.PortraitImportOptions
     collection: object
     location: tuple = (0.0, 0.0, 0.0)
@@ -57,7 +66,6 @@ def plan_portrait_import(
     head_bone: str = "",
 ) -> PortraitImport:
     """Every cheap check, before anything slow starts or anything is added."""
-    from ...models.recon.detect import detect_portrait_format
 
     path = Path(bpy.path.abspath(str(filepath)))
     fmt = detect_portrait_format(path)
@@ -93,13 +101,6 @@ def portrait_import_job(plan: PortraitImport, guard) -> Job:
 
 
 def _steps(job: Job, plan: PortraitImport, guard):
-    from ...models.recon.data import MESH_FILE_KINDS
-    from ...models.recon.portrait import (
-        clean_up,
-        finish_portrait,
-        fit_to_size,
-        read_portrait_source,
-    )
 
     path, options = plan.path, plan.options
     result = {}
@@ -146,7 +147,6 @@ def _steps(job: Job, plan: PortraitImport, guard):
 
 def _front_projection(mesh):
     """(uv, facing) of the front portrait over the mesh (numpy; worker thread)."""
-    from ...models.recon.meshing import front_projection, vertex_normals
 
     if mesh.box is not None:
         centre, side = mesh.box

@@ -20,13 +20,9 @@ pursing, mouth_u = pursing. ARKit "Left" is the face's own left, as on MakeHuman
 import re
 import unicodedata
 
-SIDES = ("l", "r")
-EYE_SEMANTICS = ("eye_closed", "eye_unimpressed", "eye_surprised")
-BROW_SEMANTICS = ("brow_angry", "brow_raised", "brow_lowered")
-MOUTH_TARGETS = ("mouth_a", "mouth_e", "mouth_i", "mouth_o", "mouth_u")
-PAIRED_SEMANTICS = EYE_SEMANTICS + BROW_SEMANTICS
-EXPRESSION_TARGETS = tuple(f"{s}_{side}" for s in PAIRED_SEMANTICS for side in SIDES) + (
-    MOUTH_TARGETS
+from ...models.pose_vector import (
+    MOUTH_NAMES,
+    PAIRED_SEMANTICS,
 )
 
 
@@ -278,7 +274,7 @@ def match_key_names(key_names) -> dict:
             result[f"{semantic}_l"], result[f"{semantic}_r"] = half, list(half)
         elif left or right:
             result[f"{semantic}_{'l' if left else 'r'}"] = left or right
-    for target in MOUTH_TARGETS:
+    for target in MOUTH_NAMES:
         found = _first(MOUTH_RECIPES[target], available)
         if found:
             result[target] = found

@@ -23,6 +23,10 @@ import bpy
 import numpy as np
 
 from ...errors import AniRenderError
+from ...models.alpha import to_straight_uint8
+from ..core.prefs import preferences
+from ..core.settings import morph_settings
+from ..shading.sessions import ReenactSession, settings_from
 from . import sliders as morphs
 
 RESULT_IMAGE = "AniRender Reenactment"
@@ -35,9 +39,6 @@ def default_reenact():
 
     Cheap to make: nothing connects until its first call (on the preview's worker).
     """
-    from ...models.framing import to_straight_uint8
-    from ..core.prefs import preferences
-    from ..shading.sessions import ReenactSession, settings_from
 
     session = ReenactSession(settings_from(preferences()))
 
@@ -139,7 +140,7 @@ class PreviewSession:
                 return False
             if now - self._changed_at < self.debounce or self._busy.is_set():
                 return False
-        portrait = self._portrait_array(owner.anirender.morphs)
+        portrait = self._portrait_array(morph_settings(owner))
         try:
             self._requests.get_nowait()  # drop a request the worker has not taken yet
         except queue.Empty:

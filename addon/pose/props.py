@@ -1,4 +1,7 @@
-"""Moved from addon/pose/sliders.py."""
+"""Property groups of the pose feature: the sliders' shape-key bindings edited in the
+Pose panel, and the portrait and live switch of the reenactment preview
+(``Object.anirender.morphs``). The slider values themselves are custom properties on the
+armature (``addon.pose.sliders``), so drivers keep working without the add-on."""
 
 from __future__ import annotations
 

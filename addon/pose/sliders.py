@@ -27,13 +27,21 @@ import numpy as np
 from mathutils import Matrix, Quaternion
 
 from ...errors import AniRenderError
+from ...models.pose_vector import (
+    ANGLE_LIMIT,
+    ANGLE_NAMES,
+    BROW_SEMANTICS,
+    EXPRESSION_NAMES,
+    EYE_SEMANTICS,
+    MOUTH_NAMES,
+    POSE_NAMES,
+    POSE_SIZE,
+    SAMPLE_ANGLE,
+)
 from ..characters.finding import Character, find_character
-from .names import BROW_SEMANTICS, EXPRESSION_TARGETS, EYE_SEMANTICS, MOUTH_TARGETS, match_key_names
+from ..core.settings import morph_settings
+from .names import match_key_names
 
-EXPRESSION_NAMES = EXPRESSION_TARGETS  # 17 names, indices 0..16
-ANGLE_NAMES = ("head_roll", "head_pitch", "head_yaw")  # degrees, indices 17..19
-POSE_NAMES = EXPRESSION_NAMES + ANGLE_NAMES
-POSE_SIZE = len(POSE_NAMES)
 # Sidebar grouping: (label, icon, names)
 POSE_GROUPS = (
     ("Eyes", "HIDE_OFF", POSE_NAMES[0:6]),
@@ -41,8 +49,6 @@ POSE_GROUPS = (
     ("Mouth", "MESH_CIRCLE", POSE_NAMES[12:17]),
     ("Head", "ORIENTATION_GIMBAL", ANGLE_NAMES),
 )
-ANGLE_LIMIT = 90.0  # hard slider limit in degrees; the dataset samples +-20
-SAMPLE_ANGLE = 20.0
 
 # Head bones of common rigs, best first; then necks as a fallback.
 HEAD_BONE_NAMES = (
@@ -249,7 +255,7 @@ def remove_morph_rig(character: Character) -> None:
     for name in (*POSE_NAMES, "anirender_morph_rig"):
         if name in owner.keys():
             del owner[name]
-    settings = _settings(owner)
+    settings = morph_settings(owner)
     if settings is not None:
         settings.bindings.clear()
     refresh(character)
@@ -335,15 +341,9 @@ def refresh(character: Character) -> None:
             mesh.data.shape_keys.update_tag()
 
 
-def _settings(owner):
-    """The add-on's morph settings on ``owner`` (None when the add-on is not registered)."""
-    group = getattr(owner, "anirender", None)
-    return getattr(group, "morphs", None) if group is not None else None
-
-
 def stored_bindings(owner) -> dict | None:
     """The bindings edited in the Morphs panel, or None when there are none."""
-    settings = _settings(owner)
+    settings = morph_settings(owner)
     if settings is None or not settings.bindings:
         return None
     result = {name: [] for name in EXPRESSION_NAMES}
@@ -354,7 +354,7 @@ def stored_bindings(owner) -> dict | None:
 
 
 def store_bindings(owner, bindings: dict, head_bone: str | None) -> None:
-    settings = _settings(owner)
+    settings = morph_settings(owner)
     if settings is None:
         return
     settings.bindings.clear()
@@ -377,7 +377,7 @@ def setup_morph_rig(target, detect: bool = False) -> dict:
     character = target if isinstance(target, Character) else find_character(target)
     owner = character.owner
     bindings = None if detect else stored_bindings(owner)
-    settings = _settings(owner)
+    settings = morph_settings(owner)
     head_bone = settings.head_bone if settings is not None and not detect else ""
     if bindings is None:
         bindings = find_shape_keys(character.meshes)
@@ -497,7 +497,7 @@ def random_pose(bindings: dict, seed: int | None = None, max_angle: float = SAMP
             pose[left], pose[left + 1] = float(rng.random()), float(rng.random())
         else:
             pose[left] = pose[left + 1] = float(rng.random())
-    mouths = [m for m in MOUTH_TARGETS if bound(m)]
+    mouths = [m for m in MOUTH_NAMES if bound(m)]
     if mouths:
         pose[POSE_NAMES.index(mouths[int(rng.integers(len(mouths)))])] = float(rng.random())
     for name in ANGLE_NAMES:

@@ -31,7 +31,11 @@ import urllib.request
 import numpy as np
 
 from ...errors import AniRenderError
+from ...models import pose_vector
+from ...models.weights import load_conr
 from ...service import protocol
+from ...service.portraits import PortraitLibrary
+from ...service.queue import ShadingQueue
 
 
 class ServiceUnavailable(AniRenderError):
@@ -106,8 +110,6 @@ class InProcessClient(ShaderClient):
         with self._lock:
             if self._queue is None:
                 device = self._torch_device("Running the networks")
-                from ...models.weights import load_conr
-                from ...service.queue import ShadingQueue
 
                 self._device = device
                 self._queue = ShadingQueue(load_conr(self.weights, device=device)).start()
@@ -148,7 +150,8 @@ class InProcessClient(ShaderClient):
     def _anr(self):
         if getattr(self, "_anr_library", None) is None:
             try:
-                from ...models.anr import AnrLibrary
+                # torch: only the in-process mode loads it, on first use
+                from ...service.anr_models import AnrLibrary
             except ImportError:
                 raise AniRenderError(
                     "Running ANR in Blender needs PyTorch, which this Python lacks. Choose "
@@ -171,7 +174,6 @@ class InProcessClient(ShaderClient):
         with self._lock:
             if getattr(self, "_portrait_library", None) is None:
                 device = self._torch_device("Reenacting portraits")
-                from ...service.portraits import PortraitLibrary
 
                 self._portrait_library = PortraitLibrary(device=device)
             return self._portrait_library
@@ -374,12 +376,12 @@ class HttpClient(ShaderClient):
 def pose_batch(poses) -> np.ndarray:
     """float32 (N, 20) from one pose or many; at least one."""
     poses = np.asarray(poses, np.float32)
-    if poses.size == 0 or poses.size % protocol.POSE_SIZE:
+    if poses.size == 0 or poses.size % pose_vector.POSE_SIZE:
         raise AniRenderError(
-            f"Reenacting needs one or more poses of {protocol.POSE_SIZE} values; got an array "
+            f"Reenacting needs one or more poses of {pose_vector.POSE_SIZE} values; got an array "
             f"of shape {poses.shape}."
         )
-    return poses.reshape(-1, protocol.POSE_SIZE)
+    return poses.reshape(-1, pose_vector.POSE_SIZE)
 
 
 def as_portrait(images) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Moved from addon/shading/clients.py."""
+"""``LocalService``: an ``anirender serve`` child process on 127.0.0.1 with a private token.
+
+It starts ``python -m anirender.cli serve --port 0`` with the interpreter from the
+preferences, reads the port the service prints, hands out an ``HttpClient``, and stops
+the process when Blender quits (atexit) or when asked. The service also exits by itself
+when its stdin closes, so a crashed Blender does not leave it behind. One local service
+runs at a time; changed settings replace it."""
 
 from __future__ import annotations
 

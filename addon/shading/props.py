@@ -1,4 +1,6 @@
-"""Moved from addon/core/props.py."""
+"""Property groups of the shading feature: a character's sheet entries
+(``Object.anirender.sheet``) and the Neural Render operators' scene defaults
+(``Scene.anirender.neural``)."""
 
 from __future__ import annotations
 

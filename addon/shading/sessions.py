@@ -1,4 +1,11 @@
-"""Moved from addon/shading/clients.py."""
+"""The shader as the operators meet it: a client picked from the preferences, and
+sessions that upload a sheet (an ANR model, a portrait) once and then shade frame after
+frame from worker threads.
+
+``client_for(mode, ...)`` gives the in-process, local-service or remote client (cached,
+so a loaded model or a started service is reused between operator runs);
+``test_connection`` connects as the operators would and records the outcome in
+``connection.status``. Nothing here touches ``bpy``."""
 
 from __future__ import annotations
 

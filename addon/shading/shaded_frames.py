@@ -18,7 +18,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ...models.framing import to_straight_uint8
+from ...models.alpha import to_straight_uint8
 from ..core.jobs import Job
 from .clients import ServiceUnavailable
 

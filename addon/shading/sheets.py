@@ -15,13 +15,14 @@ import numpy as np
 
 from ...errors import AniRenderError
 from ...models.framing import crop_square, square_crop_around
+from ..core.settings import character_settings
 
 #: sheets whose mean alpha reaches this have no usable cut-out (as CoNR checks)
 OPAQUE_MEAN_ALPHA = 0.95
 
 
 def sheet_entries(owner) -> list:
-    return list(owner.anirender.sheet)
+    return list(character_settings(owner).sheet)
 
 
 def entry_label(entry) -> str:

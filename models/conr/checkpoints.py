@@ -1,4 +1,9 @@
-"""Moved from models/weights.py."""
+"""CoNR weights on disk: the four released ``.pth`` files, and this project's single
+safetensors file.
+
+The released files are the only pickle-based files read, through
+``torch.load(weights_only=True)``; the safetensors file holds all four sub-networks
+(``<part>.<key>``) with the ``CoNRConfig`` in its metadata."""
 
 from __future__ import annotations
 
@@ -7,13 +12,12 @@ import tempfile
 from pathlib import Path
 
 from ...errors import AniRenderError
+from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
 
 
 def read_official_checkpoints(folder) -> dict:
     """The four released ``.pth`` state dicts as ``{sub-network: state dict}``."""
     import torch
-
-    from .config import OFFICIAL_FILES
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -48,8 +52,6 @@ def read_conr_safetensors(path):
     """(CoNRConfig, {sub-network: state dict}) from a file written by ``save_safetensors``."""
     from safetensors import SafetensorError, safe_open
 
-    from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
-
     path = Path(path)
     if not path.is_file():
         raise AniRenderError(f"Weights file not found: {path}")
@@ -79,8 +81,6 @@ def read_conr_safetensors(path):
 def write_conr_safetensors(model, path, metadata: dict | None = None) -> None:
     """Write all four sub-networks into one safetensors file (atomically)."""
     from safetensors.torch import save_file
-
-    from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT
 
     tensors = {}
     for name in OFFICIAL_FILES:

@@ -1,4 +1,11 @@
-"""Moved from models/conr/model.py."""
+"""CoNR's shader: the CINN, six blocks from H/32 to H, and the RGBA decoder.
+
+Each block predicts flows that warp the sheet onto the pose, with messages passed between
+the sheet views; the views are combined per pixel by a softmax over their mask logits.
+Unlike the reference, every view of every frame goes through a block in one batch, and
+the parts of a block's input that are the same for all views of a frame (target
+features, view-combined flow/RGBA/messages) are convolved once per frame. State-dict
+keys and shapes are those of the released ``shader.pth`` and ``rgbadecodernet.pth``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Moved from models/conr/model.py."""
+"""CoNR's constants and the shape of a network (``CoNRConfig``).
+
+The released checkpoint layout (four files, one sub-network each), the input
+normalisation of the reference, and the size rule: square sides that are a multiple of
+128 (the shader halves the H/32 level twice); the weights were trained at 256."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Moved from models/conr/model.py."""
+"""CoNR's encoders: torchvision-style ResNets with InstanceNorm, as U-Nets.
+
+``udp_parser_net`` (ResNet-50, the sheet images' parser and UDP detector) and
+``target_pose_encoder_net`` (ResNet-18 over the target UDP). Features come deepest
+first (H/32 ... H/2). State-dict keys and shapes are those of the released
+``udpparsernet.pth`` and ``target_pose_encoder.pth``."""
 
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import AniRenderError
+from ..alpha import premultiply_official
+from ..udp import check_udp, quantise_udp_mask
+from .checkpoints import read_conr_safetensors, read_official_checkpoints, write_conr_safetensors
 from .cinn import CINN, RGBADecoder, ShaderBlock
 from .config import (
     INPUT_MEAN,
@@ -60,19 +63,6 @@ class SheetEncoding:
     features: list[torch.Tensor]
 
 
-def premultiply_official(images: np.ndarray) -> np.ndarray:
-    """uint8 straight RGBA -> uint8 RGB premultiplied the reference way (truncated)."""
-    alpha = images[..., 3:4] / 255.0
-    return (images[..., :3] * alpha).clip(0, 255).astype(np.uint8)
-
-
-def quantise_udp_mask(udp: np.ndarray) -> np.ndarray:
-    """UDP with V quantised like the reference's uint8 round trip (truncated)."""
-    out = np.array(udp, dtype=np.float32, copy=True)
-    out[..., 3] = (udp[..., 3] * 255).clip(0, 255).astype(np.uint8) / np.float32(255.0)
-    return out
-
-
 def _check_size(h: int, w: int, what: str) -> None:
     if h != w or h % SIZE_MULTIPLE or h == 0:
         raise AniRenderError(
@@ -103,7 +93,6 @@ class CoNR(nn.Module):
     @classmethod
     def from_official(cls, folder, device="cpu") -> CoNR:
         """Load the four released .pth files (strict, ``weights_only``)."""
-        from .checkpoints import read_official_checkpoints
 
         parts = read_official_checkpoints(folder)
         model = cls()
@@ -112,7 +101,6 @@ class CoNR(nn.Module):
 
     @classmethod
     def from_safetensors(cls, path, device="cpu") -> CoNR:
-        from .checkpoints import read_conr_safetensors
 
         config, parts = read_conr_safetensors(path)
         model = cls(config)
@@ -120,7 +108,6 @@ class CoNR(nn.Module):
         return model.prepare(device)
 
     def save_safetensors(self, path, metadata: dict | None = None) -> None:
-        from .checkpoints import write_conr_safetensors
 
         write_conr_safetensors(self, path, metadata)
 
@@ -269,7 +256,7 @@ class CoNR(nn.Module):
                     f"Sheet image {i} has no transparent background; CoNR needs the "
                     "character cut out (alpha 0 around it)."
                 )
-        rgb = images[..., :3] if premultiplied else premultiply_official(images)
+        rgb = images[..., :3] if premultiplied else premultiply_official(images)[..., :3]
         rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)
         alpha = torch.from_numpy(np.ascontiguousarray(images[..., 3:4])).permute(0, 3, 1, 2)
         sheet = (torch.cat([rgb, alpha], 1).float() / 255.0).to(self.device)
@@ -307,33 +294,11 @@ class CoNR(nn.Module):
                 f"detect_udp wants uint8 (B, H, W, 3|4) images; got {images.dtype} {images.shape}."
             )
         _check_size(images.shape[1], images.shape[2], "The pose image")
-        rgb = premultiply_official(images) if images.shape[-1] == 4 else images
+        rgb = premultiply_official(images)[..., :3] if images.shape[-1] == 4 else images
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
         with torch.inference_mode():
             _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
         return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
-
-
-def check_udp(udp, size: int | None = None, name: str = "UDP") -> np.ndarray:
-    """Validate a (B, H, W, 4) float UDP: shape, finite, within [0,1]."""
-    udp = np.asarray(udp)
-    if udp.ndim == 3:
-        udp = udp[None]
-    if udp.ndim != 4 or udp.shape[-1] != 4 or not np.issubdtype(udp.dtype, np.floating):
-        raise AniRenderError(
-            f"{name} must be float (frames, H, W, 4) XYZV; got {udp.dtype} {udp.shape}."
-        )
-    if size is not None and udp.shape[1:3] != (size, size):
-        raise AniRenderError(
-            f"{name} is {udp.shape[2]}x{udp.shape[1]} but the sheet was encoded at "
-            f"{size}x{size}; use the same working size."
-        )
-    if not np.isfinite(udp).all():
-        raise AniRenderError(f"{name} contains NaN or infinite values.")
-    lo, hi = float(udp.min()), float(udp.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise AniRenderError(f"{name} values must lie in [0, 1]; found {lo:.4g} .. {hi:.4g}.")
-    return np.clip(udp, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def randomize_weights(

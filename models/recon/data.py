@@ -1,4 +1,6 @@
-"""Moved from models/recon/detect.py."""
+"""What every reconstruction reader returns: a ``PortraitVolume`` (a density grid to mesh)
+or a ``PortraitMesh`` (triangles), in the source frame (+y up, facing +z, +x image
+right), and the surface levels of each field kind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Moved from models/recon/detect.py."""
+"""Density grids as ``.npy`` / ``.npz`` (with an optional ``<name>.json`` sidecar): the
+array, its axis order and flips, its field kind (density, sigma or alpha) and box size
+(see ``models.recon.detect`` for the conventions)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""Read portrait reconstructions into plain numpy data (no bpy).
+"""Which kind of reconstruction a file holds, by content first, then extension; and the
+conventions every reader of ``models.recon`` follows (no bpy).
 
 Every reader returns either a ``PortraitVolume`` (a density grid to mesh) or a
 ``PortraitMesh`` (triangles already made), both in the *source frame* shared by PAniC-3D,
 EG3D and the single-image reconstructors: +y up, the character faces +z, +x is image
-right. ``models.recon`` turns them into Blender's frame. Mesh files (OBJ, PLY with faces,
-GLB) are read by Blender's own importers in ``addon.meshes``; this module only detects them.
+right. ``models.recon.portrait`` turns them into Blender's frame. Mesh files (OBJ, PLY with
+faces, GLB) are read by Blender's own importers (``addon.portrait.meshes``); this module
+only detects them.
 
 Conventions per format, fixed here once:
 

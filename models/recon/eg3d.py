@@ -1,4 +1,5 @@
-"""Moved from models/recon/detect.py."""
+"""EG3D's ``.mrc`` shape export: raw sigma, float32, indexed [x, y, z] and flipped along
+axis 0, over a cube of side ``box_size`` (not stored in the file); surface at sigma 10."""
 
 from __future__ import annotations
 

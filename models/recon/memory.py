@@ -1,4 +1,5 @@
-"""Moved from models/recon/detect.py."""
+"""How much memory a volume costs, and a clear refusal (with the ``--downsample`` factor
+that fits) before reading one that would not fit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Moved from models/recon/detect.py."""
+"""PAniC-3D's ``front.pkl``: a pickled dict of ``verts``, ``faces``, ``colors``, read with
+the restricted unpickler; x is mirrored in the file, so it is negated and every
+triangle reversed to keep normals outward."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Portrait reconstructions -> clean meshes in Blender's frame, sized for a character.
 
 The one entry point for volumes and PAniC pickles is ``prepare_portrait(path, options)``;
-mesh files (OBJ/PLY/GLB) are imported by Blender in ``addon.meshes`` and then pass
+mesh files (OBJ/PLY/GLB) are imported by Blender (``addon.portrait.meshes``) and then pass
 through ``clean_up`` and ``fit_to_size`` like everything else.
 
 Frames, fixed once:

@@ -1,4 +1,5 @@
-"""Moved from models/recon/detect.py."""
+"""A restricted unpickler for reconstruction pickles: it admits only plain containers
+and numpy arrays, so a pickle can neither run code nor name any other class."""
 
 from __future__ import annotations
 

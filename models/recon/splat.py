@@ -1,4 +1,5 @@
-"""Moved from models/recon/detect.py."""
+"""Gaussian-splat PLY files (LGM and the like): centres and colours, no faces; imported
+as a point cloud."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Moved from models/recon/detect.py."""
+"""Triplane radiance fields (this project's own layout, PAniC-3D's decoder): three
+feature planes decoded by a small MLP into density and colour, sampled on a grid to mesh."""
 
 from __future__ import annotations
 

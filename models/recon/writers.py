@@ -1,10 +1,13 @@
-"""Moved from models/recon/portrait.py."""
+"""Meshes to files Blender and other tools import: OBJ with ``v x y z r g b`` colours,
+binary PLY with uchar colours, GLB with COLOR_0. All in the source frame (y up, facing
++z), which is what Blender's importers expect."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .data import PortraitMesh
+from .meshing import vertex_normals
 from .portrait import blender_to_source
 
 
@@ -54,8 +57,6 @@ def write_glb(path, mesh: PortraitMesh):
     """Binary glTF 2.0: one mesh with POSITION, NORMAL, COLOR_0 and indices."""
     import json
     import struct
-
-    from .meshing import vertex_normals
 
     verts, faces, colors = _export_arrays(mesh)
     normals = vertex_normals(verts.astype(np.float64), faces).astype(np.float32)

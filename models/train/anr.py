@@ -1,6 +1,6 @@
 """``anirender train anr``: learn a character's neural texture and ANR renderer.
 
-Data: one folder per identity, as ``addon.anr_capture`` writes it: ``anr_data.json``,
+Data: one folder per identity, as ``addon.anr.capture`` writes it: ``anr_data.json``,
 ``target/target_<frame>.png`` (straight RGBA), ``uv/uv_<frame>.npz`` and
 ``normal/normal_<frame>.npz`` (the coarse mesh's passes). Several folders train several
 identities that share one renderer (one texture each).

@@ -17,7 +17,11 @@ import torch
 from PIL import Image
 
 from ...errors import AniRenderError
-from ..conr.model import premultiply_official, quantise_udp_mask
+from ..alpha import over_white, premultiply_official  # noqa: F401 - over_white: older callers
+from ..framing import frame_sample  # noqa: F401 - re-exported for the trainers
+from ..metrics import image_metrics  # noqa: F401
+from ..shade_baselines import nearest_udp_baseline  # noqa: F401
+from ..udp import quantise_udp_mask
 
 MANIFEST = "manifest.json"
 
@@ -64,21 +68,9 @@ def load_split(root, split: str, size: int | None = None) -> list[CharacterSampl
     return characters
 
 
-def frame_sample(image: np.ndarray, udp: np.ndarray, size: int):
-    """Crop a sample to the centred square around the character and resize it, as the
-    official inference frames sheets and poses (so training sees what shading sees)."""
-    from .. import framing
-
-    crop = framing.square_crop_around((image[..., 3] > 0) | (udp[..., 3] > 0))
-    if crop is None:
-        return image, udp
-    image = framing.resize_image(framing.crop_square(image, crop), size)
-    return image, framing.resize_udp(framing.crop_square(udp, crop), size)
-
-
 def sheet_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (V, H, W, 4) straight RGBA -> (V, 4, H, W) as CoNR loads sheets."""
-    rgb = premultiply_official(images)
+    rgb = premultiply_official(images)[..., :3]
     stacked = np.concatenate([rgb, images[..., 3:4]], axis=-1)
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
 
@@ -171,52 +163,3 @@ def sheet_correspondence(sheet_udps: np.ndarray, target_udp: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- metrics
-
-
-def over_white(rgba_premultiplied: np.ndarray) -> np.ndarray:
-    """Premultiplied float RGBA (..., 4) composited on white -> RGB in [0, 1]."""
-    rgba = np.clip(rgba_premultiplied, 0.0, 1.0)
-    return rgba[..., :3] + (1.0 - rgba[..., 3:4])
-
-
-def straight_to_premultiplied(images: np.ndarray) -> np.ndarray:
-    x = images.astype(np.float32) / 255.0
-    return np.concatenate([x[..., :3] * x[..., 3:4], x[..., 3:4]], axis=-1)
-
-
-def image_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
-    """L1, PSNR (dB) and SSIM of premultiplied RGBA frames, compared on white."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    a, b = over_white(predicted), over_white(truth)
-    l1 = float(np.abs(a - b).mean())
-    psnr = float(np.mean([peak_signal_noise_ratio(t, p, data_range=1.0) for p, t in zip(a, b)]))
-    ssim = float(
-        np.mean(
-            [structural_similarity(t, p, data_range=1.0, channel_axis=-1) for p, t in zip(a, b)]
-        )
-    )
-    return {"l1": l1, "psnr": psnr, "ssim": ssim}
-
-
-def nearest_udp_baseline(
-    sheet_images: np.ndarray, sheet_udps: np.ndarray, target_udp: np.ndarray
-) -> np.ndarray:
-    """The non-neural baseline: each target pixel copies the sheet pixel of nearest UDP.
-
-    ``sheet_images`` uint8 (V, H, W, 4) straight, ``sheet_udps`` (V, H, W, 4) the sheet's
-    true UDPs, ``target_udp`` (H, W, 4). Returns premultiplied float RGBA (H, W, 4); the
-    target's empty pixels stay transparent.
-    """
-    from scipy.spatial import cKDTree
-
-    covered = sheet_udps[..., 3] > 0.5
-    out = np.zeros(target_udp.shape[:2] + (4,), np.float32)
-    wanted = target_udp[..., 3] > 0.5
-    if not covered.any() or not wanted.any():
-        return out
-    tree = cKDTree(sheet_udps[covered][:, :3])
-    _, nearest = tree.query(target_udp[wanted][:, :3], k=1)
-    colours = straight_to_premultiplied(sheet_images[covered])[nearest]
-    out[wanted] = colours
-    return out

@@ -29,18 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AniRenderError
+from ..pose_vector import MIRROR_ORDER, MIRROR_SIGN
 from ..reenact import FaceGenerator, ReenactConfig, rgba_to_tensor, save_reenact
-
-POSE_NAMES = (
-    "eye_closed_l", "eye_closed_r", "eye_unimpressed_l", "eye_unimpressed_r",
-    "eye_surprised_l", "eye_surprised_r", "brow_angry_l", "brow_angry_r",
-    "brow_raised_l", "brow_raised_r", "brow_lowered_l", "brow_lowered_r",
-    "mouth_a", "mouth_e", "mouth_i", "mouth_o", "mouth_u",
-    "head_roll", "head_pitch", "head_yaw",
-)  # fmt: skip
-# flip: swap every _l/_r pair, negate roll and yaw
-FLIP_ORDER = [i ^ 1 if i < 12 else i for i in range(20)]
-FLIP_SIGN = np.array([1.0] * 17 + [-1.0, 1.0, -1.0], np.float32)
 
 
 @dataclass
@@ -152,7 +142,7 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
 
 
 def flip_batch(source, target, pose):
-    pose = pose[:, FLIP_ORDER] * torch.from_numpy(FLIP_SIGN)
+    pose = pose[:, list(MIRROR_ORDER)] * torch.from_numpy(MIRROR_SIGN)
     return source.flip(-1), target.flip(-1), pose
 
 
