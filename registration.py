@@ -14,6 +14,7 @@ from .addon.core import props as core_props
 from .addon.passes import props as passes_props
 from .addon.pose import props as pose_props
 from .addon.shading import props as shading_props
+from .addon.shading import sheet_paths
 from .ops import anr as anr_ops
 from .ops import datasets as datasets_ops
 from .ops import passes as passes_ops
@@ -82,9 +83,11 @@ def register() -> None:
         bpy.utils.register_class(cls)
     core_props.attach()
     menus.add()
+    sheet_paths.add_handlers()
 
 
 def unregister() -> None:
+    sheet_paths.remove_handlers()
     menus.remove()
     core_props.detach()
     for cls in reversed(CLASSES):

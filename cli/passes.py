@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ..errors import AniRenderError
+from ..words import counted
 
 
 def add_parser(subparsers) -> None:
@@ -79,7 +80,7 @@ def run_passes(args) -> int:
             bar.set_postfix_str(message)
             bar.update(1)
     print(
-        f"{len(renderer.todo)} frames of {', '.join(request.passes)} written to {request.out_dir}"
+        f"{counted(len(renderer.todo), 'frame')} of {', '.join(request.passes)} written to {request.out_dir}"
         + (f"; {skipped} were already there" if skipped else "")
     )
     return 0

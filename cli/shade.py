@@ -17,6 +17,7 @@ from ..models import alpha, framing
 from ..models.conr.config import OPAQUE_MEAN_ALPHA
 from ..models.image_files import SHEET_SUFFIXES, UDP_SUFFIXES, read_sheet_image, read_udp
 from ..models.weights import load_conr
+from ..words import counted
 
 
 def add_parser(subparsers) -> None:
@@ -98,7 +99,7 @@ def run_shade(args) -> int:
                 bar.update(len(batch))
         for name in written:
             os.replace(Path(tmp) / name, args.out / name)
-    print(f"wrote {len(written)} frames to {args.out}")
+    print(f"wrote {counted(len(written), 'frame')} to {args.out}")
     return 0
 
 

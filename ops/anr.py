@@ -37,6 +37,7 @@ from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import shaded_frames
 from ..addon.shading.sessions import AnrSession, settings_from
 from ..errors import AniRenderError
+from ..words import counted
 from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _SIZES = (("128", "128", ""), ("256", "256", ""), ("512", "512", ""))
@@ -211,7 +212,7 @@ class ANIRENDER_OT_anr_render_animation(FrameRangeSettings, _AnrRender, bpy.type
         scene = context.scene
         self._take_scene_settings(scene)
         frames = self.frames(scene)
-        folder = check_output_folder(bpy.path.abspath(self.output_dir))
+        folder = check_output_folder(self.output_dir, "ANR frames")
         name = f"{_armature(context).name}_anr"
         sequence = shaded_frames.SequenceRender(folder, name, frames, self.overwrite)
         armature, renderer, others, session = self._prepare(
@@ -224,9 +225,9 @@ class ANIRENDER_OT_anr_render_animation(FrameRangeSettings, _AnrRender, bpy.type
             lambda passes: session.shade(*passes[0]),  # (1, H, W, 4): one frame
             shaded_frames.FrameWriter(int(self.size)),
             sequence_name=f"{armature.name} ANR",
-            summary=f"{len(sequence.todo)} frames rendered with ANR into {folder}",
+            summary=f"{counted(len(sequence.todo), 'frame')} rendered with ANR into {folder}",
             when_unavailable=lambda kept: (
-                f"The {kept} frames rendered so far stay in {folder}; "
+                f"The {counted(kept, 'frame')} rendered so far stay in {folder}; "
                 "run Neural Render Animation (ANR) again for the rest."
             ),
             inputs_open=renderer,

@@ -2,8 +2,6 @@
 occupancy images, frame by frame) and Set Canonical Pose (the frame that fixes the
 character's UDP colours)."""
 
-from pathlib import Path
-
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
@@ -11,8 +9,9 @@ from ..addon.core.jobs import Job, ModalJobOperator
 from ..addon.core.settings import pass_defaults
 from ..addon.passes.canonical import MODES, set_canonical_pose
 from ..addon.passes.renderer import render_udp_passes
-from ..addon.passes.request import PassRequest
+from ..addon.passes.request import PassRequest, resolve_output_folder
 from ..errors import AniRenderError
+from ..words import counted
 from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _PASS_ITEMS = (
@@ -66,7 +65,7 @@ class ANIRENDER_OT_render_udp_passes(FrameRangeSettings, ModalJobOperator, bpy.t
         take_scene_defaults(self, pass_defaults(scene), _FROM_SCENE)
         armature = rigged_character(context, " to render UDP passes").armature
         request = PassRequest(
-            out_dir=Path(bpy.path.abspath(self.output_dir)),
+            out_dir=resolve_output_folder(self.output_dir),
             frames=self.frames(scene),
             passes=tuple(p.lower() for p in sorted(self.passes)),
             formats=tuple(f.lower() for f in sorted(self.formats)),
@@ -77,8 +76,9 @@ class ANIRENDER_OT_render_udp_passes(FrameRangeSettings, ModalJobOperator, bpy.t
         renderer, steps = render_udp_passes(scene, armature, request)
         job = Job("Render UDP Passes", steps, total=len(renderer.todo))
         skipped = len(request.frames) - len(renderer.todo)
-        job.summary = f"Passes of {len(renderer.todo)} frames written to {request.out_dir}" + (
-            f" ({skipped} already there)" if skipped else ""
+        job.summary = (
+            f"Passes of {counted(len(renderer.todo), 'frame')} written to {request.out_dir}"
+            + (f" ({skipped} already there)" if skipped else "")
         )
         return job
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from ..addon.core.jobs import ModalJobOperator
@@ -50,12 +50,52 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
         default=True,
     )
     level: FloatProperty(name="Iso-level", description="Surface level of the density", default=10.0)
+    size_mode: EnumProperty(
+        name="Size",
+        items=(
+            (
+                "AUTO",
+                "Automatic",
+                "Reconstructions fitted to Head Width; mesh files keep their units",
+            ),
+            ("FIT", "Fit to Head Width", "Scale so the head is Head Width wide, ear to ear"),
+            ("KEEP", "Keep File Units", "The size the file gives"),
+        ),
+        default="AUTO",
+    )
     head_width_cm: FloatProperty(
         name="Head Width (cm)",
-        description="Scale so the head is this wide, ear to ear; 0 keeps the file's units",
+        description="Width of the head, ear to ear, when the size is fitted",
         default=25.0,
-        min=0.0,
+        min=0.1,
         soft_max=60.0,
+    )
+    faces: EnumProperty(
+        name="Faces",
+        items=(
+            (
+                "AUTO",
+                "Automatic",
+                "Reconstructions cleaned up; OBJ/PLY/glTF meshes kept as they are",
+            ),
+            ("CLEAN", "Clean Up", "Largest piece, triangles, vertex colours (for reconstructions)"),
+            (
+                "KEEP",
+                "Keep as in File",
+                "Faces, UVs and materials as Blender's importer reads them",
+            ),
+        ),
+        default="AUTO",
+    )
+    shading: EnumProperty(
+        name="Shading",
+        items=(
+            ("AUTO", "Automatic", "Smooth for reconstructions; a kept mesh keeps the file's"),
+            ("SMOOTH", "Smooth", "Smooth-shade every face"),
+            ("FLAT", "Flat", "Flat-shade every face"),
+            ("FILE", "As in File", "Keep the file's shading (meshes kept as in the file)"),
+        ),
+        default="AUTO",
     )
     face_budget: IntProperty(
         name="Face Budget", description="Most triangles to keep (0: keep all)", default=0, min=0
@@ -123,7 +163,12 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
         col.prop(self, "grid_resolution")
         col.prop(self, "box_size")
         col = layout.column(heading="Look")
-        col.prop(self, "head_width_cm")
+        col.prop(self, "size_mode")
+        sub = col.row()
+        sub.enabled = self.size_mode != "KEEP"
+        sub.prop(self, "head_width_cm")
+        col.prop(self, "faces")
+        col.prop(self, "shading")
         col.prop(self, "use_colors")
         col.prop(self, "use_project_portrait")
         sub = col.column()
@@ -177,7 +222,8 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
 
         return PortraitImportOptions(
             level=None if self.use_auto_level else self.level,
-            head_width_cm=self.head_width_cm,
+            # -1: decided by the file's kind (plan_portrait_import), 0: file units
+            head_width_cm={"AUTO": -1.0, "FIT": self.head_width_cm, "KEEP": 0.0}[self.size_mode],
             face_budget=self.face_budget,
             colors=self.use_colors,
             smooth_iterations=self.smooth_iterations,
@@ -197,6 +243,8 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
             portrait_path=self.portrait_path,
             armature=self._armature(context),
             head_bone=self.head_bone,
+            faces=self.faces,
+            shading=self.shading,
         )
         return portrait_import_job(self._plan, guard)
 

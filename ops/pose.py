@@ -25,6 +25,7 @@ from ..addon.shading.sessions import ReenactSession, settings_from
 from ..errors import AniRenderError
 from ..models import pose_vector
 from ..service import protocol
+from ..words import counted
 
 
 class _CharacterOperator:
@@ -33,7 +34,12 @@ class _CharacterOperator:
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and obj.type in {"ARMATURE", "MESH"}
+        if obj is None or obj.type not in {"ARMATURE", "MESH"}:
+            cls.poll_message_set(
+                "Select the character first: its armature or one of the meshes it deforms."
+            )
+            return False
+        return True
 
     def execute(self, context):
         try:
@@ -68,8 +74,21 @@ def get_clipboard(context) -> str:
 
 
 def _summary(bindings) -> str:
+    """How many targets are bound, and which bound ones move exactly the same keys."""
     found = [t for t in pose_vector.EXPRESSION_NAMES if bindings.get(t)]
-    return f"{len(found)} of {len(pose_vector.EXPRESSION_NAMES)} expression targets bound"
+    text = f"{len(found)} of {len(pose_vector.EXPRESSION_NAMES)} expression targets bound"
+    same = {}
+    for target in found:
+        keys = tuple(sorted((obj, key, round(w, 3)) for obj, key, w in bindings[target]))
+        same.setdefault(keys, []).append(target)
+    shared = [" and ".join(group) for group in same.values() if len(group) > 1]
+    if shared:
+        text += (
+            "; the rig has no separate shape keys for "
+            + ", ".join(shared)
+            + (" (each group moves the same keys)")
+        )
+    return text
 
 
 class ANIRENDER_OT_pose_setup(_CharacterOperator, bpy.types.Operator):
@@ -248,7 +267,12 @@ class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and obj.type in {"ARMATURE", "MESH"}
+        if obj is None or obj.type not in {"ARMATURE", "MESH"}:
+            cls.poll_message_set(
+                "Select the character first: its armature or one of the meshes it deforms."
+            )
+            return False
+        return True
 
     def make_job(self, context, guard):
         job = pose_animation_job(
@@ -279,7 +303,7 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
         raise AniRenderError(
             f"The scene's frame range {scene.frame_start}-{scene.frame_end} is empty."
         )
-    folder = check_output_folder(bpy.path.abspath(output_dir))
+    folder = check_output_folder(output_dir, "reenacted frames")
     sequence = shaded_frames.SequenceRender(folder, owner.name, frames, overwrite)
     session = ReenactSession(settings_from(preferences(context)))
     height, width = portrait.shape[:2]
@@ -295,9 +319,9 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
         lambda poses: session.reenact(portrait, np.array(poses, np.float32)),
         shaded_frames.FrameWriter((width, height)),
         sequence_name=f"{owner.name} Pose Animation",
-        summary=f"{len(sequence.todo)} frames reenacted into {folder}",
+        summary=f"{counted(len(sequence.todo), 'frame')} reenacted into {folder}",
         when_unavailable=lambda kept: (
-            f"The {kept} frames rendered so far stay in {folder}; "
+            f"The {counted(kept, 'frame')} rendered so far stay in {folder}; "
             "run Render Pose Animation again for the rest."
         ),
         batch=int(batch),

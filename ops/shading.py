@@ -26,9 +26,11 @@ from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import connection, shaded_frames
 from ..addon.shading.local_service import local_service, stop_local_service
 from ..addon.shading.sessions import ShadingSession, settings_from, test_connection
-from ..addon.shading.sheets import read_sheet
+from ..addon.shading.sheet_paths import relative_to
+from ..addon.shading.sheets import check_sheet_file, check_sheet_pixels, image_rgba, read_sheet
 from ..errors import AniRenderError
 from ..models.framing import shade_in_frame
+from ..words import counted
 from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
 _IMAGE_SUFFIXES = {".png", ".webp", ".tga", ".tif", ".tiff", ".exr", ".bmp", ".jpg", ".jpeg"}
@@ -43,7 +45,8 @@ class _SheetOperator:
     def poll(cls, context):
         try:
             _sheet_owner(context)
-        except AniRenderError:
+        except AniRenderError as exc:
+            cls.poll_message_set(str(exc))
             return False
         return True
 
@@ -78,10 +81,18 @@ class ANIRENDER_OT_sheet_add_files(_SheetOperator, bpy.types.Operator):
         if missing:
             self.report({"ERROR"}, f"Image file not found: {missing[0]}")
             return {"CANCELLED"}
+        try:
+            for path in paths:
+                check_sheet_file(path)
+        except AniRenderError as exc:
+            self.report({"ERROR"}, f"Nothing added. {exc}")
+            return {"CANCELLED"}
         settings = character_settings(owner)
         for path in paths:
             entry = settings.sheet.add()
-            entry.filepath = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
+            entry.filepath = (
+                relative_to(path, bpy.data.filepath) if bpy.data.filepath else str(path)
+            )
         settings.sheet_index = len(settings.sheet) - 1
         self.report({"INFO"}, f'{len(paths)} image(s) added to the sheet of "{owner.name}"')
         return {"FINISHED"}
@@ -112,10 +123,16 @@ class ANIRENDER_OT_sheet_add_image(_SheetOperator, bpy.types.Operator):
         if image is None:
             self.report({"ERROR"}, f'No image named "{self.image}".')
             return {"CANCELLED"}
+        try:
+            check_sheet_pixels(image_rgba(image, image.name), image.name)
+        except AniRenderError as exc:
+            self.report({"ERROR"}, f"Nothing added. {exc}")
+            return {"CANCELLED"}
         settings = character_settings(owner)
         entry = settings.sheet.add()
         entry.image = image
         settings.sheet_index = len(settings.sheet) - 1
+        self.report({"INFO"}, f'"{image.name}" added to the sheet of "{owner.name}"')
         return {"FINISHED"}
 
 
@@ -241,7 +258,7 @@ class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bp
         frames = self.frames(scene)
         character, images, settings = self._prepare(context)
         size = int(self.size)
-        folder = check_output_folder(self.output_dir)
+        folder = check_output_folder(self.output_dir, "shaded frames")
         sequence = shaded_frames.SequenceRender(folder, character.name, frames, self.overwrite)
         renderer = _udp_renderer(
             scene, character.armature, sequence.todo or sequence.frames, folder
@@ -260,9 +277,9 @@ class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bp
             lambda udps: [shade_in_frame(session.shade, udps[0], size)],
             shaded_frames.FrameWriter((renderer.width, renderer.height)),
             sequence_name=name,
-            summary=f"{len(sequence.todo)} frames shaded into {folder}",
+            summary=f"{counted(len(sequence.todo), 'frame')} shaded into {folder}",
             when_unavailable=lambda kept: (
-                f"The {kept} frames shaded so far stay in {folder}; "
+                f"The {counted(kept, 'frame')} shaded so far stay in {folder}; "
                 "run Neural Render Animation again to shade the rest."
             ),
             inputs_open=renderer,

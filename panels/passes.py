@@ -3,7 +3,7 @@
 import bpy
 
 from ..addon.core.settings import pass_defaults
-from ..addon.passes.canonical import RECIPE
+from ..addon.passes.canonical import MODES, RECIPE
 from .sidebar import SidebarSubPanel
 
 
@@ -35,7 +35,9 @@ class ANIRENDER_PT_passes(SidebarSubPanel, bpy.types.Panel):
         armature = active if active is not None and active.type == "ARMATURE" else None
         if armature is not None:
             recipe = armature.get(RECIPE)
-            text = f"Canonical: {recipe['mode']}" if recipe else "Canonical: not set yet"
+            labels = {ident: label for ident, label, _ in MODES}
+            mode = labels.get(recipe["mode"], recipe["mode"]) if recipe else None
+            text = f"Canonical: {mode}" if mode else "Canonical: not set yet"
             layout.label(text=text, icon="OUTLINER_OB_ARMATURE")
         layout.operator_menu_enum("anirender.set_canonical_pose", "mode")
         layout.operator("anirender.render_udp_passes", icon="RENDER_ANIMATION")

@@ -69,6 +69,18 @@ def addon(blender):
 
 
 @pytest.fixture
+def shader_addon(blender):
+    """The add-on enabled through Blender (so it has preferences), disabled afterwards."""
+    import addon_utils
+
+    addon_utils.enable("anirender", default_set=True)
+    try:
+        yield blender.context.preferences.addons["anirender"].preferences
+    finally:
+        addon_utils.disable("anirender", default_set=True)
+
+
+@pytest.fixture
 def toy_character(blender):
     """The toy test character opened from the cache (addon/character_cache.py): its armature."""
     from anirender.addon.characters.cache import load_character

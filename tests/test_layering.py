@@ -24,7 +24,7 @@ def _module_name(path: Path) -> str:
 
 
 def _package_files() -> list[Path]:
-    files = [REPO / "__init__.py", REPO / "errors.py", REPO / "registration.py"]
+    files = [REPO / n for n in ("__init__.py", "errors.py", "registration.py", "words.py")]
     for package in PACKAGES:
         files += sorted((REPO / package).rglob("*.py"))
     return files
@@ -140,3 +140,18 @@ def test_imports_inside_functions_say_why(graph):
             if not _has_reason(lines, line - 1):
                 silent.append(f"{path.relative_to(REPO)}:{line}: {lines[line - 1].strip()}")
     assert not silent, "\n".join(silent)
+
+
+def test_every_package_is_listed_for_pip_install():
+    """A plain ``pip install .`` (no editable finder) ships only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(["anirender", *init.parent.relative_to(REPO).parts])
+        for init in _package_files()
+        if init.name == "__init__.py"
+    }
+    assert found == listed

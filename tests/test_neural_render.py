@@ -16,18 +16,6 @@ FRAME = (160, 100)  # the scene's output resolution (320 x 200 at 50 %): the fra
 
 
 @pytest.fixture
-def shader_addon(blender):
-    """The add-on enabled through Blender (so it has preferences), disabled afterwards."""
-    import addon_utils
-
-    addon_utils.enable("anirender", default_set=True)
-    try:
-        yield blender.context.preferences.addons["anirender"].preferences
-    finally:
-        addon_utils.disable("anirender", default_set=True)
-
-
-@pytest.fixture
 def toy_with_sheet(shader_addon, toy_character, tmp_path):
     """The toy, active, with a two-view sheet: one image file and one Blender image."""
     import bpy

@@ -75,7 +75,8 @@ def test_import_each_format_in_file_units(addon, tmp_path, name):
     path = tmp_path / name
     box = writer(path)
     before = set(bpy.data.objects)
-    assert bpy.ops.anirender.import_portrait(filepath=str(path), head_width_cm=0) == {"FINISHED"}
+    result = bpy.ops.anirender.import_portrait(filepath=str(path), size_mode="KEEP", faces="CLEAN")
+    assert result == {"FINISHED"}
     (obj,) = [o for o in bpy.data.objects if o not in before]
     assert bpy.context.view_layer.objects.active == obj
     verts, normals, colors = _arrays(obj)
@@ -113,7 +114,8 @@ def test_textured_obj_gets_its_texture_as_colours(addon, tmp_path):
         f.write("usemtl skin\n")
         np.savetxt(f, np.repeat(faces + 1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
     before = _counts(bpy)
-    assert bpy.ops.anirender.import_portrait(filepath=str(tmp_path / "head.obj")) == {"FINISHED"}
+    result = bpy.ops.anirender.import_portrait(filepath=str(tmp_path / "head.obj"), faces="CLEAN")
+    assert result == {"FINISHED"}
     after = _counts(bpy)
     assert after["images"] == before["images"]  # the importer's leftovers are gone
     assert after["objects"] == before["objects"] + 1
@@ -152,7 +154,7 @@ def test_attach_to_head_bone_at_real_size(addon, tmp_path):
     write_panic_pickle(path)
     rig = _rig(bpy)
     result = bpy.ops.anirender.import_portrait(
-        filepath=str(path), head_width_cm=25, use_attach_to_head=True
+        filepath=str(path), size_mode="FIT", head_width_cm=25, use_attach_to_head=True
     )
     assert result == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active

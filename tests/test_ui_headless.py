@@ -159,7 +159,9 @@ def test_panels_lists_and_menus_draw_for_a_rigged_character(addon, toy_character
     assert any(text.startswith("Canonical: ") for text in labels)
 
     assert bpy.ops.anirender.pose_setup() == {"FINISHED"}
-    Image.fromarray(np.zeros((64, 64, 4), np.uint8)).save(tmp_path / "front.png")
+    cut_out = np.zeros((64, 64, 4), np.uint8)
+    cut_out[16:48, 20:44] = (200, 120, 90, 255)  # a figure on a transparent background
+    Image.fromarray(cut_out).save(tmp_path / "front.png")
     files = [{"name": "front.png"}]
     assert bpy.ops.anirender.sheet_add_files(directory=str(tmp_path), files=files) == {"FINISHED"}
     image = bpy.data.images.load(str(tmp_path / "front.png"))

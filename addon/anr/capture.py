@@ -126,7 +126,7 @@ def capture_training_frames(scene, armature, request: CaptureRequest):
     """
     require_camera(scene)
     request.size = _check_size(request.size)
-    request.out_dir = check_output_folder(request.out_dir)
+    request.out_dir = check_output_folder(request.out_dir, "ANR training frames")
     if not request.frames:
         raise AniRenderError("No frames to capture; give a frame range.")
     passes = _CoarsePasses(scene, armature, request)
@@ -227,7 +227,7 @@ def pair_image_sequence(scene, armature, folder, request: CaptureRequest):
     """
     require_camera(scene)
     images, request.size = check_image_sequence(folder, list(request.frames))
-    request.out_dir = check_output_folder(request.out_dir)
+    request.out_dir = check_output_folder(request.out_dir, "ANR training frames")
     passes = _CoarsePasses(scene, armature, request)
     target_dir = Path(request.out_dir) / "target"
 

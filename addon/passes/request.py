@@ -86,8 +86,24 @@ def output_size(scene, size) -> tuple[int, int]:
     return width, height
 
 
-def check_output_folder(folder) -> Path:
-    folder = Path(bpy.path.abspath(str(folder))) if str(folder).startswith("//") else Path(folder)
+def resolve_output_folder(folder) -> Path:
+    """The absolute folder an output path names.
+
+    ``//`` is the .blend's folder. In a file that was never saved it has none; rather
+    than write into whatever directory Blender was started from, such output goes to
+    ``<temp>/anirender/`` (the report names the full path).
+    """
+    text = str(folder)
+    if not text.startswith("//"):
+        return Path(text)
+    if bpy.data.filepath:
+        return Path(bpy.path.abspath(text))
+    return Path(tempfile.gettempdir()) / "anirender" / text[2:]
+
+
+def check_output_folder(folder, what: str = "passes") -> Path:
+    """Resolve ``folder``, create it and prove it writable; ``what`` names the output."""
+    folder = resolve_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".anirender-probe-", delete=False)
@@ -95,7 +111,7 @@ def check_output_folder(folder) -> Path:
         os.unlink(probe.name)
     except OSError as exc:
         raise AniRenderError(
-            f"Cannot write passes to {folder} ({exc.strerror or exc}). "
+            f"Cannot write {what} to {folder} ({exc.strerror or exc}). "
             "Choose an output folder you can write to."
         ) from None
     return folder

@@ -10,10 +10,11 @@ added nothing and a finished one has kept its object (``guard.keep``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import bpy
+from mathutils import Vector
 
 from ...errors import AniRenderError
 from ...models.recon.data import MESH_FILE_KINDS
@@ -43,6 +44,11 @@ class PortraitImport:
     bone_name: str | None = None
     obj: object = None  # the new head object, once built
     notes: list = field(default_factory=list)
+    #: keep an OBJ/PLY/glTF mesh as the file has it (faces, UVs, materials) instead of
+    #: cleaning it up as a reconstruction (largest piece, triangles, vertex colours)
+    keep_file_mesh: bool = False
+    #: "SMOOTH" or "FLAT" sets the faces' shading; "FILE" keeps what the file says
+    shading: str = "SMOOTH"
 
 
 def guess_portrait_image(path: Path) -> Path | None:
@@ -64,12 +70,33 @@ def plan_portrait_import(
     portrait_path: str = "",
     armature=None,
     head_bone: str = "",
+    faces: str = "AUTO",
+    shading: str = "AUTO",
 ) -> PortraitImport:
-    """Every cheap check, before anything slow starts or anything is added."""
+    """Every cheap check, before anything slow starts or anything is added.
+
+    ``faces`` and ``shading`` (and ``options.head_width_cm`` < 0 for the size) take
+    "AUTO": right for a reconstruction (cleaned up, triangles, smooth, fitted to a head's
+    size), and for an ordinary OBJ/PLY/glTF mesh the file as it is (faces, shading and
+    scale kept).
+    """
 
     path = Path(bpy.path.abspath(str(filepath)))
     fmt = detect_portrait_format(path)
+    mesh_file = fmt.kind in MESH_FILE_KINDS
+    keep_file_mesh = mesh_file and faces in {"AUTO", "KEEP"}
+    if shading == "AUTO":
+        shading = "FILE" if keep_file_mesh else "SMOOTH"
+    if shading == "FILE" and not keep_file_mesh:
+        shading = "SMOOTH"  # a cleaned-up mesh has no shading of its own to keep
+    if options.head_width_cm < 0:  # AUTO size
+        options = replace(options, head_width_cm=0.0 if mesh_file else 25.0)
     image_path = None
+    if project_portrait and keep_file_mesh:
+        raise AniRenderError(
+            f"{path.name}: Project Portrait works on a cleaned-up mesh; set Faces to "
+            "Clean Up, or import without projecting."
+        )
     if project_portrait:
         image_path = portrait_path or guess_portrait_image(path)
         if not image_path:
@@ -87,9 +114,11 @@ def plan_portrait_import(
         bone_name = head_bone or meshes.find_head_bone(armature)
         if armature.data.bones.get(bone_name) is None:
             raise AniRenderError(f"Armature {armature.name} has no bone named {bone_name!r}.")
-    return PortraitImport(
+    plan = PortraitImport(
         path, fmt, options, collection, tuple(location), image_path, armature, bone_name
     )
+    plan.keep_file_mesh, plan.shading = keep_file_mesh, shading
+    return plan
 
 
 def portrait_import_job(plan: PortraitImport, guard) -> Job:
@@ -104,6 +133,13 @@ def _steps(job: Job, plan: PortraitImport, guard):
 
     path, options = plan.path, plan.options
     result = {}
+    if plan.keep_file_mesh:
+        yield f"Reading {path.name}"
+        # Blender's importer, then the object as made: one step, so Esc cannot split them
+        obj = meshes.import_mesh_object(path, plan.fmt.kind, path.stem, plan.collection)
+        _finish(plan, obj, guard, notes=[])
+        job.summary = f"Imported {obj.name}: {len(obj.data.polygons)} faces, as in the file"
+        return
     if plan.fmt.kind in MESH_FILE_KINDS:
         raw = meshes.read_mesh_file(path, plan.fmt.kind)  # Blender's importer: main thread
         yield f"Read {path.name}"
@@ -136,13 +172,26 @@ def _steps(job: Job, plan: PortraitImport, guard):
         portrait = meshes.load_portrait_image(plan.image_path)
         meshes.add_front_projection(obj, *projection, portrait)
         guard.keep(portrait)
+    _finish(plan, obj, guard, list(mesh.notes))
+    job.summary = f"Imported {obj.name}: {len(obj.data.polygons)} faces"
+
+
+def _finish(plan: PortraitImport, obj, guard, notes: list) -> None:
+    """Size (for a kept file mesh), shading, placement; the object is kept."""
+    width = plan.options.head_width_cm
+    if plan.keep_file_mesh and width > 0:
+        corners = [obj.matrix_world @ Vector(c) for c in obj.bound_box]
+        span = max(c.x for c in corners) - min(c.x for c in corners)
+        if span > 0:
+            obj.scale = obj.scale * (width / 100.0 / span)
+    if plan.shading in {"SMOOTH", "FLAT"}:
+        meshes.set_shading(obj.data, plan.shading == "SMOOTH")
     if plan.bone_name is not None:
         meshes.place_at_head_bone(obj, plan.armature, plan.bone_name)
     else:
         obj.location = plan.location
     guard.keep(obj)
-    plan.obj, plan.notes = obj, list(mesh.notes)
-    job.summary = f"Imported {obj.name}: {len(obj.data.polygons)} faces"
+    plan.obj, plan.notes = obj, notes
 
 
 def _front_projection(mesh):

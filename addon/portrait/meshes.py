@@ -174,6 +174,53 @@ def read_mesh_file(path, kind: str) -> PortraitMesh:
 _IMPORTED_DATA = ("objects", "meshes", "materials", "images", "textures", "collections")
 
 
+def import_mesh_object(path, kind: str, name: str, collection) -> bpy.types.Object:
+    """An ordinary mesh file as Blender's importer makes it, joined into one object.
+
+    Faces (quads, n-gons), UVs, materials and shading are kept as the file has them;
+    the importer's extras (empties, cameras, lights, its collections) are removed. The
+    object is linked to ``collection`` only, at the importer's scale and orientation.
+    """
+    path = Path(path)
+    before = {name_: set(getattr(bpy.data, name_)) for name_ in _IMPORTED_DATA}
+    _run_importer(path, kind)
+    new = {
+        name_: [i for i in getattr(bpy.data, name_) if i not in before[name_]] for name_ in before
+    }
+    meshes = [o for o in new["objects"] if o.type == "MESH"]
+    if not meshes:
+        for name_ in _IMPORTED_DATA:
+            for idb in new[name_]:
+                getattr(bpy.data, name_).remove(idb)
+        raise AniRenderError(f"{path.name}: the file holds no mesh.")
+    target = meshes[0]
+    if len(meshes) > 1:
+        view_layer = bpy.context.view_layer
+        with bpy.context.temp_override(
+            active_object=target,
+            selected_editable_objects=meshes,
+            selected_objects=meshes,
+            view_layer=view_layer,
+        ):
+            bpy.ops.object.join()
+    for obj in [o for o in new["objects"] if o != target and o.name in bpy.data.objects]:
+        bpy.data.objects.remove(obj)
+    for other in list(target.users_collection):
+        other.objects.unlink(target)
+    for made in new["collections"]:
+        bpy.data.collections.remove(made)
+    collection.objects.link(target)
+    target.parent = None
+    target.name = name
+    target.data.name = name
+    return target
+
+
+def set_shading(data, smooth: bool) -> None:
+    data.polygons.foreach_set("use_smooth", np.full(len(data.polygons), smooth, dtype=bool))
+    data.update()
+
+
 def _run_importer(path, kind):
     try:
         if kind == "obj":

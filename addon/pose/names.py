@@ -10,9 +10,9 @@ right recipes win over a "both" recipe (``BOTH_RECIPES``); a both-morph then ser
 two sides with weight 0.5 each, so equal left and right sliders set it to their value.
 
 Choices for the MakeHuman expression units (the units have no exact anime counterpart):
-eye-*-slit -> eye_unimpressed, eye-*-opened-up -> eye_surprised; eyebrows-*-down serves
-both brow_lowered and brow_angry (MakeHuman has no separate frown unit; the two sliders
-add); eyebrows-*-up (else eyebrows-*-extern-up) -> brow_raised; mouth-open -> mouth_a;
+eye-*-slit -> eye_unimpressed, eye-*-opened-up -> eye_surprised; eyebrows-*-down ->
+brow_lowered; brow_angry = eyebrows-*-down + 0.7 eyebrows-*-extern-up (inner ends down,
+outer ends up: the anime frown; MakeHuman has no frown unit of its own); eyebrows-*-up (else eyebrows-*-extern-up) -> brow_raised; mouth-open -> mouth_a;
 mouth_e = 0.5 open + 0.5 retraction, mouth_i = retraction, mouth_o = 0.6 open + 0.6
 pursing, mouth_u = pursing. ARKit "Left" is the face's own left, as on MakeHuman.
 """
@@ -124,18 +124,18 @@ SIDE_RECIPES = {
             "怒りL",
             "Fcl_BRW_Angry_L",
             "browDownLeft",
-            "eyebrows-left-down",
             "brow angry left",
-        ),
+        )
+        + [(("eyebrows-left-down", 1.0), ("eyebrows-left-extern-up", 0.7))],
         "r": _one(
             "怒り右",
             "怒り眉右",
             "怒りR",
             "Fcl_BRW_Angry_R",
             "browDownRight",
-            "eyebrows-right-down",
             "brow angry right",
-        ),
+        )
+        + [(("eyebrows-right-down", 1.0), ("eyebrows-right-extern-up", 0.7))],
     },
     "brow_raised": {
         "l": _one(

@@ -39,6 +39,7 @@ from ...models.pose_vector import (
     SAMPLE_ANGLE,
 )
 from ..characters.finding import Character, find_character
+from ..core.helpers import move_to_helpers
 from ..core.settings import morph_settings
 from .names import match_key_names
 
@@ -132,13 +133,17 @@ def head_pose_empty_name(armature) -> str:
 
 
 def _ensure_head_pose_empty(armature, owner):
-    """The hidden empty (child of the armature) whose rotation the sliders drive."""
+    """The hidden empty (child of the armature) whose rotation the sliders drive.
+
+    It lives in the add-on's hidden helpers collection, not beside the character.
+    """
     name = head_pose_empty_name(armature)
     empty = bpy.data.objects.get(name)
     if empty is None or empty.type != "EMPTY":
         empty = bpy.data.objects.new(name, None)
-        for collection in armature.users_collection:
-            collection.objects.link(empty)
+    scenes = armature.users_scene or (bpy.context.scene,)
+    for scene in scenes:
+        move_to_helpers(empty, scene)
     empty.parent = armature
     empty.matrix_parent_inverse.identity()
     empty.location = (0.0, 0.0, 0.0)

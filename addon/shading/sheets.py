@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import AniRenderError
 from ...models.framing import crop_square, square_crop_around
 from ..core.settings import character_settings
+from .sheet_paths import describe_missing, resolve_sheet_path
 
 #: sheets whose mean alpha reaches this have no usable cut-out (as CoNR checks)
 OPAQUE_MEAN_ALPHA = 0.95
@@ -28,7 +29,7 @@ def sheet_entries(owner) -> list:
 def entry_label(entry) -> str:
     if entry.image is not None:
         return entry.image.name
-    return Path(bpy.path.abspath(entry.filepath)).name if entry.filepath else "(empty)"
+    return Path(entry.filepath.removeprefix("//")).name if entry.filepath else "(empty)"
 
 
 def read_sheet(owner, size: int) -> np.ndarray:
@@ -46,16 +47,46 @@ def read_entry(entry) -> np.ndarray:
     """One sheet entry as uint8 straight RGBA (H, W, 4), row 0 at the top."""
     if entry.image is not None:
         return image_rgba(entry.image, entry.image.name)
-    path = Path(bpy.path.abspath(entry.filepath))
+    path = resolve_sheet_path(entry.filepath)
     if not path.is_file():
-        raise AniRenderError(
-            f"Sheet image file {path} does not exist. Fix the path in the Character Sheet panel."
-        )
+        raise AniRenderError(describe_missing(entry.filepath))
+    return read_image_file(path)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """An image file as uint8 straight RGBA (H, W, 4), row 0 at the top."""
     image = bpy.data.images.load(str(path), check_existing=False)
     try:
         return image_rgba(image, path.name)
     finally:
         bpy.data.images.remove(image)
+
+
+def check_sheet_file(path: Path) -> None:
+    """Refuse, when it is added, an image file the shader could not use as a sheet view.
+
+    The same checks as at render time (readable, a cut-out: transparent around the
+    character), so the artist hears of an opaque drawing or a JPG at the button that
+    added it, not at the first render.
+    """
+    try:
+        rgba = read_image_file(path)
+    except RuntimeError as exc:  # Blender cannot decode the file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AniRenderError(f'Cannot read "{path.name}" as an image ({first}).') from None
+    jpg = path.suffix.lower() in {".jpg", ".jpeg"}
+    check_sheet_pixels(rgba, path.name, "JPG files have no transparency" if jpg else None)
+
+
+def check_sheet_pixels(rgba: np.ndarray, label: str, why_opaque: str | None = None) -> None:
+    """The add-time check of one view: some transparency, a visible, cut-out character."""
+    if not (rgba[..., 3] < 255).any():
+        raise AniRenderError(
+            f'"{label}" cannot be a sheet view: {why_opaque or "it has no transparent pixels"}. '
+            "The shader needs the character cut out on a transparent background: export it "
+            "as a PNG with alpha."
+        )
+    frame_view(rgba, 8, label)
 
 
 def image_rgba(image, label: str) -> np.ndarray:
