@@ -20,6 +20,7 @@ from .ops import datasets as datasets_ops
 from .ops import passes as passes_ops
 from .ops import portrait as portrait_ops
 from .ops import pose as pose_ops
+from .ops import runtime as runtime_ops
 from .ops import shading as shading_ops
 from .panels import anr as anr_panels
 from .panels import menus, sidebar
@@ -39,12 +40,15 @@ CLASSES = (
     core_props.SceneSettings,
     passes_ops.ANIRENDER_OT_render_udp_passes,
     passes_ops.ANIRENDER_OT_set_canonical_pose,
+    passes_ops.ANIRENDER_OT_add_camera,
     portrait_ops.ANIRENDER_OT_import_portrait,
     shading_ops.ANIRENDER_OT_neural_render_frame,
     shading_ops.ANIRENDER_OT_neural_render_animation,
     shading_ops.ANIRENDER_OT_test_connection,
     shading_ops.ANIRENDER_OT_start_local_service,
     shading_ops.ANIRENDER_OT_stop_local_service,
+    runtime_ops.ANIRENDER_OT_setup_runtime,
+    runtime_ops.ANIRENDER_OT_remove_runtime,
     shading_ops.ANIRENDER_OT_sheet_add_files,
     shading_ops.ANIRENDER_OT_sheet_add_image,
     shading_ops.ANIRENDER_OT_sheet_remove,

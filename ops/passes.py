@@ -3,9 +3,13 @@ occupancy images, frame by frame) and Set Canonical Pose (the frame that fixes t
 character's UDP colours)."""
 
 import bpy
+import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from mathutils import Vector
 
+from ..addon.characters.finding import character_from_context
 from ..addon.core.jobs import Job, ModalJobOperator
+from ..addon.core.mesh_arrays import world_bounds
 from ..addon.core.settings import pass_defaults
 from ..addon.passes.canonical import MODES, set_canonical_pose
 from ..addon.passes.renderer import render_udp_passes
@@ -104,4 +108,33 @@ class ANIRENDER_OT_set_canonical_pose(bpy.types.Operator):
             f'Canonical {self.mode.replace("_", "-").lower()} of "{character.armature.name}" '
             f"set on {len(recipe['meshes'])} meshes",
         )
+        return {"FINISHED"}
+
+
+class ANIRENDER_OT_add_camera(bpy.types.Operator):
+    """Add a camera facing the character from the front and make it the scene's camera"""
+
+    bl_idname = "anirender.add_camera"
+    bl_label = "Add Camera"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            meshes = character_from_context(context).meshes
+        except AniRenderError:
+            meshes = []
+        bounds = world_bounds(meshes) if meshes else None
+        low, high = bounds if bounds is not None else (np.zeros(3), np.array([0.0, 0.0, 2.0]))
+        centre, size = (low + high) / 2, float(max(high - low))
+        data = bpy.data.cameras.new("AniRender Camera")
+        data.lens = 50.0
+        camera = bpy.data.objects.new("AniRender Camera", data)
+        context.collection.objects.link(camera)
+        # the character faces -Y (Blender's front view); fit its height with a margin
+        distance = 1.2 * size / (data.sensor_width / data.lens)
+        camera.location = Vector((centre[0], centre[1] - distance, centre[2]))
+        camera.rotation_euler = (np.pi / 2, 0.0, 0.0)
+        scene.camera = camera
+        self.report({"INFO"}, f'Camera "{camera.name}" added and made the scene camera')
         return {"FINISHED"}

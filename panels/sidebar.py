@@ -3,6 +3,8 @@
 import bpy
 
 from ..addon.characters.finding import character_from_context
+from ..addon.checklist import checklist
+from ..addon.core.prefs import ADDON_ID
 from ..errors import AniRenderError
 
 
@@ -26,6 +28,7 @@ class ANIRENDER_PT_main(SidebarPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
+        _draw_checklist(layout, context)
         try:
             character = character_from_context(context)
         except AniRenderError:
@@ -39,3 +42,21 @@ class ANIRENDER_PT_main(SidebarPanel, bpy.types.Panel):
             text=camera.name if camera else "No active camera",
             icon="CAMERA_DATA" if camera else "ERROR",
         )
+
+
+def _draw_checklist(layout, context) -> None:
+    """Getting started: collapsed to one line once everything is ready."""
+    items = checklist(context)
+    missing = [item for item in items if not item.ready]
+    if not missing:
+        layout.label(text="Ready to render", icon="CHECKMARK")
+        return
+    box = layout.box()
+    box.label(text="Getting Started", icon="INFO")
+    for item in items:
+        row = box.row()
+        row.label(text=f"{item.name}: {item.detail}", icon="CHECKMARK" if item.ready else "ERROR")
+        if not item.ready and item.fix:
+            props = row.operator(item.fix, text=item.fix_label)
+            if item.fix == "preferences.addon_show":
+                props.module = ADDON_ID

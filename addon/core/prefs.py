@@ -1,7 +1,7 @@
 """Add-on preferences: how Blender reaches the neural shader service."""
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..shading import connection
 
@@ -24,7 +24,23 @@ class AniRenderPreferences(bpy.types.AddonPreferences):
     python_path: StringProperty(
         name="Python Interpreter",
         subtype="FILE_PATH",
-        description="A Python with anirender and torch installed, used to start the service",
+        description="Optional: a Python with anirender and torch of your own; empty uses the "
+        "shader runtime (Set Up Shader Runtime)",
+    )
+    torch_build: EnumProperty(
+        name="Torch Build",
+        items=(
+            ("AUTO", "Automatic", "CUDA when an NVIDIA GPU is found, else CPU"),
+            ("CPU", "CPU", "Runs everywhere; about 1 GB"),
+            ("CUDA", "CUDA (NVIDIA)", "For NVIDIA GPUs; several GB"),
+        ),
+        default="AUTO",
+    )
+    use_pytorch_index: BoolProperty(
+        name="Use PyTorch's Index",
+        default=True,
+        description="Also look for torch on download.pytorch.org (the build chosen above); off: "
+        "only the package index pip is configured with on this machine",
     )
     local_port: IntProperty(
         name="Port", default=0, min=0, max=65535, description="0 picks a free port"
@@ -38,6 +54,8 @@ class AniRenderPreferences(bpy.types.AddonPreferences):
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "service_mode")
+        if self.service_mode in {"LOCAL", "IN_PROCESS"}:
+            self._draw_runtime(layout.box())
         if self.service_mode == "LOCAL":
             layout.prop(self, "python_path")
             layout.prop(self, "local_port")
@@ -53,6 +71,25 @@ class AniRenderPreferences(bpy.types.AddonPreferences):
         ok = connection.status["ok"]
         icon = "CHECKMARK" if ok else ("ERROR" if ok is False else "QUESTION")
         layout.label(text=connection.status["text"][:200], icon=icon)
+
+    def _draw_runtime(self, box):
+        # imported here: the runtime module reads Blender's user folders, needed only to draw
+        from ..runtime.location import runtime_dir, runtime_info
+
+        info = runtime_info()
+        if info is None:
+            box.label(text="Shader runtime: not set up (the shader needs torch)", icon="ERROR")
+        else:
+            build = info.get("build", "").upper()
+            box.label(
+                text=f"Shader runtime: ready, torch {build} ({runtime_dir()})", icon="CHECKMARK"
+            )
+        row = box.row()
+        row.prop(self, "torch_build")
+        row.prop(self, "use_pytorch_index")
+        row = box.row()
+        row.operator("anirender.setup_runtime", icon="IMPORT")
+        row.operator("anirender.remove_runtime", icon="TRASH")
 
 
 def preferences(context=None):

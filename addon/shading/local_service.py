@@ -44,8 +44,9 @@ class LocalService:
             return self
         if not os.path.isfile(self.python):
             raise AniRenderError(
-                f"The Python interpreter '{self.python}' does not exist. Set one with anirender "
-                "and torch installed in the AniRender preferences."
+                f"The Python interpreter '{self.python}' does not exist. Click Set Up Shader "
+                "Runtime in the AniRender preferences, or choose a Python with anirender and "
+                "torch installed there."
             )
         command = [self.python, "-m", "anirender.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--exit-with-stdin"]
@@ -70,9 +71,16 @@ class LocalService:
             if self.process.poll() is not None or time.monotonic() > end:
                 tail = "\n".join(list(self._output)[-6:])
                 self.stop()
+                hint = ""
+                if "No module named" in tail:
+                    hint = (
+                        "\nThis Python lacks what the shader needs: click Set Up Shader "
+                        "Runtime in the AniRender preferences (or choose a Python that has "
+                        "anirender and torch)."
+                    )
                 raise AniRenderError(
                     f"The local service did not start with {self.python}. Its last words:\n"
-                    f"{tail or '(nothing)'}"
+                    f"{tail or '(nothing)'}{hint}"
                 )
         _STARTED.add(self)
         status.update(text=f"Local service running on port {self.bound_port}", ok=True)

@@ -9,13 +9,13 @@ so a loaded model or a started service is reused between operator runs);
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 
 from ...errors import AniRenderError
 from ...service import protocol
+from ..runtime.location import service_python
 from .clients import HttpClient, InProcessClient, ShaderClient, as_portrait
 from .connection import status
 from .local_service import local_service
@@ -44,17 +44,12 @@ def settings_from(prefs) -> dict:
         return {"mode": "IN_PROCESS"}
     return {
         "mode": prefs.service_mode,
-        "python_path": bpy_path(prefs.python_path),
+        "python_path": service_python(prefs.python_path),
         "local_port": prefs.local_port,
         "remote_url": prefs.remote_url,
         "token": prefs.token,
         "weights": prefs.weights,
     }
-
-
-def bpy_path(path: str) -> str:
-    path = (path or "").strip()
-    return os.path.abspath(os.path.expanduser(path)) if path else ""
 
 
 def test_connection(settings: dict) -> dict:
