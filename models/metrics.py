@@ -24,3 +24,16 @@ def image_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
         )
     )
     return {"l1": l1, "psnr": psnr, "ssim": ssim}
+
+
+def flicker(shaded: np.ndarray, truth: np.ndarray) -> float:
+    """Temporal error: mean |(N_t - N_t-1) - (T_t - T_t-1)| over consecutive frames.
+
+    ``shaded`` (N) and ``truth`` (T) are premultiplied RGBA sequences (frames, H, W, 4) in
+    [0, 1], compared on white. A shader that changes between frames only as the truth
+    does scores 0; one that shimmers where the truth is still scores what it adds.
+    """
+    if len(shaded) != len(truth) or len(shaded) < 2:
+        raise ValueError("flicker needs two sequences of the same length, at least 2 frames")
+    a, b = over_white(shaded), over_white(truth)
+    return float(np.abs(np.diff(a, axis=0) - np.diff(b, axis=0)).mean())
