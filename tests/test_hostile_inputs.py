@@ -1,0 +1,146 @@
+"""Careless or hostile inputs cost nothing: small files cannot make the service or the
+importers allocate large amounts, and every refusal is a message (4xx), never a crash.
+
+Memory bounds are measured, not timed: peak RSS of a subprocess (``ru_maxrss``) or of the
+running service (``VmHWM`` in ``/proc/<pid>/status``), and tracemalloc in process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from service_support import running_service
+
+from anirender.errors import AniRenderError
+from anirender.service import protocol
+
+MIB = 1 << 20
+
+
+def peak_growth_mib(setup: str, action: str) -> tuple[float, str]:
+    """(growth of peak RSS in MiB while ``action`` runs, its last output line) in a fresh
+    Python; ``setup`` (imports, data) runs before the first measurement."""
+    code = "\n".join(
+        [
+            "import resource, sys",
+            textwrap.dedent(setup),
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            "try:",
+            textwrap.indent(textwrap.dedent(action), "    "),
+            "    outcome = 'ok'",
+            "except Exception as exc:",
+            "    outcome = f'{type(exc).__name__}: {exc}'",
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            "print(outcome.replace(chr(10), ' '))",
+            "print((after - before) / 1024)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome, growth = result.stdout.strip().splitlines()[-2:]
+    return float(growth), outcome
+
+
+def service_peak_mib(service) -> float:
+    """The service process's peak resident memory so far (VmHWM)."""
+    status = Path(f"/proc/{service.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.fixture(scope="module")
+def service(tiny_conr_weights):
+    """A service of its own (its peak memory is this module's alone), 4 MiB requests."""
+    with running_service(tiny_conr_weights, "--max-request-mb", "4") as running:
+        yield running
+
+
+@pytest.fixture
+def http(service):
+    with httpx.Client(base_url=service.url + "/v1", timeout=120) as client:
+        yield client
+
+
+def npz_post(http, path, body, **kwargs):
+    headers = {"Content-Type": protocol.NPZ_TYPE}
+    return http.post(path, content=body, headers=headers, **kwargs)
+
+
+# ----------------------------------------------------------------- 1. ANR config bounds
+
+
+def small_anr_file(config: dict, tensors: dict | None = None) -> bytes:
+    """A safetensors file of a few hundred bytes whose metadata asks for ``config``."""
+    header = dict(tensors or {})
+    header["__metadata__"] = {"kind": "anirender-anr", "config": json.dumps(config)}
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text
+
+
+def test_a_tiny_anr_file_asking_for_a_huge_texture_is_refused_before_allocating():
+    data = small_anr_file({"texture_size": 8192})
+    assert len(data) < 256
+    growth, outcome = peak_growth_mib(
+        "from anirender.models.anr import read_anr\nimport torch",
+        f"read_anr({data!r})",
+    )
+    assert "texture_size" in outcome and "8192" in outcome, outcome
+    assert growth < 64, f"reading a {len(data)}-byte file raised peak memory by {growth:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"identities": 0}, "identities is 0"),
+        ({"depth": 40}, "depth is 40"),
+        ({"width": "16"}, "width is '16'"),
+        ({"channels": 1.5}, "channels is 1.5"),
+        ({"levels": True}, "levels is True"),
+        ({"texture_size": 8, "levels": 4}, "4 pyramid levels; it cannot"),
+        ({"surprise": 1}, "unknown fields: surprise"),
+        ({"identities": 1, "identity_names": ["a", "b"]}, "identity_names"),
+        # in bounds, but the file holds none of the tensors the config implies
+        ({"texture_size": 4096, "identities": 16}, "missing: "),
+    ],
+)
+def test_anr_files_with_impossible_configs_are_refused_with_the_field_named(config, message):
+    from anirender.models.anr import read_anr
+
+    with pytest.raises(AniRenderError, match="ANR") as caught:
+        read_anr(small_anr_file(config))
+    assert message in str(caught.value)
+
+
+def test_anr_file_whose_tensors_disagree_with_its_config_is_refused(tmp_path):
+    from anirender.models.anr import ANR, ANRConfig, read_anr, save_anr
+
+    config = ANRConfig(channels=4, texture_size=32, levels=2, width=4, depth=1)
+    save_anr(ANR(config), tmp_path / "ok.safetensors")
+    assert read_anr(tmp_path / "ok.safetensors").config == config
+    raw = (tmp_path / "ok.safetensors").read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header["__metadata__"]["config"] = json.dumps(
+        {**json.loads(header["__metadata__"]["config"]), "texture_size": 64}
+    )
+    text = json.dumps(header).encode()
+    with pytest.raises(AniRenderError, match="wrong shape: texture.levels"):
+        read_anr(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+
+
+def test_service_answers_400_to_a_tiny_anr_upload_asking_for_gigabytes(service, http):
+    body = protocol.pack(weights=np.frombuffer(small_anr_file({"texture_size": 8192}), np.uint8))
+    before = service_peak_mib(service)
+    answer = npz_post(http, "/anr", body)
+    assert answer.status_code == 400, answer.text
+    assert "texture_size" in answer.json()["error"]
+    assert service_peak_mib(service) - before < 64
