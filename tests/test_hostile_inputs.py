@@ -7,16 +7,19 @@ running service (``VmHWM`` in ``/proc/<pid>/status``), and tracemalloc in proces
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import textwrap
+import warnings
+import zipfile
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from service_support import running_service
+from service_support import running_service, sheet_images
 
 from anirender.errors import AniRenderError
 from anirender.service import protocol
@@ -144,3 +147,100 @@ def test_service_answers_400_to_a_tiny_anr_upload_asking_for_gigabytes(service, 
     assert answer.status_code == 400, answer.text
     assert "texture_size" in answer.json()["error"]
     assert service_peak_mib(service) - before < 64
+
+
+# ------------------------------------------------- 3, 4. npz bodies: bombs, shapes, twins
+
+
+def npy_bytes(descr: str, shape, data: bytes = b"") -> bytes:
+    """An .npy member with any header (shape may be absurd) followed by ``data``."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return header.getvalue() + data
+
+
+def zip_of(*members, compress: bool = False) -> bytes:
+    """A zip of (name, bytes) members, stored or deflated."""
+    buffer = io.BytesIO()
+    kind = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=kind) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_compressed_npz_is_refused_without_unpacking_it():
+    import tracemalloc
+
+    unpacked = 64 * MIB
+    body = zip_of(("udp.npy", npy_bytes("<f4", (unpacked // 4,), bytes(unpacked))), compress=True)
+    assert len(body) < unpacked // 500
+    tracemalloc.start()
+    try:
+        with pytest.raises(protocol.WireError, match="compressed"):
+            protocol.unpack(body, ("udp",), limit=1 << 30)  # the default service's limit
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(body) * 4, f"a {len(body)}-byte body cost {peak / MIB:.1f} MiB"
+
+
+def test_service_answers_400_to_a_compressed_upload(service, http):
+    sheet = npz_post(http, "/sheets", protocol.pack(images=sheet_images())).json()["sheet_id"]
+    udp = np.zeros((12, 128, 128, 4), np.float32)  # 3 MiB unpacked: under the 4 MiB limit
+    body = zip_of(("udp.npy", npy_bytes("<f4", udp.shape, udp.tobytes())), compress=True)
+    answer = npz_post(http, f"/sheets/{sheet}/shade", body)
+    assert answer.status_code == 400, answer.text[:300]
+    assert "stored members only" in answer.json()["error"]
+
+
+OVERFLOWING = npy_bytes("<f4", (10**400,))
+
+
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("/sheets", "images"),
+        ("/sheets/{sheet}/shade", "udp"),
+        ("/jobs?sheet_id={sheet}", "udp"),
+        ("/anr", "weights"),
+        ("/portraits", "portrait"),
+    ],
+)
+def test_an_npy_header_with_an_astronomical_shape_is_a_400(http, path, name):
+    sheet = npz_post(http, "/sheets", protocol.pack(images=sheet_images())).json()["sheet_id"]
+    members = [(f"{name}.npy", OVERFLOWING)]
+    if path.startswith("/jobs"):
+        members.append(("frames.npy", npy_bytes("<i8", (1,), bytes(8))))
+    answer = npz_post(http, path.format(sheet=sheet), zip_of(*members))
+    assert answer.status_code == 400, answer.text[:300]
+    assert f"Array '{name}' announces more data than it holds" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("descr", ["<V0", "|S0", "<U8", [("a", "<f4")]])
+def test_npy_members_of_non_numbers_are_refused(http, descr):
+    body = zip_of(("images.npy", npy_bytes(descr, (1, 128, 128, 4))))
+    answer = npz_post(http, "/sheets", body)
+    assert answer.status_code == 400, answer.text[:300]
+    assert "only plain numbers travel" in answer.json()["error"]
+
+
+def test_an_archive_holding_an_array_twice_is_refused(http):
+    """The member checked must be the member read: ``images`` and ``images.npy`` (or one
+    name twice) is ambiguous, whichever order they come in."""
+    good = protocol.pack(images=sheet_images())
+    good_member = zipfile.ZipFile(io.BytesIO(good)).read("images.npy")
+    huge = npy_bytes("|u1", (16, 1024, 1024, 4), bytes(64))
+    for members in (
+        [("images", huge), ("images.npy", good_member)],
+        [("images.npy", good_member), ("images", huge)],
+        [("images.npy", huge), ("images.npy", good_member)],
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # zipfile: duplicate name
+            body = zip_of(*members)
+        answer = npz_post(http, "/sheets", body)
+        assert answer.status_code == 400, answer.text[:300]
+        assert "more than once" in answer.json()["error"]
