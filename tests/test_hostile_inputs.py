@@ -244,3 +244,76 @@ def test_an_archive_holding_an_array_twice_is_refused(http):
         answer = npz_post(http, "/sheets", body)
         assert answer.status_code == 400, answer.text[:300]
         assert "more than once" in answer.json()["error"]
+
+
+# ------------------------------------------------- 5. pickles cannot choose an allocation
+
+
+def crafted_pickles() -> dict[str, bytes]:
+    """Hand-written pickles (opcodes, protocol 2) that ask the unpickler to allocate."""
+    import struct
+
+    def global_(module: str, name: str) -> bytes:
+        return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+    def int4(value: int) -> bytes:
+        return b"J" + struct.pack("<i", value)
+
+    one_mib = 1 << 20
+    repeated = b"\x80\x02" + global_("builtins", "bytearray") + b"q\x00"  # memo 0: bytearray
+    repeated += b"B" + struct.pack("<I", one_mib) + bytes(one_mib) + b"q\x01"  # memo 1
+    repeated += b"]q\x02(" + b"h\x00h\x01\x85R" * 256 + b"e."  # 256 copies of 1 MiB
+    return {
+        # bytearray(2**31 - 1): 2 GiB of zeros from 30 bytes
+        "bytearray": b"\x80\x02" + global_("builtins", "bytearray") + int4(2**31 - 1) + b"\x85R.",
+        # numpy.ndarray((10**8, 3)): 2.4 GB, uninitialised
+        "ndarray": b"\x80\x02" + global_("numpy", "ndarray") + int4(10**8) + b"K\x03\x86\x85R.",
+        # numpy's own _reconstruct, but with a shape of its choosing
+        "reconstruct": b"\x80\x02"
+        + global_("numpy.core.multiarray", "_reconstruct")
+        + global_("numpy", "ndarray")
+        + int4(10**8)
+        + b"K\x03\x86"
+        + b"C\x02f8"
+        + b"\x87R.",
+        # one 1 MiB string copied 256 times (the memo makes each copy cost 5 bytes)
+        "repeated": repeated,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(crafted_pickles()))
+def test_a_pickle_asking_for_memory_it_does_not_hold_is_refused(tmp_path, name):
+    import tracemalloc
+
+    from anirender.models.recon.safe_pickle import BUDGET_FACTOR, BUDGET_SLACK, load_pickle_safely
+
+    path = tmp_path / "front.pkl"
+    path.write_bytes(crafted_pickles()[name])
+    tracemalloc.start()
+    try:
+        with pytest.raises(AniRenderError, match="front.pkl: refused to read this pickle"):
+            load_pickle_safely(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the budget, plus the file read, its strings read and some room
+    bound = (BUDGET_FACTOR + 3) * path.stat().st_size + BUDGET_SLACK
+    assert peak < bound, f"a {path.stat().st_size}-byte pickle cost {peak / MIB:.0f} MiB"
+    assert bound < 32 * MIB
+
+
+def test_portrait_import_of_a_crafted_pickle_fails_with_a_message(tmp_path):
+    """Before: the 361-byte ndarray pickle gave 3.7 GB, NaN vertices and exit 0."""
+    path = tmp_path / "front.pkl"
+    path.write_bytes(crafted_pickles()["ndarray"])
+    result = subprocess.run(
+        [sys.executable, "-m", "anirender.cli", "import", "portrait", str(path)]
+        + ["--out", str(tmp_path / "head.obj")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "refused to read this pickle" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "head.obj").exists()
