@@ -317,3 +317,43 @@ def test_portrait_import_of_a_crafted_pickle_fails_with_a_message(tmp_path):
     assert "refused to read this pickle" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "head.obj").exists()
+
+
+# ---------------------------------------------------- 6. MRC headers that promise too much
+
+
+def test_an_mrc_declaring_a_2_gb_extended_header_is_refused_without_allocating(tmp_path):
+    import tracemalloc
+
+    from recon_head import write_eg3d_mrc
+
+    from anirender.models.recon.portrait import prepare_portrait
+
+    path = tmp_path / "seed.mrc"
+    write_eg3d_mrc(path, n=32)
+    data = bytearray(path.read_bytes())
+    data[92:96] = (2**31 - 1).to_bytes(4, "little")  # nsymbt: extended header bytes
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(AniRenderError, match="2147483647-byte extended header"):
+            prepare_portrait(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB, f"a {len(data)}-byte MRC cost {peak / MIB:.0f} MiB"
+
+
+def test_an_mrc_declaring_more_voxels_than_it_holds_is_refused(tmp_path):
+    from recon_head import write_eg3d_mrc
+
+    from anirender.models.recon.portrait import prepare_portrait
+
+    path = tmp_path / "seed.mrc"
+    write_eg3d_mrc(path, n=32)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (4096).to_bytes(4, "little")  # nz
+    path.write_bytes(bytes(data))
+    with pytest.raises(AniRenderError, match="declares a 32x32x4096 volume"):
+        prepare_portrait(path)
