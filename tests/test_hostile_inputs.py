@@ -357,3 +357,54 @@ def test_an_mrc_declaring_more_voxels_than_it_holds_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(AniRenderError, match="declares a 32x32x4096 volume"):
         prepare_portrait(path)
+
+
+# ----------------------------------------------- 7. empty or refused .pth: a message only
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "anirender.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, **(env or {})),
+    )
+
+
+def test_importing_empty_conr_checkpoints_says_so_without_a_traceback(tmp_path):
+    from anirender.models.conr.config import OFFICIAL_FILES
+
+    folder = tmp_path / "conr"
+    folder.mkdir()
+    for filename in OFFICIAL_FILES.values():
+        (folder / filename).write_bytes(b"")
+    result = run_cli(
+        "weights", "import-conr", str(folder), env={"ANIRENDER_WEIGHTS": str(tmp_path)}
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "not a readable PyTorch checkpoint" in result.stderr
+    assert "ends before any data (empty or cut short)" in result.stderr
+
+
+class NotATensor:
+    """Pickled into a checkpoint: torch's weights_only loader refuses to rebuild it."""
+
+
+def test_a_refused_checkpoint_keeps_the_warning_not_torchs_advice(tmp_path):
+    import torch
+
+    from anirender.errors import TORCH_UNSAFE_WARNING
+    from anirender.models.reenact import load_released_checkpoint
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": NotATensor()}, path)
+    with pytest.raises(AniRenderError, match="weights_only=True refused it") as caught:
+        load_released_checkpoint(path)
+    message = str(caught.value)
+    assert TORCH_UNSAFE_WARNING in message
+    assert "NotATensor" in message  # torch's reason, not its first line
+    assert "will likely succeed" not in message
