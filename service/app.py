@@ -1,7 +1,10 @@
 """The HTTP face of the shader service (FastAPI). The wire format is in ``protocol``.
 
-Every request passes two gates before a handler sees it: the Bearer token (when the
-service has one) and the size limit (413 past ``max_request_bytes``, checked on the
+Every request passes gates before a handler sees it: the Bearer token (when the service
+has one); on a loopback bind, a loopback ``Host`` and, when a browser sends one, a
+loopback ``Origin`` (403: a web page, even through DNS rebinding, cannot drive the
+service); the npz content type on every POST (415: a page's "simple" cross-site POST
+cannot carry it); and the size limit (413 past ``max_request_bytes``, checked on the
 declared length and again while the body streams in). Handlers validate arrays with
 ``protocol`` (400 with a message) and hand frames to the ``ShadingQueue``.
 """
@@ -30,7 +33,9 @@ _NPZ_BODY = {
 }
 _NPZ_ANSWER = {"content": {protocol.NPZ_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
 _ERROR = {"description": "JSON {error: message}"}
-_ERRORS = {400: _ERROR, 401: _ERROR, 404: _ERROR, 413: _ERROR}
+_ERRORS = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 413: _ERROR, 415: _ERROR}
+#: the names a loopback service answers to (``Host`` and ``Origin``)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _TooLarge(Exception):
@@ -43,9 +48,11 @@ def create_app(
     max_request_bytes: int = 256 << 20,
     info: dict | None = None,
     portraits: PortraitLibrary | None = None,
+    local_only: bool = False,
 ) -> FastAPI:
     """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
-    reenactment: the shipped weights, loaded on first use, unless one is given)."""
+    reenactment: the shipped weights, loaded on first use, unless one is given).
+    ``local_only`` (a loopback bind): requests must name a loopback ``Host``/``Origin``."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
@@ -65,6 +72,19 @@ def create_app(
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return error(401, "Missing or wrong service token (Authorization: Bearer ...).")
+        if local_only:
+            refused = _foreign_name(request.headers)
+            if refused:
+                return error(403, refused)
+        if request.method == "POST":
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != protocol.NPZ_TYPE:
+                return error(
+                    415,
+                    f"POST bodies are {protocol.NPZ_TYPE} (numpy.savez); got "
+                    f"{kind or 'no Content-Type'}. Send the header Content-Type: "
+                    f"{protocol.NPZ_TYPE}.",
+                )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -305,6 +325,35 @@ def create_app(
         return await asyncio.to_thread(npz, rgba=rgba)
 
     return app
+
+
+def _host_name(value: str) -> str:
+    """``127.0.0.1:8765`` -> ``127.0.0.1``; ``[::1]:8765`` -> ``::1``; lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _foreign_name(headers) -> str | None:
+    """Why a request to a loopback service is refused (a foreign Host or Origin), or None."""
+    from urllib.parse import urlsplit
+
+    host = headers.get("host")
+    if host is not None and _host_name(host) not in LOOPBACK_NAMES:
+        return (
+            f"This service on 127.0.0.1 answers only requests addressed to this computer; "
+            f"the Host header says {host!r}. Use http://127.0.0.1:<port>."
+        )
+    origin = headers.get("origin")
+    if origin is not None:
+        try:
+            name = urlsplit(origin).hostname or ""
+        except ValueError:
+            name = ""
+        if name not in LOOPBACK_NAMES:
+            return f"A web page from {origin!r} may not use the shader service on this computer."
+    return None
 
 
 def _too_large_message(limit: int) -> str:

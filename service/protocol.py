@@ -10,8 +10,9 @@ Version 1, shared by both ends (this module imports numpy and nothing heavy):
   that fit in their member.
 - Everything else (ids, options, progress, errors) is JSON; options go in the URL query.
 - Errors are JSON ``{"error": "<message for the artist>"}`` with status 400 (bad array:
-  wrong shape, dtype, NaN, out of range), 401 (token), 404 (unknown sheet or job),
-  413 (request too large), 503 (service stopping).
+  wrong shape, dtype, NaN, out of range), 401 (token), 403 (a foreign ``Host`` or
+  ``Origin`` at a loopback service), 404 (unknown sheet or job), 413 (request too
+  large), 415 (a POST body that is not ``application/x-npz``), 503 (service stopping).
 
 Arrays (H = W = the working size, a multiple of 128):
 

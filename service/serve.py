@@ -120,6 +120,7 @@ def serve(
         max_request_bytes=int(max_request_mb * 2**20),
         info=info,
         portraits=portraits,
+        local_only=is_loopback(host),
     )
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

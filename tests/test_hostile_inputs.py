@@ -408,3 +408,49 @@ def test_a_refused_checkpoint_keeps_the_warning_not_torchs_advice(tmp_path):
     assert TORCH_UNSAFE_WARNING in message
     assert "NotATensor" in message  # torch's reason, not its first line
     assert "will likely succeed" not in message
+
+
+# --------------------------------- 8. a web page cannot drive a token-less local service
+
+
+@pytest.mark.parametrize("kind", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_post_that_is_not_npz_is_refused_with_415(service, kind):
+    """What a page's cross-site "simple" POST can send (no preflight) is refused."""
+    headers = {"Content-Type": kind} if kind else {}
+    body = protocol.pack(images=sheet_images(seed=3))
+    answer = httpx.post(service.url + "/v1/sheets", content=body, headers=headers, timeout=60)
+    assert answer.status_code == 415, answer.text[:300]
+    assert f"Content-Type: {protocol.NPZ_TYPE}" in answer.json()["error"]
+    info = httpx.get(service.url + "/v1/info", timeout=60).json()
+    assert protocol.sheet_id(sheet_images(seed=3)) not in [s["sheet_id"] for s in info["sheets"]]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "attacker.example:8765"},  # DNS rebinding: the page's own name
+        {"Host": "127.0.0.1.nip.io"},
+        {"Origin": "http://attacker.example"},
+        {"Origin": "null"},
+    ],
+)
+def test_requests_naming_a_foreign_host_or_origin_are_refused_with_403(service, headers):
+    for method, path in (("GET", "/v1/info"), ("POST", "/v1/sheets")):
+        answer = httpx.request(
+            method,
+            service.url + path,
+            content=protocol.pack(images=sheet_images()) if method == "POST" else None,
+            headers={"Content-Type": protocol.NPZ_TYPE, **headers},
+            timeout=60,
+        )
+        assert answer.status_code == 403, answer.text[:300]
+        assert "this computer" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Host": "localhost:1234"}, {"Origin": "http://127.0.0.1:3000"}, {"Host": "[::1]:80"}],
+)
+def test_local_names_are_still_served(service, headers):
+    answer = httpx.get(service.url + "/v1/health", headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text[:300]

@@ -23,7 +23,10 @@ def _raw_bytes(ctx, value):
 @pytest.fixture(scope="module")
 def known_sheet(shader_service) -> str:
     answer = httpx.post(
-        shader_service.url + "/v1/sheets", content=protocol.pack(images=sheet_images()), timeout=60
+        shader_service.url + "/v1/sheets",
+        content=protocol.pack(images=sheet_images()),
+        headers={"Content-Type": protocol.NPZ_TYPE},
+        timeout=60,
     )
     return answer.json()["sheet_id"]
 
@@ -69,6 +72,7 @@ def test_still_shades_after_the_fuzzing(shader_service, known_sheet):
     answer = httpx.post(
         f"{shader_service.url}/v1/sheets/{known_sheet}/shade",
         content=protocol.pack(udp=udp),
+        headers={"Content-Type": protocol.NPZ_TYPE},
         timeout=60,
     )
     assert answer.status_code == 200
