@@ -30,6 +30,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-request-mb", type=float, default=256)
     parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
     parser.add_argument(
+        "--max-cache-mb",
+        type=float,
+        default=2048,
+        help="memory for cached sheet encodings; the least recently used go first",
+    )
+    parser.add_argument(
         "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
     )
     parser.set_defaults(func=_serve_command)
@@ -47,5 +53,6 @@ def _serve_command(args) -> int:
         max_batch=args.max_batch,
         exit_with_stdin=args.exit_with_stdin,
         reenact_weights=args.reenact_weights,
+        max_cache_mb=args.max_cache_mb,
     )
     return 0

@@ -128,6 +128,15 @@ def create_app(
             raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
         return await asyncio.to_thread(protocol.unpack, body, names, 4 * max_request_bytes)
 
+    def client_of(request: Request) -> str:
+        """Whose work this is, for the queue's turns: the client's own name when it sends
+        one (``X-AniRender-Client``), else its address and port (one connection)."""
+        named = request.headers.get(protocol.CLIENT_HEADER, "").strip()[:64]
+        if named:
+            return "name:" + named
+        peer = request.client
+        return f"peer:{peer.host}:{peer.port}" if peer else "peer:unknown"
+
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
 
@@ -146,6 +155,7 @@ def create_app(
             "max_request_bytes": max_request_bytes,
             "max_batch": queue.max_batch,
             "queue_depth": queue.depth,
+            "sheet_cache": {"bytes": queue.sheet_bytes, "max_bytes": queue.max_sheet_bytes},
             "sheets": [
                 {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
             ],
@@ -168,7 +178,8 @@ def create_app(
         """Upload a character sheet (``images``); its encoding is cached under the id."""
         images = protocol.check_sheet((await read_arrays(request, ("images",)))["images"])
         sheet_id = protocol.sheet_id(images)
-        sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        future = queue.add_sheet(sheet_id, images, client_of(request))
+        sheet, cached = await asyncio.wrap_future(future)
         return {
             "sheet_id": sheet.sheet_id,
             "views": sheet.views,
@@ -197,7 +208,7 @@ def create_app(
         sheet = queue.sheet(sheet_id)
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
-        future = queue.shade(sheet_id, udp)
+        future = queue.shade(sheet_id, udp, client_of(request))
         rgba = await asyncio.wrap_future(future)
         answer = await asyncio.to_thread(npz, rgba=rgba)
         answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
@@ -210,7 +221,7 @@ def create_app(
         arrays = await read_arrays(request, ("udp", "frames"))
         udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
         frames = protocol.check_frames(arrays["frames"], len(udp))
-        return queue.submit_job(sheet_id, udp, frames).progress()
+        return queue.submit_job(sheet_id, udp, frames, client_of(request)).progress()
 
     @app.get(f"{API}/jobs/{{job_id}}", responses=_ERRORS)
     def job_progress(job_id: str) -> dict:

@@ -60,6 +60,8 @@ NPZ_TYPE = "application/x-npz"
 PORT_LINE = "ANIRENDER_SERVICE_PORT="
 DEFAULT_PORT = 8765
 TOKEN_ENV = "ANIRENDER_SERVICE_TOKEN"
+#: request header naming the client (the queue serves clients in turn); optional
+CLIENT_HEADER = "X-AniRender-Client"
 #: response header of ``shade``: seconds the model spent on the request's frames
 SHADING_SECONDS = "X-AniRender-Shading-Seconds"
 SIZE_MULTIPLE = 128

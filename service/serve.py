@@ -42,7 +42,9 @@ def pick_device(name: str) -> str:
     return name
 
 
-def build_queue(weights: str | None, device: str, max_batch: int):
+def build_queue(
+    weights: str | None, device: str, max_batch: int, max_cache_bytes: int | None = 2 << 30
+):
     """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
     import numpy as np
     import torch
@@ -67,7 +69,8 @@ def build_queue(weights: str | None, device: str, max_batch: int):
         },
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    return ShadingQueue(model, max_batch=max_batch).start(), info
+    queue = ShadingQueue(model, max_batch=max_batch, max_sheet_bytes=max_cache_bytes)
+    return queue.start(), info
 
 
 def serve(
@@ -80,6 +83,7 @@ def serve(
     max_batch: int = 8,
     exit_with_stdin: bool = False,
     reenact_weights: str | None = None,
+    max_cache_mb: float = 2048,
 ) -> None:
     import uvicorn
 
@@ -104,7 +108,7 @@ def serve(
         ) from exc
     portraits = None
     try:
-        queue, info = build_queue(weights, device, max_batch)
+        queue, info = build_queue(weights, device, max_batch, int(max_cache_mb * 2**20))
         portraits = PortraitLibrary(reenact_weights, device=info["device"], max_batch=max_batch)
         if reenact_weights:
             portraits.load()

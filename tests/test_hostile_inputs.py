@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import running_service, sheet_images
+from service_support import running_service, sheet_images, udp_frames
 
 from anirender.errors import AniRenderError
 from anirender.service import protocol
@@ -454,3 +456,86 @@ def test_requests_naming_a_foreign_host_or_origin_are_refused_with_403(service, 
 def test_local_names_are_still_served(service, headers):
     answer = httpx.get(service.url + "/v1/health", headers=headers, timeout=60)
     assert answer.status_code == 200, answer.text[:300]
+
+
+# ------------------------------------ 2. sheet memory by bytes; clients served in turn
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_conr_weights):
+    from anirender.models.conr.model import CoNR
+
+    return CoNR.from_safetensors(tiny_conr_weights)
+
+
+class RecordedModel:
+    """The tiny CoNR, recording which sheets each model call shades; encoding waits
+    while ``go`` is clear (a busy worker)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.go = threading.Event()
+        self.go.set()
+        self.calls: list[list[str]] = []
+        self.names: dict[int, str] = {}
+
+    def encode_sheet(self, images):
+        assert self.go.wait(120)
+        encoding = self.model.encode_sheet(images)
+        self.names[id(encoding)] = str(int(images[0, 64, 64, 0]))
+        return encoding
+
+    def render(self, encoding, udp):
+        self.calls.append([self.names[id(encoding)]] * len(udp))
+        return self.model.render(encoding, udp)
+
+
+def test_cached_sheets_stay_within_their_memory_budget(tiny_model):
+    from anirender.service.queue import ShadingQueue, UnknownSheet
+    from anirender.service.store import nbytes_of
+
+    one = nbytes_of(tiny_model.encode_sheet(sheet_images(seed=20)))
+    assert one > 100_000  # the tensors are counted
+    queue = ShadingQueue(tiny_model, max_sheets=16, max_sheet_bytes=int(2.5 * one)).start()
+    try:
+        for seed in range(20, 24):
+            queue.add_sheet(f"s{seed}", sheet_images(seed=seed)).result(timeout=120)
+            assert queue.sheet_bytes <= 2.5 * one
+        assert [s.sheet_id for s in queue.sheets()] == ["s22", "s23"]
+        with pytest.raises(UnknownSheet, match="Upload the sheet again"):
+            queue.sheet("s20")
+    finally:
+        queue.stop()
+
+
+def test_service_reports_its_sheet_memory(http):
+    npz_post(http, "/sheets", protocol.pack(images=sheet_images(seed=7)))
+    cache = http.get("/info").json()["sheet_cache"]
+    assert 0 < cache["bytes"] <= cache["max_bytes"] == 2048 * MIB
+
+
+def test_one_frame_of_another_client_does_not_wait_behind_a_long_sequence(tiny_model):
+    from anirender.service.queue import ShadingQueue
+
+    model = RecordedModel(tiny_model)
+    queue = ShadingQueue(model, max_batch=2).start()
+    try:
+        sheets = {name: sheet_images(seed=seed) for name, seed in (("a", 30), ("b", 31))}
+        for name, images in sheets.items():
+            queue.add_sheet(name, images).result(timeout=120)
+        a, b = (model.names[id(queue.sheet(n).encoding)] for n in "ab")
+        model.go.clear()
+        busy = queue.add_sheet("c", sheet_images(seed=32), client="C")  # the worker waits
+        job = queue.submit_job("a", udp_frames(24), np.arange(24), client="A")
+        single = queue.shade("b", udp_frames(1, seed=9), client="B")
+        model.go.set()
+        busy.result(timeout=120)
+        single.result(timeout=120)
+        while job.state == "running":
+            time.sleep(0.05)
+        assert job.state == "done"
+        # A's first batch, then B's frame, then the rest of A's sequence
+        assert model.calls[0] == [a, a] and model.calls[1] == [b]
+        assert sum(len(c) for c in model.calls[2:]) == 22
+    finally:
+        queue.stop()
