@@ -42,6 +42,16 @@ class _TooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client hung up (mid-upload, or while its frames waited)."""
+
+
+#: how often a request waiting for its frames checks that its client is still there
+DISCONNECT_POLL_SECONDS = 0.2
+#: status logged for a request whose client hung up (nobody reads the answer)
+CLIENT_GONE = 499
+
+
 def create_app(
     queue: ShadingQueue,
     token: str | None = None,
@@ -66,8 +76,8 @@ def create_app(
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.middleware("http")
-    async def gates(request: Request, call_next):
+    def refusal(request: Request) -> JSONResponse | None:
+        """The gates (module docstring): the answer that refuses the request, or None."""
         if token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -93,10 +103,11 @@ def create_app(
                 return error(400, "Content-Length is not a number.")
             if too_large:
                 return error(413, _too_large_message(max_request_bytes))
-        try:
-            return await call_next(request)
-        except _TooLarge:
-            return error(413, _too_large_message(max_request_bytes))
+        return None
+
+    # a plain ASGI middleware, not @app.middleware: that one wraps ``receive`` so that a
+    # handler never hears that its client hung up (``Request.is_disconnected``)
+    app.add_middleware(_Gates, refusal=refusal)
 
     @app.exception_handler(UnknownSheet)
     @app.exception_handler(UnknownJob)
@@ -112,17 +123,29 @@ def create_app(
     async def bad_request(request, exc):
         return error(400, str(exc))
 
+    abandoned = {"requests": 0}  # requests whose client hung up before the answer
+
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request, exc):
+        abandoned["requests"] += 1
+        return Response(status_code=CLIENT_GONE)
+
     @app.exception_handler(_TooLarge)
     async def too_large(request, exc):
         return error(413, _too_large_message(max_request_bytes))
 
     async def read_arrays(request: Request, names: tuple[str, ...]) -> dict:
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_request_bytes:
-                raise _TooLarge()
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_request_bytes:
+                    raise _TooLarge()
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise _ClientGone() from None
         body = b"".join(chunks)
         if not body:
             raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
@@ -136,6 +159,17 @@ def create_app(
             return "name:" + named
         peer = request.client
         return f"peer:{peer.host}:{peer.port}" if peer else "peer:unknown"
+
+    async def while_connected(request: Request, future):
+        """The result of a queue future; if the client hangs up first, the future is
+        cancelled, so its frames still waiting are dropped unshaded."""
+        waiting = asyncio.wrap_future(future)
+        while not waiting.done():
+            if await request.is_disconnected():
+                future.cancel()
+                raise _ClientGone()
+            await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
+        return waiting.result()
 
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
@@ -159,7 +193,7 @@ def create_app(
             "sheets": [
                 {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
             ],
-            "stats": dict(queue.stats),
+            "stats": {**queue.stats, "requests_abandoned": abandoned["requests"]},
             "reenact": {
                 "weights": portraits.weights_name,
                 "portraits": len(portraits.portraits()),
@@ -209,7 +243,7 @@ def create_app(
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
         future = queue.shade(sheet_id, udp, client_of(request))
-        rgba = await asyncio.wrap_future(future)
+        rgba = await while_connected(request, future)
         answer = await asyncio.to_thread(npz, rgba=rgba)
         answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
         return answer
@@ -336,6 +370,23 @@ def create_app(
         return await asyncio.to_thread(npz, rgba=rgba)
 
     return app
+
+
+class _Gates:
+    """ASGI middleware: answers an HTTP request with ``refusal(request)`` when that is
+    not None, else passes it on untouched."""
+
+    def __init__(self, app, refusal):
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            answer = self.refusal(Request(scope))
+            if answer is not None:
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _host_name(value: str) -> str:

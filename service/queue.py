@@ -122,7 +122,13 @@ class ShadingQueue:
         self._lock = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
-        self.stats = {"frames_shaded": 0, "batches": 0, "largest_batch": 0, "sheets_encoded": 0}
+        self.stats = {
+            "frames_shaded": 0,
+            "frames_dropped": 0,  # their request was gone: cancelled job, client hung up
+            "batches": 0,
+            "largest_batch": 0,
+            "sheets_encoded": 0,
+        }
 
     # lifecycle --------------------------------------------------------------------------
     def start(self) -> ShadingQueue:
@@ -308,6 +314,7 @@ class ShadingQueue:
                 self._waiting.move_to_end(client)
                 if isinstance(first, _Frame) and first.alive is not None and not first.alive():
                     first = None  # its request is gone: drop it unshaded
+                    self.stats["frames_dropped"] += 1
                 self._drop_empty()
             if first is None or isinstance(first, _Encode):
                 return first if first is not None else []
@@ -359,7 +366,10 @@ class ShadingQueue:
         item.future.set_result((sheet, False))
 
     def _shade(self, batch: list[_Frame]) -> None:
-        batch = [f for f in batch if f.alive is None or f.alive()]
+        wanted = [f for f in batch if f.alive is None or f.alive()]
+        with self._lock:
+            self.stats["frames_dropped"] += len(batch) - len(wanted)
+        batch = wanted
         if not batch:
             return
         start = time.perf_counter()

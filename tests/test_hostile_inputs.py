@@ -7,6 +7,7 @@ running service (``VmHWM`` in ``/proc/<pid>/status``), and tracemalloc in proces
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -539,3 +540,94 @@ def test_one_frame_of_another_client_does_not_wait_behind_a_long_sequence(tiny_m
         assert sum(len(c) for c in model.calls[2:]) == 22
     finally:
         queue.stop()
+
+
+# ------------------------------------------- 9. a client that hangs up costs no shading
+
+
+@contextlib.contextmanager
+def app_on_loopback(queue):
+    """The service's app around ``queue`` on 127.0.0.1 (uvicorn in a thread), so a test
+    can hold the worker while real HTTP clients come and go."""
+    import socket
+
+    import uvicorn
+
+    from anirender.service.app import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = create_app(queue, max_request_bytes=8 * MIB, local_only=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    end = time.monotonic() + 60
+    while not server.started and time.monotonic() < end:
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def raw_post(port: int, path: str, body: bytes, send: int | None = None, before_hanging_up=None):
+    """POST ``body`` (or its first ``send`` bytes) and hang up without reading the answer,
+    once ``before_hanging_up()`` (if given) has returned."""
+    import socket
+
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {protocol.NPZ_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(head + body[:send])
+        if before_hanging_up is not None:
+            before_hanging_up()
+
+
+def wait_for(condition, what: str, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def test_frames_of_a_client_that_hung_up_are_not_shaded(tiny_model):
+    from anirender.service.queue import ShadingQueue
+
+    model = RecordedModel(tiny_model)
+    queue = ShadingQueue(model, max_batch=4).start()
+    try:
+        queue.add_sheet("s", sheet_images(seed=40)).result(timeout=120)
+        with app_on_loopback(queue) as port:
+            info = lambda: httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=60).json()  # noqa: E731
+            model.go.clear()
+            busy = queue.add_sheet("busy", sheet_images(seed=41), client="other")
+            raw_post(
+                port,
+                "/v1/sheets/s/shade",
+                protocol.pack(udp=udp_frames(12)),
+                before_hanging_up=lambda: wait_for(lambda: queue.depth == 12, "frames queued"),
+            )
+            wait_for(lambda: info()["stats"]["requests_abandoned"] == 1, "hang-up noticed")
+            model.go.set()
+            busy.result(timeout=120)
+            wait_for(lambda: info()["queue_depth"] == 0, "queue drained")
+            stats = info()["stats"]
+        assert stats["frames_dropped"] == 12 and stats["frames_shaded"] == 0, stats
+        assert model.calls == []
+    finally:
+        queue.stop()
+
+
+def test_a_client_hanging_up_mid_upload_leaves_no_traceback_in_the_log(service, http):
+    sheet = npz_post(http, "/sheets", protocol.pack(images=sheet_images())).json()["sheet_id"]
+    body = protocol.pack(udp=udp_frames(8))
+    raw_post(service.port, f"/v1/sheets/{sheet}/shade", body, send=len(body) // 2)
+    raw_post(service.port, "/v1/sheets", protocol.pack(images=sheet_images()), send=1000)
+    wait_for(lambda: http.get("/info").json()["stats"]["requests_abandoned"] >= 2, "hang-ups")
+    assert http.get("/health").json()["status"] == "ok"
+    assert not [line for line in service.lines if "Traceback" in line], service.lines[-40:]
