@@ -6,6 +6,7 @@ command line shows in ``ps``)."""
 from __future__ import annotations
 
 import os
+import sys
 
 from ..service import protocol
 from ..service.serve import serve
@@ -19,7 +20,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
-        "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
+        "--token",
+        default=None,
+        help=f"require this Bearer token. Prefer setting ${protocol.TOKEN_ENV} instead: "
+        "a --token value shows in `ps` to every user of this computer",
     )
     parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
     parser.add_argument(
@@ -42,6 +46,13 @@ def add_parser(subparsers) -> None:
 
 
 def _serve_command(args) -> int:
+    if args.token:
+        print(
+            f"note: --token is visible to every user of this computer (ps); set "
+            f"{protocol.TOKEN_ENV} instead.",
+            file=sys.stderr,
+            flush=True,
+        )
     token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
     serve(
         host=args.host,

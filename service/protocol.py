@@ -199,11 +199,22 @@ def check_udp(udp: np.ndarray, size: int | None = None) -> np.ndarray:
     return udp_rule(udp, size, name="The UDP frames", error=WireError)
 
 
+#: Blender's frame numbers lie within +-MAX_FRAME
+MAX_FRAME = 1_048_574
+
+
 def check_frames(frames: np.ndarray, count: int) -> np.ndarray:
     if frames.dtype.kind not in "iu" or frames.shape != (count,):
         raise WireError(
             f"'frames' must be {count} integers, one per UDP frame; got {frames.dtype} "
             f"{frames.shape}."
+        )
+    if count and (
+        frames.max() > MAX_FRAME or (frames.dtype.kind == "i" and frames.min() < -MAX_FRAME)
+    ):
+        raise WireError(
+            f"Frame numbers must lie within +-{MAX_FRAME} (Blender's frame range); got "
+            f"{frames.min()} .. {frames.max()}."
         )
     return frames.astype(np.int64)
 

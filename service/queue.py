@@ -117,6 +117,9 @@ class ShadingQueue:
             max_sheets, max_sheet_bytes, size_of=lambda sheet: nbytes_of(sheet.encoding)
         )
         self._jobs: OrderedDict[str, SequenceJob] = OrderedDict()
+        #: names this run of the service: job ids start with it, so a job id from before a
+        #: restart is recognised as such
+        self.run_id = uuid.uuid4().hex[:8]
         # client -> its waiting work, oldest first; served in turn (see module docstring)
         self._waiting: OrderedDict[str, deque] = OrderedDict()
         self._lock = threading.Condition()
@@ -240,7 +243,7 @@ class ShadingQueue:
         self, sheet_id: str, udp: np.ndarray, frames: np.ndarray, client: str = ""
     ) -> SequenceJob:
         sheet = self.sheet(sheet_id)
-        job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size)
+        job = SequenceJob(f"{self.run_id}-{uuid.uuid4().hex}", sheet_id, frames, sheet.size)
 
         def deliver(i, rgba, exc, seconds):
             if job.state != "running":
@@ -271,7 +274,16 @@ class ShadingQueue:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise UnknownJob(f"Unknown job '{job_id}'; it finished long ago or never existed.")
+            run = job_id.split("-", 1)[0] if "-" in job_id else None
+            if run is not None and run != self.run_id:
+                raise UnknownJob(
+                    f"Job '{job_id}' was submitted to an earlier run of the shader service; "
+                    "it has restarted since and its frames are gone. Submit the sequence again."
+                )
+            raise UnknownJob(
+                f"Unknown job '{job_id}': this service has no such job (finished jobs are "
+                f"kept until {self.max_jobs} newer ones arrive). Submit the sequence again."
+            )
         return job
 
     def cancel_job(self, job_id: str) -> SequenceJob:

@@ -631,3 +631,56 @@ def test_a_client_hanging_up_mid_upload_leaves_no_traceback_in_the_log(service, 
     wait_for(lambda: http.get("/info").json()["stats"]["requests_abandoned"] >= 2, "hang-ups")
     assert http.get("/health").json()["status"] == "ok"
     assert not [line for line in service.lines if "Traceback" in line], service.lines[-40:]
+
+
+# ------------------------------------------------------------------------ 10. smaller
+
+
+def test_extreme_but_finite_vertices_fail_the_import_instead_of_writing_nan(tmp_path):
+    import pickle
+
+    verts = np.array([[-1, -1, -1], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64) * 1.7e308
+    faces = np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]], np.int64)
+    path = tmp_path / "front.pkl"
+    path.write_bytes(pickle.dumps({"verts": verts, "faces": faces}, protocol=4))
+    result = run_cli("import", "portrait", str(path), "--out", str(tmp_path / "head.obj"))
+    assert result.returncode != 0, result.stdout[-500:]
+    assert "too large to import" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "head.obj").exists()
+
+
+def test_a_frame_number_beyond_blenders_range_is_refused_not_wrapped(service, http):
+    sheet = npz_post(http, "/sheets", protocol.pack(images=sheet_images())).json()["sheet_id"]
+    frames = np.array([2**64 - 1], np.uint64)  # was stored as -1
+    body = protocol.pack(udp=udp_frames(1), frames=frames)
+    answer = npz_post(http, "/jobs", body, params={"sheet_id": sheet})
+    assert answer.status_code == 400, answer.text[:300]
+    assert "Blender's frame range" in answer.json()["error"]
+    good = protocol.pack(udp=udp_frames(1), frames=np.array([-5], np.int64))
+    assert npz_post(http, "/jobs", good, params={"sheet_id": sheet}).status_code == 200
+
+
+def test_a_job_from_before_a_restart_is_reported_as_such(tiny_model):
+    from anirender.service.queue import ShadingQueue, UnknownJob
+
+    before = ShadingQueue(tiny_model).start()
+    try:
+        before.add_sheet("s", sheet_images()).result(timeout=120)
+        job = before.submit_job("s", udp_frames(1), np.arange(1))
+    finally:
+        before.stop()
+    after = ShadingQueue(tiny_model).start()  # the service, restarted
+    try:
+        with pytest.raises(UnknownJob, match="earlier run of the shader service"):
+            after.job(job.job_id)
+        with pytest.raises(UnknownJob, match="no such job"):
+            after.job(f"{after.run_id}-0123")
+    finally:
+        after.stop()
+
+
+def test_serve_help_recommends_the_token_variable_over_the_flag():
+    result = run_cli("serve", "--help")
+    text = " ".join(result.stdout.split())
+    assert f"Prefer setting ${protocol.TOKEN_ENV} instead" in text
+    assert "shows in `ps`" in text
