@@ -30,6 +30,7 @@ from .framing import (
     square_crop_around,
 )
 from .image_files import SHEET_SUFFIXES, read_sheet_image, read_udp
+from .weights import SHIPPED_CONR, load_conr, resolve_weights
 
 UDP_SUFFIX = ".udp.npz"
 #: the parser's working side for the weights shipped with AniRender (trained at 128)
@@ -90,8 +91,6 @@ def check_udp_fits(udp: np.ndarray, image: np.ndarray, label: str) -> None:
 
 def parser_size(weights_path) -> int:
     """The working side the parser of these weights was trained at."""
-    from .weights import SHIPPED_CONR
-
     shipped = Path(weights_path).resolve() == SHIPPED_CONR.resolve()
     return SHIPPED_PARSER_SIZE if shipped else OFFICIAL_PARSER_SIZE
 
@@ -166,8 +165,6 @@ def estimate_folder(
     Returns (written, kept: images that already had a UDP). Every image is read and
     checked before the parser loads; nothing is written when one is unreadable.
     """
-    from .weights import load_conr, resolve_weights
-
     paths = image_files(folder)
     if not paths:
         raise AniRenderError(
