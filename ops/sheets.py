@@ -77,7 +77,8 @@ class ANIRENDER_OT_render_sheet_views(_SheetOperator, ModalJobOperator, bpy.type
         owner = character.owner
 
         def steps(job):
-            yield from sheet_view_steps(context, character.armature, request)
+            # bpy.context, not the operator's: steps run later, from the modal timer
+            yield from sheet_view_steps(bpy.context, character.armature, request)
             add_views_to_sheet(owner, request.written)
             job.summary = (
                 f'{counted(len(request.written), "sheet view")} of "{owner.name}" rendered '

@@ -22,7 +22,7 @@ def _render_views(bpy, armature, views=("FRONT", "LEFT"), **kw):
     )
 
 
-def _saved_toy(bpy, armature, folder: Path) -> Path:
+def _saved(bpy, armature, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=str(folder / "shot.blend"))
     return folder / "shot.blend"
@@ -54,7 +54,7 @@ def test_sheet_views_are_cut_out_pngs_with_the_udp_the_passes_write_and_the_scen
     from anirender.addon.shading.sheet_views import ELEVATION, FILL, VIEWS
     from anirender.addon.shading.sheets import read_sheet_views
 
-    _saved_toy(bpy, toy_character, tmp_path / "project")
+    _saved(bpy, toy_character, tmp_path / "project")
     bpy.context.view_layer.objects.active = toy_character
     toy_character.select_set(True)
     before = scene_snapshot(bpy.context)
@@ -130,7 +130,7 @@ def test_rendering_again_updates_the_views_instead_of_adding_them_twice(
 ):
     import bpy
 
-    _saved_toy(bpy, toy_character, tmp_path)
+    _saved(bpy, toy_character, tmp_path)
     assert _render_views(bpy, toy_character, ("FRONT",)) == {"FINISHED"}
     first = _udp(tmp_path / "sheet" / "Toy_front.udp.npz")
     toy_character.anirender.sheet[0].udp_filepath = ""
@@ -143,7 +143,7 @@ def test_rendering_again_updates_the_views_instead_of_adding_them_twice(
 def test_a_frame_pose_is_rendered_from_that_frame(shader_addon, toy_character, tmp_path):
     import bpy
 
-    _saved_toy(bpy, toy_character, tmp_path)
+    _saved(bpy, toy_character, tmp_path)
     assert _render_views(bpy, toy_character, ("FRONT",), pose="FRAME", frame=12) == {"FINISHED"}
     posed = _udp(tmp_path / "sheet" / "Toy_front.udp.npz")
     assert _render_views(bpy, toy_character, ("FRONT",)) == {"FINISHED"}
@@ -162,7 +162,7 @@ def test_paint_over_round_trip_keeps_each_view_its_udp_and_refuses_a_moved_or_re
     from anirender.errors import AniRenderError
     from anirender.models.paint_over import paint_over
 
-    _saved_toy(bpy, toy_character, tmp_path / "project")
+    _saved(bpy, toy_character, tmp_path / "project")
     assert _render_views(bpy, toy_character) == {"FINISHED"}
     rendered = read_sheet_views(toy_character)
     paint = tmp_path / "paint"
@@ -217,7 +217,7 @@ def test_sheet_udp_paths_follow_save_as(shader_addon, tmp_path):
 
     toy_character = load_character("toy")  # not a fixture: the file is reopened below
 
-    _saved_toy(bpy, toy_character, tmp_path / "project")
+    _saved(bpy, toy_character, tmp_path / "project")
     assert _render_views(bpy, toy_character, ("FRONT",)) == {"FINISHED"}
     assert bpy.ops.anirender.sheet_export_paint_over(directory=str(tmp_path / "paint")) == {
         "FINISHED"
@@ -241,7 +241,7 @@ def test_a_udp_file_set_by_hand_must_fit_its_view(shader_addon, toy_character, t
 
     from anirender.addon.shading.sheets import read_sheet_udps
 
-    _saved_toy(bpy, toy_character, tmp_path)
+    _saved(bpy, toy_character, tmp_path)
     assert _render_views(bpy, toy_character, ("FRONT",)) == {"FINISHED"}
     udp = _udp(tmp_path / "sheet" / "Toy_front.udp.npz")
     assert bpy.ops.anirender.sheet_clear_udp() == {"FINISHED"}
@@ -268,7 +268,7 @@ def test_estimate_sheet_udp_fills_drawn_views_and_marks_them_estimated(
 
     from anirender.addon.shading.sheets import read_sheet_views
 
-    _saved_toy(bpy, toy_character, tmp_path)
+    _saved(bpy, toy_character, tmp_path)
     assert _render_views(bpy, toy_character, ("FRONT", "LEFT")) == {"FINISHED"}
     truth = [v.udp for v in read_sheet_views(toy_character)]
     drawn = tmp_path / "drawn"
@@ -312,7 +312,7 @@ def test_sheet_cli_renders_estimates_and_shades_in_the_poses_of_pictures(
     from anirender.cli import main
     from anirender.models.framing import square_crop_around
 
-    blend = _saved_toy(bpy, load_character("toy"), tmp_path / "project")
+    blend = _saved(bpy, load_character("toy"), tmp_path / "project")
     out = tmp_path / "project" / "views"
     args = ["sheet", "render", str(blend), "--views", "front,three-quarters,back"]
     args += ["--out", str(out), "--size", "64", "--engine", "workbench", "--save"]
@@ -350,3 +350,20 @@ def test_sheet_cli_renders_estimates_and_shades_in_the_poses_of_pictures(
             max(crop.top, 0) : crop.top + crop.side, max(crop.left, 0) : crop.left + crop.side
         ] = False
         assert rgba[..., 3].any() and not rgba[outside, 3].any()
+
+
+def test_makehuman_sheet_views_line_up_with_their_udp(
+    shader_addon, makehuman_character, tmp_path, artifacts_dir
+):
+    import bpy
+
+    _saved(bpy, makehuman_character, tmp_path)
+    assert _render_views(bpy, makehuman_character, ("FRONT", "THREE_QUARTERS")) == {"FINISHED"}
+    rows = []
+    for view in ("front", "three_quarters"):
+        stem = tmp_path / "sheet" / f"{bpy.path.clean_name(makehuman_character.name)}_{view}"
+        rgba, udp = _png(f"{stem}.png"), _udp(f"{stem}.udp.npz")
+        cut, body = rgba[..., 3] > 127, udp[..., 3] > 0.5
+        assert body.mean() > 0.03 and (cut & body).sum() / (cut | body).sum() > 0.9
+        rows.append(np.concatenate([_over_white(rgba), (udp[..., :3] * 255).astype(np.uint8)], 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(artifacts_dir / "sheet_views_makehuman.png")
