@@ -9,7 +9,8 @@ it); readers of the official layout ignore them.
 
 The estimate frames the image the official way (the centred square around alpha > 0,
 RGB premultiplied, resized to the parser's working size), runs the parser and pastes
-the UDP back into the image's frame (nearest). Occupancy V comes from the cut-out
+the UDP back into the image's frame (nearest). ``read_sheet_folder`` reads a folder of
+such pairs (the CLI's and the service's road to a sheet with UDPs). Occupancy V comes from the cut-out
 (alpha > 127) when the image has transparency, else from the parser's own V > 0.5.
 numpy here; torch is imported only to run the parser.
 """
@@ -143,6 +144,23 @@ def read_pose_image(path) -> np.ndarray:
             return np.asarray(im.convert("RGBA"))
     except (UnidentifiedImageError, OSError) as exc:
         raise AniRenderError(f"Cannot read pose image {path}: {exc}") from exc
+
+
+def read_sheet_folder(folder) -> list[tuple[str, np.ndarray, np.ndarray | None, bool]]:
+    """A sheet folder as ``anirender sheet render`` writes it: (image name, uint8
+    straight RGBA (H, W, 4), its UDP (H, W, 4) or None, estimated) per image, by name.
+    A UDP that does not fit its image (size, no occupied pixel) is refused."""
+    views = []
+    for path in image_files(folder):
+        image = read_sheet_image(path)
+        udp, estimated = None, False
+        if udp_path_for(path).is_file():
+            udp, estimated = read_udp_file(udp_path_for(path))
+            check_udp_fits(udp, image, path.name)
+        views.append((path.name, image, udp, estimated))
+    if not views:
+        raise AniRenderError(f"{folder} has no sheet images ({', '.join(SHEET_SUFFIXES)}).")
+    return views
 
 
 def image_files(folder) -> list[Path]:

@@ -1,0 +1,46 @@
+"""Sheet views and their UDP files on disk (``models.sheet_udp``), without Blender."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anirender.errors import AniRenderError
+from anirender.models.sheet_udp import read_sheet_folder, udp_path_for, write_udp_file
+
+
+def _view(size=32, left=8):
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[4:28, left : left + 12] = (200, 100, 50, 255)
+    udp = np.zeros((size, size, 4), np.float32)
+    udp[4:28, left : left + 12] = (0.2, 0.5, 0.7, 1.0)
+    return rgba, udp
+
+
+def test_a_sheet_folder_reads_each_image_with_its_udp_and_whether_it_was_estimated(tmp_path):
+    for name, source in (("a_front", None), ("b_left", "CoNR parser"), ("c_back", "none")):
+        rgba, udp = _view()
+        Image.fromarray(rgba).save(tmp_path / f"{name}.png")
+        if source != "none":
+            write_udp_file(udp_path_for(tmp_path / f"{name}.png"), udp, source=source)
+    assert udp_path_for(tmp_path / "a_front.png").name == "a_front.udp.npz"
+    with np.load(tmp_path / "a_front.udp.npz") as data:
+        assert list(data) == ["i"]  # a rendered UDP: exactly the passes' layout
+    views = read_sheet_folder(tmp_path)
+    assert [(n, u is not None, e) for n, _, u, e in views] == [
+        ("a_front.png", True, False),
+        ("b_left.png", True, True),
+        ("c_back.png", False, False),
+    ]
+    np.testing.assert_array_equal(views[0][2], _view()[1])
+    assert not list(tmp_path.glob(".*"))  # nothing partial left
+
+
+def test_a_udp_of_another_size_or_with_no_character_is_refused_by_name(tmp_path):
+    rgba, udp = _view()
+    Image.fromarray(rgba).save(tmp_path / "front.png")
+    write_udp_file(tmp_path / "front.udp.npz", udp[:16])
+    with pytest.raises(AniRenderError, match='"front.png" is 32x16 but its image is 32x32'):
+        read_sheet_folder(tmp_path)
+    write_udp_file(tmp_path / "front.udp.npz", np.zeros_like(udp))
+    with pytest.raises(AniRenderError, match="no occupied pixel"):
+        read_sheet_folder(tmp_path)
