@@ -367,3 +367,24 @@ def test_makehuman_sheet_views_line_up_with_their_udp(
         assert body.mean() > 0.03 and (cut & body).sum() / (cut | body).sum() > 0.9
         rows.append(np.concatenate([_over_white(rgba), (udp[..., :3] * 255).astype(np.uint8)], 1))
     Image.fromarray(np.concatenate(rows, 0)).save(artifacts_dir / "sheet_views_makehuman.png")
+
+
+def test_estimate_runs_in_the_shader_runtime_when_blender_has_no_torch(tmp_path):
+    """What a plain Blender does: the runtime's Python runs ``anirender sheet estimate-udp``
+    (here the test's own interpreter, which has torch), or the error says what to set up."""
+    import sys
+
+    from anirender.addon.shading.sheet_files import _estimate_in_runtime
+    from anirender.errors import AniRenderError
+
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[8:56, 24:40] = (230, 180, 160, 255)
+    Image.fromarray(rgba).save(tmp_path / "view_00.png")
+    _estimate_in_runtime(tmp_path, sys.executable, None)
+    with np.load(tmp_path / "view_00.udp.npz", allow_pickle=False) as data:
+        assert bool(data["estimated"]) and data["i"].shape == (64, 64, 4)
+        np.testing.assert_array_equal(data["i"][..., 3] > 0.5, rgba[..., 3] > 127)
+    with pytest.raises(AniRenderError, match="Set Up Shader Runtime"):
+        _estimate_in_runtime(tmp_path, "", None)
+    with pytest.raises(AniRenderError, match="estimate failed.*No weights named .no-such-weights."):
+        _estimate_in_runtime(tmp_path, sys.executable, "no-such-weights")

@@ -234,6 +234,8 @@ def stage_for_estimate(owner, folder: Path) -> list[tuple]:
         source = _entry_file(entry)
         if source is not None:
             target = udp_path_for(source)
+            if target.exists():  # a UDP the artist detached: kept, the guess goes beside
+                target = target.with_name(f"{source.stem}.estimated{UDP_SUFFIX}")
         else:  # a packed or generated Blender image: beside the .blend
             name = bpy.path.clean_name(entry.image.name)
             target = resolve_output_folder("//sheet_udp") / f"{name}{UDP_SUFFIX}"
@@ -279,10 +281,16 @@ def attach_estimates(owner, staged) -> int:
         if not made.is_file():
             raise AniRenderError(f"The estimate wrote no UDP for {entry_label(sheet[index])}.")
         moved.append((index, made, target))
-    for index, made, target in moved:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(made, target.with_name(f".{target.name}.partial"))
-        os.replace(target.with_name(f".{target.name}.partial"), target)
+    for _index, made, target in moved:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy(made, target)
+        except OSError as exc:
+            raise AniRenderError(
+                f"Cannot write the estimated UDP {target} ({exc.strerror or exc}). Copy the "
+                "view's image into a folder you can write to, and estimate again."
+            ) from None
+    for index, _made, target in moved:  # attached only once every file is in place
         sheet[index].udp_filepath = _stored(target)
         sheet[index].udp_estimated = True
     return len(moved)
