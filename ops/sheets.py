@@ -95,7 +95,9 @@ class ANIRENDER_OT_sheet_set_udp(_SheetOperator, bpy.types.Operator):
     bl_label = "Set UDP File"
     bl_options = {"REGISTER", "UNDO"}
 
-    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filepath: StringProperty(
+        subtype="FILE_PATH", options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
     filter_glob: StringProperty(default="*.npz;*.exr", options={"HIDDEN", "SKIP_SAVE"})
 
     def invoke(self, context, event):
@@ -150,7 +152,9 @@ class ANIRENDER_OT_sheet_export_paint_over(_SheetOperator, bpy.types.Operator):
     bl_label = "Export for Paint-Over"
     bl_options = {"REGISTER"}
 
-    directory: StringProperty(subtype="DIR_PATH", options={"SKIP_SAVE"})
+    directory: StringProperty(
+        subtype="DIR_PATH", options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -185,7 +189,7 @@ class ANIRENDER_OT_sheet_reload_painted(_SheetOperator, bpy.types.Operator):
 
     directory: StringProperty(
         subtype="DIR_PATH",
-        options={"SKIP_SAVE"},
+        options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
         description="The paint-over folder (default: where the sheet was exported last)",
     )
 
