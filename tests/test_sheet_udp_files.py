@@ -44,3 +44,11 @@ def test_a_udp_of_another_size_or_with_no_character_is_refused_by_name(tmp_path)
     write_udp_file(tmp_path / "front.udp.npz", np.zeros_like(udp))
     with pytest.raises(AniRenderError, match="no occupied pixel"):
         read_sheet_folder(tmp_path)
+
+
+def test_the_parser_reads_at_the_size_its_weights_were_trained_at(tmp_path):
+    from anirender.models.sheet_udp import parser_size
+    from anirender.models.weights import SHIPPED_CONR
+
+    assert parser_size(SHIPPED_CONR) == 128  # the shipped model: trained on 128 px samples
+    assert parser_size(tmp_path / "conr.safetensors") == 256  # the released weights

@@ -388,3 +388,62 @@ def test_estimate_runs_in_the_shader_runtime_when_blender_has_no_torch(tmp_path)
         _estimate_in_runtime(tmp_path, "", None)
     with pytest.raises(AniRenderError, match="estimate failed.*No weights named .no-such-weights."):
         _estimate_in_runtime(tmp_path, sys.executable, "no-such-weights")
+
+
+def test_esc_after_the_first_view_leaves_no_files_no_entries_and_the_scene_as_it_was(
+    shader_addon, toy_character, tmp_path
+):
+    import bpy
+
+    from anirender.addon.core.guard import scene_snapshot
+    from anirender.addon.shading.sheet_views import (
+        SheetViewRequest,
+        check_request,
+        sheet_view_steps,
+    )
+
+    _saved(bpy, toy_character, tmp_path)
+    before = scene_snapshot(bpy.context)
+    request = SheetViewRequest(out_dir=tmp_path / "views", views="front,back", size=SIZE)
+    request.samples = 2
+    check_request(bpy.context.scene, toy_character, request)
+    steps = sheet_view_steps(bpy.context, toy_character, request)
+    assert next(steps) == "front view"
+    assert toy_character.data.pose_position == "REST"  # rendering the rest pose
+    steps.close()  # what Esc does to a job
+    assert list((tmp_path / "views").iterdir()) == [] and request.written == []
+    assert toy_character.data.pose_position == "POSE"
+    assert scene_snapshot(bpy.context) == before
+    assert len(toy_character.anirender.sheet) == 0
+
+
+class _Layout:
+    """Records the labels a UI list item draws."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def row(self, **_kw):
+        return self
+
+    def label(self, text="", icon="NONE"):
+        self.log.append(text)
+
+
+def test_the_sheet_list_says_which_views_have_a_rendered_or_estimated_udp(
+    shader_addon, toy_character
+):
+    import bpy
+
+    sheet = toy_character.anirender.sheet
+    for udp, estimated in (("", False), ("//a.udp.npz", False), ("//b.udp.npz", True)):
+        entry = sheet.add()
+        entry.filepath, entry.udp_filepath, entry.udp_estimated = "//v.png", udp, estimated
+    drawn = []
+    for entry in sheet:
+        log = []
+        bpy.types.ANIRENDER_UL_sheet.draw_item(
+            None, bpy.context, _Layout(log), None, entry, 0, None, ""
+        )
+        drawn.append(log[1])
+    assert drawn == ["no UDP", "UDP", "UDP estimated"]
