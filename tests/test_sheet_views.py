@@ -447,3 +447,17 @@ def test_the_sheet_list_says_which_views_have_a_rendered_or_estimated_udp(
         )
         drawn.append(log[1])
     assert drawn == ["no UDP", "UDP", "UDP estimated"]
+
+
+def test_adding_rendered_view_files_brings_their_udp_along(shader_addon, toy_character, tmp_path):
+    import bpy
+
+    _saved(bpy, toy_character, tmp_path)
+    assert _render_views(bpy, toy_character) == {"FINISHED"}
+    sheet = toy_character.anirender.sheet
+    sheet.clear()
+    folder = tmp_path / "sheet"
+    np.savez_compressed(folder / "Toy_left.udp.npz", i=np.zeros((8, 8, 4), np.float32))
+    files = [{"name": "Toy_front.png"}, {"name": "Toy_left.png"}]
+    assert bpy.ops.anirender.sheet_add_files(directory=str(folder), files=files) == {"FINISHED"}
+    assert [e.udp_filepath for e in sheet] == ["//sheet/Toy_front.udp.npz", ""]  # left: 8x8

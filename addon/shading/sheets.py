@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import AniRenderError
 from ...models.framing import crop_square, resize_udp, square_crop_around
-from ...models.sheet_udp import check_udp_fits, read_udp_file
+from ...models.sheet_udp import check_udp_fits, read_udp_file, udp_path_for
 from ..core.settings import character_settings
 from .sheet_paths import describe_missing, relative_to, resolve_sheet_path
 
@@ -117,6 +117,21 @@ def read_framed_sheet(owner, size: int) -> tuple[np.ndarray, list[np.ndarray | N
         crop = square_crop_around(view.rgba[..., 3] > 0)
         udps.append(resize_udp(crop_square(view.udp, crop), size))
     return np.stack(images), udps
+
+
+def udp_beside(image_path: Path) -> tuple[Path | None, bool, str]:
+    """The ``<stem>.udp.npz`` beside an image file, when it fits the image: (path,
+    estimated, ""); (None, False, why) when there is one that does not fit; (None,
+    False, "") when there is none."""
+    path = udp_path_for(image_path)
+    if not path.is_file():
+        return None, False, ""
+    try:
+        udp, estimated = read_udp_file(path)
+        check_udp_fits(udp, read_image_file(Path(image_path)), Path(image_path).name)
+    except AniRenderError as exc:
+        return None, False, f"{path.name} was not attached: {exc}"
+    return path, estimated, ""
 
 
 def add_views_to_sheet(owner, pairs, estimated: bool = False) -> list:
