@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import AniRenderError
 from .framing import (
+    crop_square,
     frame_sheet_image,
     frame_udp,
     paste_back,
@@ -85,6 +86,15 @@ def check_udp_fits(udp: np.ndarray, image: np.ndarray, label: str) -> None:
             f'The UDP of sheet view "{label}" has no occupied pixel (V is 0 everywhere); it '
             "does not show the character. Render the view again or estimate its UDP."
         )
+
+
+def frame_sheet_udp(image: np.ndarray, udp: np.ndarray, size: int) -> np.ndarray:
+    """A view's UDP framed as its image is (the centred square around the image's
+    alpha > 0, as ``framing.frame_sheet_image`` crops it), resized nearest to ``size``."""
+    crop = square_crop_around(np.asarray(image)[..., 3] > 0)
+    if crop is None:
+        raise AniRenderError("The sheet view is fully transparent; there is no character.")
+    return resize_udp(crop_square(np.asarray(udp, dtype=np.float32), crop), size)
 
 
 # ------------------------------------------------------------------------ estimating

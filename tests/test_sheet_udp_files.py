@@ -52,3 +52,14 @@ def test_the_parser_reads_at_the_size_its_weights_were_trained_at(tmp_path):
 
     assert parser_size(SHIPPED_CONR) == 128  # the shipped model: trained on 128 px samples
     assert parser_size(tmp_path / "conr.safetensors") == 256  # the released weights
+
+
+def test_a_views_udp_is_framed_with_its_image_crop():
+    from anirender.models.framing import frame_sheet_image
+    from anirender.models.sheet_udp import frame_sheet_udp
+
+    rgba, udp = _view(size=64, left=40)
+    framed_image = frame_sheet_image(rgba, 32)
+    framed_udp = frame_sheet_udp(rgba, udp, 32)
+    assert framed_udp.shape == (32, 32, 4)
+    np.testing.assert_array_equal(framed_udp[..., 3] > 0.5, framed_image[..., 3] > 127)

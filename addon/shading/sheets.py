@@ -24,8 +24,8 @@ import bpy
 import numpy as np
 
 from ...errors import AniRenderError
-from ...models.framing import crop_square, resize_udp, square_crop_around
-from ...models.sheet_udp import check_udp_fits, read_udp_file, udp_path_for
+from ...models.framing import crop_square, square_crop_around
+from ...models.sheet_udp import check_udp_fits, frame_sheet_udp, read_udp_file, udp_path_for
 from ..core.settings import character_settings
 from .sheet_paths import describe_missing, relative_to, resolve_sheet_path
 
@@ -114,8 +114,7 @@ def read_framed_sheet(owner, size: int) -> tuple[np.ndarray, list[np.ndarray | N
         if view.udp is None:
             udps.append(None)
             continue
-        crop = square_crop_around(view.rgba[..., 3] > 0)
-        udps.append(resize_udp(crop_square(view.udp, crop), size))
+        udps.append(frame_sheet_udp(view.rgba, view.udp, size))
     return np.stack(images), udps
 
 
