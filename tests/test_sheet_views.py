@@ -461,3 +461,19 @@ def test_adding_rendered_view_files_brings_their_udp_along(shader_addon, toy_cha
     files = [{"name": "Toy_front.png"}, {"name": "Toy_left.png"}]
     assert bpy.ops.anirender.sheet_add_files(directory=str(folder), files=files) == {"FINISHED"}
     assert [e.udp_filepath for e in sheet] == ["//sheet/Toy_front.udp.npz", ""]  # left: 8x8
+
+
+def test_the_panel_settings_are_what_the_button_renders(shader_addon, toy_character, tmp_path):
+    import bpy
+
+    _saved(bpy, toy_character, tmp_path)
+    defaults = bpy.context.scene.anirender.sheet_views
+    defaults.views, defaults.size, defaults.engine = {"BACK"}, 48, "WORKBENCH"
+    defaults.output_dir = "//panel_views/"
+    bpy.context.view_layer.objects.active = toy_character
+    assert bpy.ops.anirender.render_sheet_views() == {"FINISHED"}
+    assert sorted(p.name for p in (tmp_path / "panel_views").iterdir()) == [
+        "Toy_back.png",
+        "Toy_back.udp.npz",
+    ]
+    assert _png(tmp_path / "panel_views" / "Toy_back.png").shape == (48, 48, 4)
