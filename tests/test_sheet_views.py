@@ -477,3 +477,13 @@ def test_the_panel_settings_are_what_the_button_renders(shader_addon, toy_charac
         "Toy_back.udp.npz",
     ]
     assert _png(tmp_path / "panel_views" / "Toy_back.png").shape == (48, 48, 4)
+
+
+def test_a_blender_image_view_is_exported_as_the_exact_straight_rgba_png(blender, tmp_path):
+    from anirender.addon.shading.sheet_files import write_png
+
+    rgba = np.random.default_rng(3).integers(0, 256, (24, 40, 4)).astype(np.uint8)
+    (tmp_path / "out").mkdir()
+    write_png(tmp_path / "out" / "view.png", rgba)
+    np.testing.assert_array_equal(_png(tmp_path / "out" / "view.png"), rgba)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["view.png"]
