@@ -63,3 +63,33 @@ def test_a_views_udp_is_framed_with_its_image_crop():
     framed_udp = frame_sheet_udp(rgba, udp, 32)
     assert framed_udp.shape == (32, 32, 4)
     np.testing.assert_array_equal(framed_udp[..., 3] > 0.5, framed_image[..., 3] > 127)
+
+
+BLOCK_TORCH = """
+import sys, importlib.abc
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch' (blocked: a plain Blender)")
+sys.meta_path.insert(0, NoTorch())
+import bpy
+import anirender
+anirender.register()
+print("registered", hasattr(bpy.types.Object, "anirender"), "torch" in sys.modules)
+anirender.unregister()
+"""
+
+
+def test_the_add_on_registers_in_a_blender_python_without_torch(tmp_path):
+    """Blender's own Python has no torch: reading the weights store and sheet UDP files
+    must not import it (only shading or estimating does, in the runtime)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "registered True False" in done.stdout
