@@ -7,11 +7,12 @@ and the same framing, pixel for pixel. A UDP guessed by the parser rather than r
 adds two keys, ``estimated`` (a 0-d bool, True) and ``source`` (which weights guessed
 it); readers of the official layout ignore them.
 
-The estimate frames the image the official way (the centred square around alpha > 0,
-RGB premultiplied, resized to the parser's working size), runs the parser and pastes
-the UDP back into the image's frame (nearest). ``read_sheet_folder`` reads a folder of
-such pairs (the CLI's and the service's road to a sheet with UDPs). Occupancy V comes from the cut-out
-(alpha > 127) when the image has transparency, else from the parser's own V > 0.5.
+The estimate (``conr.parser``: the UDP-detector half of CoNR, loaded alone) frames the
+image the official way (the centred square around alpha > 0, RGB premultiplied, resized
+to the parser's working size), runs the parser and pastes the UDP back into the image's
+frame (nearest). Occupancy V comes from the cut-out (alpha > 127) when the image has
+transparency, else from the parser's own V > 0.5. ``read_sheet_folder`` reads a folder
+of such pairs (the CLI's and the service's road to a sheet with UDPs).
 numpy here; torch is imported only to run the parser.
 """
 
@@ -32,7 +33,7 @@ from .framing import (
     square_crop_around,
 )
 from .image_files import SHEET_SUFFIXES, read_sheet_image, read_udp
-from .weights import SHIPPED_CONR, load_conr, resolve_weights
+from .weights import SHIPPED_CONR, resolve_weights
 
 UDP_SUFFIX = ".udp.npz"
 #: the parser's working side for the weights shipped with AniRender (trained at 128)
@@ -208,7 +209,10 @@ def estimate_folder(
         return [], kept
     resolved = resolve_weights(weights)
     size = size or parser_size(resolved)
-    model = load_conr(weights, device=device)
+    # torch: the parser runs only here
+    from .conr.parser import load_udp_parser
+
+    model = load_udp_parser(weights, device=device)
     source = f"CoNR parser, weights {resolved.name}"
     udps = {p: estimate_udp(model, image, size, p.name) for p, image in images.items()}
     return [write_udp_file(udp_path_for(p), u, source=source) for p, u in udps.items()], kept

@@ -93,3 +93,16 @@ def test_the_add_on_registers_in_a_blender_python_without_torch(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "registered True False" in done.stdout
+
+
+def test_the_parser_alone_detects_what_the_whole_model_detects(tiny_conr_weights, tmp_path):
+    from anirender.models.conr.parser import load_udp_parser
+    from anirender.models.weights import load_conr
+
+    images = np.random.default_rng(4).integers(0, 256, (2, 128, 128, 4)).astype(np.uint8)
+    whole = load_conr(tiny_conr_weights).detect_udp(images)
+    alone = load_udp_parser(tiny_conr_weights).detect_udp(images)
+    np.testing.assert_array_equal(alone, whole)
+    (tmp_path / "other.safetensors").write_bytes(b"not weights")
+    with pytest.raises(AniRenderError, match="not a readable safetensors file"):
+        load_udp_parser(tmp_path / "other.safetensors")
