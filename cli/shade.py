@@ -67,9 +67,13 @@ def run_shade(args) -> int:
                 f"Sheet image {path.name} has no transparent background; cut the character out."
             )
         sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
+    what = "UDP" if args.pose_images is None else "Pose image"
     if args.pose_images is not None:
         udp_files = _files(args.pose_images, SHEET_SUFFIXES, "pose image")
         pictures = [read_pose_image(p) for p in udp_files]
+        for path, picture in zip(udp_files, pictures, strict=True):
+            if not picture[..., 3].any():
+                raise AniRenderError(f"Pose image {path.name} is fully transparent.")
     else:
         udp_files = _files(args.udp, UDP_SUFFIXES, "UDP")
     frames, first = [], None
@@ -79,14 +83,15 @@ def run_shade(args) -> int:
             first = (path.name, udp.shape)
         elif udp.shape[:2] != first[1][:2]:
             raise AniRenderError(
-                f"{'Pose image' if args.pose_images is not None else 'UDP'} {path.name} is {udp.shape[1]}x{udp.shape[0]} but {first[0]} is "
+                f"{what} {path.name} is {udp.shape[1]}x{udp.shape[0]} but {first[0]} is "
                 f"{first[1][1]}x{first[1][0]}; all frames of a sequence must have one size."
             )
         if args.pose_images is None:
             frames.append(framing.frame_udp(udp, size))
     stems = [p.stem for p in udp_files]
     if len(set(stems)) != len(stems):
-        raise AniRenderError(f"{args.udp} has two UDP files with the same name; keep one.")
+        folder = args.udp or args.pose_images
+        raise AniRenderError(f"{folder} has two {what} files with the same name; keep one.")
 
     model = load_conr(args.weights, device=args.device)
     if args.pose_images is not None:
