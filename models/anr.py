@@ -125,6 +125,8 @@ class ANR(nn.Module):
     def __init__(self, config: ANRConfig | None = None):
         super().__init__()
         self.config = config = config or ANRConfig()
+        for name in CONFIG_BOUNDS:  # a model this version could not read back is not made
+            _check_field(name, getattr(config, name), "Choose a value in that range.")
         self.texture = NeuralTexture(
             config.identities, config.channels, config.texture_size, config.levels
         )
@@ -323,13 +325,12 @@ def _bounded_config(text) -> ANRConfig:
     unknown = sorted(set(fields) - set(CONFIG_BOUNDS) - {"identity_names"})
     if unknown:
         raise AniRenderError(f"The ANR config has unknown fields: {', '.join(unknown)}.")
-    for name, (least, most) in CONFIG_BOUNDS.items():
-        value = fields.get(name, getattr(ANRConfig, name))
-        if type(value) is not int or not least <= value <= most:
-            raise AniRenderError(
-                f"The ANR config's {name} is {value!r}; this version reads {least} to {most}. "
-                "The file is damaged or was not written by AniRender."
-            )
+    for name in CONFIG_BOUNDS:
+        _check_field(
+            name,
+            fields.get(name, getattr(ANRConfig, name)),
+            "The file is damaged or was not written by AniRender.",
+        )
     names = fields.get("identity_names", [])
     identities = fields.get("identities", ANRConfig.identities)
     if (
@@ -348,6 +349,14 @@ def _bounded_config(text) -> ANRConfig:
             f"{config.levels} pyramid levels; it cannot have that many."
         )
     return config
+
+
+def _check_field(name: str, value, why: str) -> None:
+    least, most = CONFIG_BOUNDS[name]
+    if type(value) is not int or not least <= value <= most:
+        raise AniRenderError(
+            f"The ANR config's {name} is {value!r}; this version reads {least} to {most}. {why}"
+        )
 
 
 def _check_header_shapes(header: dict, config: ANRConfig) -> None:
