@@ -684,3 +684,20 @@ def test_serve_help_recommends_the_token_variable_over_the_flag():
     text = " ".join(result.stdout.split())
     assert f"Prefer setting ${protocol.TOKEN_ENV} instead" in text
     assert "shows in `ps`" in text
+
+
+def test_uploaded_anr_models_stay_within_their_memory_budget(tmp_path):
+    import torch
+
+    from anirender.models.anr import ANR, ANRConfig, save_anr
+    from anirender.service.anr_models import AnrLibrary
+
+    library = AnrLibrary(max_models=8, max_bytes=3 * MIB)
+    ids = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        path = tmp_path / f"m{seed}.safetensors"
+        save_anr(ANR(ANRConfig(texture_size=128)), path)  # about 2.4 MiB of weights
+        ids.append(library.add(path.read_bytes())[0])
+        assert library._models.bytes <= 3 * MIB
+    assert library.ids() == ids[-1:]
