@@ -141,7 +141,8 @@ def _add_anr(subparsers) -> None:
     parser.add_argument("--levels", type=int, default=d.levels, help="texture pyramid levels")
     parser.add_argument("--width", type=int, default=d.width, help="renderer U-Net width")
     parser.add_argument("--keyframes", type=int, default=d.keyframes,
-                        help="keyframes per identity (0: chosen by coverage)")  # fmt: skip
+                        help="keyframes per identity for --schedule split "
+                        "(0: chosen by coverage)")  # fmt: skip
     parser.add_argument("--schedule", choices=anr_training.SCHEDULES, default=d.schedule,
                         help="joint: texture and renderer every step; split: the paper's "
                         "alternation (measured worse, see BENCHMARKS.md)")  # fmt: skip
