@@ -154,7 +154,7 @@ def test_each_identity_beats_nearest_uv_baseline_inside_the_silhouette(
 def test_each_identity_wears_its_own_outfit_on_the_same_poses(anr_run, model):
     """Both captures hold the same walk: identity 1 rendered on identity 0's passes must
     wear outfit7's colours, identity 0 outfit0's. The texture carries the look."""
-    from anirender.models.metrics import region_colour_errors
+    from anirender.models.metrics import region_colour_errors, silhouette_metrics
 
     first, held, truth0, labels = held_out(anr_run, 0)
     second, _, truth1, _ = held_out(anr_run, 1)
@@ -164,7 +164,11 @@ def test_each_identity_wears_its_own_outfit_on_the_same_poses(anr_run, model):
         rendered = model.render(uv, normal, identity=identity)
         to_own = region_colour_errors(rendered, own, labels, GARMENTS)
         to_other = region_colour_errors(rendered, other, labels, GARMENTS)
-        print(f"identity {identity}: to its own outfit {to_own}, to the other {to_other}")
+        own_l1 = silhouette_metrics(rendered, own)["l1"]
+        other_l1 = silhouette_metrics(rendered, other)["l1"]
+        print(f"identity {identity}: silhouette L1 to its own outfit {own_l1:.4f}, to the "
+              f"other {other_l1:.4f}; garments to its own {to_own}, to the other {to_other}")  # fmt: skip
+        assert own_l1 < 0.7 * other_l1, identity
         for garment in ("top", "bottom"):
             assert to_own[garment] < 0.3 * to_other[garment], (identity, garment)
 
