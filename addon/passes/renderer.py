@@ -47,7 +47,7 @@ from ...errors import AniRenderError
 from ..characters.finding import find_character, require_camera
 from ..core.frame_writer import BackgroundWriter
 from . import canonical
-from .camera import rigid_inverse
+from .camera import camera_matrices
 from .cycles import CyclesBackend
 from .fast import FastBackend
 from .files import _file_codec, _npz_writer, _write_whole, preview, set_file_format
@@ -178,20 +178,9 @@ class PassRenderer:
     # camera --------------------------------------------------------------------------
     def camera_matrices(self, depsgraph):
         """(projection @ world-to-camera, camera-to-world) as float64 numpy 4x4."""
-        camera = self.camera.evaluated_get(depsgraph)
         render = self.temp.render
-        projection = camera.calc_matrix_camera(
-            depsgraph,
-            x=self.width,
-            y=self.height,
-            scale_x=render.pixel_aspect_x,
-            scale_y=render.pixel_aspect_y,
-        )
-        to_world = np.array(camera.matrix_world, dtype=np.float64)
-        # unit axes: a scaled camera must not scale normals or depth
-        to_world[:3, :3] /= np.linalg.norm(to_world[:3, :3], axis=0)
-        view = rigid_inverse(to_world)
-        return np.array(projection, dtype=np.float64) @ view, to_world
+        aspect = (render.pixel_aspect_x, render.pixel_aspect_y)
+        return camera_matrices(self.camera, depsgraph, self.width, self.height, aspect)
 
     def set_frame(self, frame: int):
         self.temp.frame_set(frame)

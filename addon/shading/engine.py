@@ -1,0 +1,280 @@
+"""The AniRender render engine: F12, Ctrl+F12, ``blender -b -a`` and the compositor.
+
+Blender calls ``render(depsgraph)`` once per frame and view layer, with the depsgraph
+already evaluated at that frame; output paths, file formats, frame ranges and steps,
+``use_overwrite`` / ``use_placeholder``, stamps and the compositor stay Blender's. Per
+frame (``render_frame``):
+
+1. ``plan_frame`` checks everything before any work: the active camera, the characters
+   of the view layer (each armature that deforms a visible mesh) each with a sheet and
+   canonical colours, the weights. A failure is one artist-facing message naming the
+   object and the fix; the engine reports it as an error and the render stops, with the
+   scene as it was (the engine never writes to ``bpy.data`` apart from reading a sheet's
+   image files through temporary images).
+2. ``addon.passes.evaluated`` draws each character's UDP, normal, depth and UV passes
+   from the engine's depsgraph at the scene's resolution x percentage.
+3. ``frame_shading.shade_frame`` frames, shades (the session of the scene's settings:
+   in Blender, local service or remote) and composites the characters by depth.
+4. The RenderResult gets the passes of ``RENDER_PASSES``: Combined (the shaded frame,
+   premultiplied, scene-linear: the shader's sRGB values decoded, so the Standard view
+   transform writes them back unchanged), UDP, Normal (camera space), Depth (camera Z in
+   scene units, 1e10 where empty as Cycles writes it), UV (U, V, occupancy) and Alpha.
+   Film is transparent: alpha is where the characters are.
+
+``test_break`` (Esc) is asked between characters and before the result is written.
+Sheets are read once per render job (cleared when a render starts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+from bpy.app.handlers import persistent
+
+from ...errors import AniRenderError
+from ...models.weights import resolve_weights
+from ..characters.finding import Character, find_character, require_camera
+from ..core.prefs import preferences
+from ..core.settings import character_settings, neural_defaults
+from ..passes.evaluated import check_canonical, evaluated_passes
+from ..passes.request import output_size
+from .frame_shading import CharacterFrame, FrameStopped, ShadedFrame, session_for, shade_frame
+from .sessions import settings_from
+from .sheets import read_sheet
+
+ENGINE_ID = "ANIRENDER"
+
+#: (name, channels, channel ids, type) of every pass the engine writes
+RENDER_PASSES = (
+    ("Combined", 4, "RGBA", "COLOR"),
+    ("UDP", 4, "RGBA", "COLOR"),
+    ("Normal", 3, "XYZ", "VECTOR"),
+    ("Depth", 1, "Z", "VALUE"),
+    ("UV", 3, "UVA", "VECTOR"),
+    ("Alpha", 1, "A", "VALUE"),
+)
+#: the character passes the engine draws (``addon.passes`` names)
+DRAWN = ("udp", "normal", "depth", "uv")
+#: depth where nothing is, as Cycles writes it
+FAR = 1e10
+
+_sheets: dict[tuple, np.ndarray] = {}
+
+
+@dataclass
+class FramePlan:
+    """Everything a frame's render needs, checked."""
+
+    camera: object
+    characters: list[Character]
+    sheets: list[np.ndarray]
+    settings: dict
+    size: int  # the working square of the shader
+    width: int
+    height: int
+    aspect: tuple[float, float] = (1.0, 1.0)
+    sessions: list = field(default_factory=list)
+
+
+def shader_settings(scene) -> dict:
+    """Where the shader runs and with which weights: the scene's choices over the
+    preferences'. A weights path that does not exist is an error saying where to fix it."""
+    settings = settings_from(preferences())
+    neural = neural_defaults(scene)
+    if neural is not None and neural.service_mode != "PREFERENCES":
+        settings["mode"] = neural.service_mode
+    weights = (neural.weights if neural is not None else "") or settings.get("weights") or ""
+    where = (
+        "Render Properties > AniRender > Shader"
+        if neural is not None and neural.weights
+        else "the AniRender preferences"
+    )
+    if weights.startswith("//"):
+        if not bpy.data.filepath:
+            raise AniRenderError(
+                f'The weights "{weights}" are relative to the .blend, which is not saved. '
+                f"Save the file, or give an absolute path in {where}."
+            )
+        weights = bpy.path.abspath(weights)
+    if weights and settings["mode"] in {"IN_PROCESS", "LOCAL"}:
+        try:
+            resolve_weights(weights, verify=False)
+        except AniRenderError as exc:
+            raise AniRenderError(
+                f"{exc}. Fix the weights in {where} (empty uses the model shipped with AniRender)."
+            ) from None
+    settings["weights"] = weights
+    return settings
+
+
+def scene_characters(depsgraph) -> list[Character]:
+    """The characters the view layer renders: armatures deforming a mesh it shows."""
+    shown = {obj.original.name for obj in depsgraph.objects}
+    characters = []
+    for obj in sorted(depsgraph.objects, key=lambda o: o.name):
+        if obj.type != "ARMATURE":
+            continue
+        armature = obj.original
+        try:
+            character = find_character(armature)
+        except AniRenderError:
+            continue  # an armature that deforms nothing is not a character
+        character.meshes = [m for m in character.meshes if m.name in shown]
+        if character.meshes:
+            characters.append(character)
+    return characters
+
+
+def working_size(scene) -> int:
+    neural = neural_defaults(scene)
+    return int(neural.size) if neural is not None else 256
+
+
+def cached_sheet(owner, size: int) -> np.ndarray:
+    """The character's sheet at ``size``, read once per render job."""
+    key = (owner.name, size, tuple(_entry_key(e) for e in character_settings(owner).sheet))
+    if key not in _sheets:
+        try:
+            _sheets[key] = read_sheet(owner, size)
+        except AniRenderError as exc:
+            message = str(exc)
+            if "has no character sheet" in message:
+                message += (
+                    " Or, to leave it out of the AniRender image, disable it in renders "
+                    "(Outliner camera icon)."
+                )
+            raise AniRenderError(message) from None
+    return _sheets[key]
+
+
+def _entry_key(entry):
+    image = entry.image
+    return (image.name, image.filepath, image.is_dirty) if image is not None else entry.filepath
+
+
+def plan_frame(depsgraph, scene) -> FramePlan:
+    """Check the scene and gather what the frame needs; raises ``AniRenderError``."""
+    camera = require_camera(scene)
+    characters = scene_characters(depsgraph)
+    if not characters:
+        raise AniRenderError(
+            f'View layer "{depsgraph.view_layer.name}" of scene "{scene.name}" shows no '
+            "character (an armature that deforms a mesh) for AniRender to shade. Enable the "
+            "character's collection in renders, or choose another render engine."
+        )
+    size = working_size(scene)
+    sheets = [cached_sheet(c.owner, size) for c in characters]
+    for character in characters:
+        check_canonical(character.owner, character.meshes)
+    settings = shader_settings(scene)
+    width, height = output_size(scene, None)
+    render = scene.render
+    aspect = (render.pixel_aspect_x, render.pixel_aspect_y)
+    plan = FramePlan(camera, characters, sheets, settings, size, width, height, aspect)
+    plan.sessions = [session_for(settings, sheet) for sheet in sheets]
+    return plan
+
+
+def render_frame(depsgraph, plan: FramePlan, should_stop=None, progress=None) -> ShadedFrame:
+    """Passes of every character from ``depsgraph``, shaded and composited."""
+    frames = []
+    for i, (character, session) in enumerate(zip(plan.characters, plan.sessions)):
+        if progress is not None:
+            progress(f"passes of {character.name}", i / (2 * len(plan.characters)))
+        passes = evaluated_passes(
+            depsgraph, plan.camera, character.meshes, (plan.width, plan.height), DRAWN,
+            plan.aspect,
+        )  # fmt: skip
+        frames.append(CharacterFrame(character.name, passes, session.shade))
+    if progress is not None:
+        names = ", ".join(c.name for c in plan.characters)
+        progress(f"shading {names}", 0.5)
+    return shade_frame(frames, plan.size, should_stop)
+
+
+def display_to_linear(rgba: np.ndarray) -> np.ndarray:
+    """Premultiplied RGBA in sRGB-encoded values -> premultiplied scene-linear."""
+    alpha = rgba[..., 3:4]
+    straight = np.where(alpha > 0, rgba[..., :3] / np.maximum(alpha, 1e-8), 0.0)
+    straight = np.clip(straight, 0.0, 1.0)
+    linear = np.where(straight <= 0.04045, straight / 12.92, ((straight + 0.055) / 1.055) ** 2.4)
+    return np.concatenate([linear * alpha, alpha], axis=-1).astype(np.float32)
+
+
+def result_layers(frame: ShadedFrame) -> dict[str, np.ndarray]:
+    """Each pass of ``RENDER_PASSES`` as (H, W, channels) float32, row 0 at the top."""
+    passes = frame.passes
+    height, width = frame.rgba.shape[:2]
+    occupied = passes["udp"][..., 3:4] > 0 if "udp" in passes else np.zeros((height, width, 1))
+    depth = passes.get("depth", np.zeros((height, width, 4), np.float32))[..., :1]
+    uv = passes.get("uv", np.zeros((height, width, 4), np.float32))
+    return {
+        "Combined": display_to_linear(frame.rgba),
+        "UDP": passes.get("udp", np.zeros((height, width, 4), np.float32)),
+        "Normal": passes.get("normal", np.zeros((height, width, 4), np.float32))[..., :3],
+        "Depth": np.where(occupied, depth, FAR).astype(np.float32),
+        "UV": np.concatenate([uv[..., :2], uv[..., 3:4]], axis=-1),
+        "Alpha": frame.rgba[..., 3:4],
+    }
+
+
+class AniRenderEngine(bpy.types.RenderEngine):
+    """Shades the scene's characters with the neural shader (AniRender)."""
+
+    bl_idname = ENGINE_ID
+    bl_label = "AniRender"
+    bl_use_preview = False
+    bl_use_postprocess = True
+
+    def update_render_passes(self, scene=None, renderlayer=None):
+        for name, channels, chan_id, kind in RENDER_PASSES:
+            self.register_pass(scene, renderlayer, name, channels, chan_id, kind)
+
+    def render(self, depsgraph):
+        scene = depsgraph.scene
+        try:
+            self.update_stats("", "AniRender: checking the scene")
+            plan = plan_frame(depsgraph, scene)
+            frame = render_frame(depsgraph, plan, self.test_break, self._progress)
+            if self.test_break():
+                return
+            self._write(depsgraph, frame, plan.width, plan.height)
+            self.update_progress(1.0)
+        except FrameStopped:
+            return
+        except AniRenderError as exc:
+            self.report({"ERROR"}, str(exc))
+
+    def _progress(self, message: str, fraction: float) -> None:
+        self.update_stats("", f"AniRender: {message}")
+        self.update_progress(fraction)
+
+    def _write(self, depsgraph, frame: ShadedFrame, width: int, height: int) -> None:
+        for name, channels, chan_id, _ in RENDER_PASSES[1:]:
+            self.add_pass(name, channels, chan_id)
+        result = self.begin_result(0, 0, width, height, layer=depsgraph.view_layer.name)
+        try:
+            layer = result.layers[0]
+            for name, pixels in result_layers(frame).items():
+                flat = np.ascontiguousarray(pixels[::-1], dtype=np.float32)
+                layer.passes[name].rect = flat.reshape(height * width, -1)
+        finally:
+            self.end_result(result)
+
+
+@persistent
+def _forget_sheets(*_args) -> None:
+    _sheets.clear()
+
+
+def add_handlers() -> None:
+    if _forget_sheets not in bpy.app.handlers.render_init:
+        bpy.app.handlers.render_init.append(_forget_sheets)
+
+
+def remove_handlers() -> None:
+    if _forget_sheets in bpy.app.handlers.render_init:
+        bpy.app.handlers.render_init.remove(_forget_sheets)
+    _sheets.clear()
