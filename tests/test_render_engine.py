@@ -3,6 +3,8 @@ the toy character with an image-only sheet, the shipped CoNR weights in process.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,89 @@ def test_f12_writes_the_shaded_frame_at_the_scene_resolution(engine_scene, tmp_p
     Image.fromarray(np.concatenate([(udp * 255).astype(np.uint8), got], 1)).save(
         artifacts_dir / "engine_f12_toy_udp_and_shaded.png"
     )
+
+
+def test_characters_are_composited_by_depth():
+    """Two overlapping characters: the nearer surface wins, outlines fall behind it."""
+    from anirender.addon.shading.frame_shading import CharacterFrame, composite_by_depth
+
+    height, width = 8, 8
+    near_udp = np.zeros((height, width, 4), np.float32)
+    near_udp[2:6, 2:6] = [0.1, 0.2, 0.3, 1.0]
+    far_udp = np.zeros((height, width, 4), np.float32)
+    far_udp[4:8, 4:8] = [0.7, 0.8, 0.9, 1.0]
+    near_depth = np.where(near_udp[..., 3:4] > 0, 2.0, 0.0).repeat(4, 2)
+    far_depth = np.where(far_udp[..., 3:4] > 0, 5.0, 0.0).repeat(4, 2)
+    red = np.zeros((height, width, 4), np.float32)
+    red[1:6, 1:6] = [1.0, 0.0, 0.0, 1.0]  # reaches one pixel past the silhouette
+    blue = np.zeros((height, width, 4), np.float32)
+    blue[4:8, 4:8] = [0.0, 0.0, 0.5, 0.5]
+    far = CharacterFrame("Far", {"udp": far_udp, "depth": far_depth}, None)
+    near = CharacterFrame("Near", {"udp": near_udp, "depth": near_depth}, None)
+    frame = composite_by_depth([far, near], [blue, red])  # order given: far first
+    np.testing.assert_allclose(frame.rgba[5, 5], [1, 0, 0, 1])  # overlap: the near one
+    np.testing.assert_allclose(frame.rgba[7, 7], [0, 0, 0.5, 0.5])  # only the far one
+    np.testing.assert_allclose(frame.rgba[1, 1], [1, 0, 0, 1])  # the near one's outline
+    assert frame.rgba[0, 0, 3] == 0
+    np.testing.assert_allclose(frame.passes["udp"][5, 5], near_udp[5, 5])
+    np.testing.assert_allclose(frame.passes["udp"][7, 7], far_udp[7, 7])
+    np.testing.assert_allclose(frame.passes["depth"][5, 5, 0], 2.0)
+    assert frame.nearest[5, 5] == 1 and frame.nearest[7, 7] == 0 and frame.nearest[0, 0] == -1
+
+
+def read_multilayer(path: Path) -> dict[str, np.ndarray]:
+    """Every pass of a multilayer EXR, (H, W, C) float32, row 0 at the top."""
+    import OpenEXR
+
+    channels: dict[str, dict[str, np.ndarray]] = {}
+    with OpenEXR.File(str(path)) as exr:
+        for part in exr.parts:
+            for name, channel in part.channels.items():
+                layer, pass_name, *letter = name.split(".")  # ViewLayer.Normal.X
+                pixels = np.asarray(channel.pixels, np.float32)
+                if pixels.ndim == 2:
+                    pixels = pixels[..., None]
+                channels.setdefault(pass_name, {})[letter[0] if letter else ""] = pixels
+    order = {"Normal": "XYZ", "UV": "UVA"}
+    return {
+        name: np.concatenate([found[c] for c in order.get(name, list(found))], axis=2)
+        for name, found in channels.items()
+    }
+
+
+def test_render_passes_are_kept_by_a_multilayer_exr(engine_scene, tmp_path):
+    """Combined, UDP, Normal, Depth, UV, Alpha in one EXR; the UDP is what
+    `anirender passes --fast` writes for that frame."""
+    import bpy
+
+    blend = tmp_path / "toy.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    engine_scene.frame_set(3)
+    set_format(engine_scene, "EXR_MULTILAYER")
+    engine_scene.render.filepath = str(tmp_path / "still.exr")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    layers = read_multilayer(tmp_path / "still.exr")
+    assert {name: p.shape[2] for name, p in layers.items()} == {
+        "Combined": 4, "UDP": 4, "Normal": 3, "Depth": 1, "UV": 3, "Alpha": 1
+    }  # fmt: skip
+    assert layers["UDP"].shape[:2] == (FRAME[1], FRAME[0])
+
+    out = tmp_path / "passes"
+    command = [sys.executable, "-m", "anirender.cli", "passes", str(blend), "--out", str(out)]
+    command += ["--frames", "3", "--passes", "udp,depth,normal", "--formats", "exr", "--fast"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    from anirender.models.exr import read_exr
+
+    udp = read_exr(out / "udp" / "udp_0003.exr")
+    np.testing.assert_array_equal(layers["UDP"], udp)
+    on = udp[..., 3] > 0
+    assert on.mean() > 0.05
+    depth = read_exr(out / "depth" / "depth_0003.exr")[..., 0]
+    np.testing.assert_allclose(layers["Depth"][..., 0][on], depth[on], rtol=1e-6)
+    assert (layers["Depth"][..., 0][~on] == 1e10).all()  # nothing there: far, as Cycles
+    normal = read_exr(out / "normal" / "normal_0003.exr")
+    np.testing.assert_allclose(layers["Normal"][on], normal[..., :3][on], atol=1e-6)
+    alpha = layers["Combined"][..., 3]
+    np.testing.assert_array_equal(layers["Alpha"][..., 0], alpha)
+    assert (alpha[on] > 0).mean() > 0.95 and alpha[:, :5].max() == 0
+    assert (layers["UV"][..., 2] == on).all()  # the UV pass's third channel: occupancy
