@@ -202,3 +202,56 @@ def test_render_passes_are_kept_by_a_multilayer_exr(engine_scene, tmp_path):
     np.testing.assert_array_equal(layers["Alpha"][..., 0], alpha)
     assert (alpha[on] > 0).mean() > 0.95 and alpha[:, :5].max() == 0
     assert (layers["UV"][..., 2] == on).all()  # the UV pass's third channel: occupancy
+
+
+def test_ctrl_f12_renders_the_range_through_blenders_output(engine_scene, tmp_path):
+    """PNG and OpenEXR sequences, frame step, and placeholders: a frame another worker
+    claimed is left to it, frames on disk are not rendered again."""
+    import bpy
+
+    rendered = []
+
+    def count(scene, *_):
+        rendered.append(scene.frame_current)
+
+    bpy.app.handlers.render_pre.append(count)
+    try:
+        engine_scene.frame_start, engine_scene.frame_end = 1, 3
+        engine_scene.render.filepath = str(tmp_path / "png" / "toy_")
+        assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+        frames = [read_png(tmp_path / "png" / f"toy_{f:04d}.png") for f in (1, 2, 3)]
+        assert {f.shape for f in frames} == {(FRAME[1], FRAME[0], 4)}
+        assert np.abs(frames[0].astype(int) - frames[2].astype(int)).max() > 10  # it moves
+        want, udp = expected_frame(engine_scene, 2, tmp_path)
+        assert np.abs(frames[1].astype(int) - want.astype(int))[udp[..., 3] > 0].max() <= 2
+
+        # OpenEXR, every second frame of 1-5
+        set_format(engine_scene, "OPEN_EXR")
+        engine_scene.frame_end, engine_scene.frame_step = 5, 2
+        engine_scene.render.filepath = str(tmp_path / "exr" / "toy_")
+        assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+        names = sorted(p.name for p in (tmp_path / "exr").iterdir())
+        assert names == ["toy_0001.exr", "toy_0003.exr", "toy_0005.exr"]
+        from anirender.models.exr import read_exr
+
+        exr = read_exr(tmp_path / "exr" / "toy_0003.exr")
+        assert exr.shape == (FRAME[1], FRAME[0], 4)  # float, premultiplied, scene-linear
+        np.testing.assert_allclose(exr[..., 3], frames[2][..., 3] / 255.0, atol=0.6 / 255)
+
+        # placeholders: frame 5 is claimed by another worker, 1-3 are on disk already
+        engine_scene.frame_step = 1
+        set_format(engine_scene, "PNG")
+        engine_scene.render.filepath = str(tmp_path / "png" / "toy_")
+        engine_scene.render.use_overwrite = False
+        engine_scene.render.use_placeholder = True
+        (tmp_path / "png" / "toy_0005.png").write_bytes(b"")
+        before = {f: (tmp_path / "png" / f"toy_{f:04d}.png").read_bytes() for f in (1, 2, 3)}
+        rendered.clear()
+        assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+        assert rendered == [4]  # nothing twice, nothing left out
+        assert (tmp_path / "png" / "toy_0005.png").stat().st_size == 0  # the other worker's
+        for f, data in before.items():
+            assert (tmp_path / "png" / f"toy_{f:04d}.png").read_bytes() == data
+        assert read_png(tmp_path / "png" / "toy_0004.png")[..., 3].max() == 255
+    finally:
+        bpy.app.handlers.render_pre.remove(count)
