@@ -255,3 +255,64 @@ def test_ctrl_f12_renders_the_range_through_blenders_output(engine_scene, tmp_pa
         assert read_png(tmp_path / "png" / "toy_0004.png")[..., 3].max() == 255
     finally:
         bpy.app.handlers.render_pre.remove(count)
+
+
+def _empty(scene):
+    import bpy
+
+    empty = bpy.data.objects.new("Not a camera", None)
+    scene.collection.objects.link(empty)
+    return empty
+
+
+def _snapshot():
+    import bpy
+
+    from anirender.addon.core.guard import scene_snapshot
+
+    snap = scene_snapshot(bpy.context)
+    snap["data"]["images"] = [n for n in snap["data"]["images"] if n != "Render Result"]
+    return snap
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (
+            lambda scene, toy, tmp: toy.anirender.sheet.clear(),
+            '"Toy" has no character sheet. Add its reference drawings .* disable it in renders',
+        ),
+        (
+            lambda scene, toy, tmp: setattr(
+                scene.anirender.neural, "weights", str(tmp / "gone.safetensors")
+            ),
+            "Weights file or folder not found: .*gone.safetensors. Fix the weights in Render "
+            "Properties > AniRender > Shader",
+        ),
+        (  # Blender refuses this one itself, before any engine runs
+            lambda scene, toy, tmp: setattr(scene, "camera", None),
+            "Cannot render, no camera",
+        ),
+        (
+            lambda scene, toy, tmp: setattr(scene, "camera", _empty(scene)),
+            'The active camera of scene "Scene", "Not a camera", is a empty, not a camera; .* '
+            "Choose a camera in Scene Properties > Camera",
+        ),
+    ],
+    ids=["no sheet", "missing weights", "no camera", "an empty as camera"],
+)
+def test_a_render_that_cannot_start_says_why_and_changes_nothing(
+    engine_scene, tmp_path, break_it, message
+):
+    import bpy
+
+    break_it(engine_scene, bpy.data.objects["Toy"], tmp_path)
+    engine_scene.render.filepath = str(tmp_path / "out" / "toy_")
+    engine_scene.frame_start, engine_scene.frame_end = 1, 2
+    before = _snapshot()
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.render.render(write_still=True)
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.render.render(animation=True)
+    assert _snapshot() == before
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -156,7 +156,14 @@ def _entry_key(entry):
 
 def plan_frame(depsgraph, scene) -> FramePlan:
     """Check the scene and gather what the frame needs; raises ``AniRenderError``."""
-    camera = require_camera(scene)
+    camera = scene.camera
+    if camera is not None and camera.type != "CAMERA":
+        raise AniRenderError(
+            f'The active camera of scene "{scene.name}", "{camera.name}", is of type '
+            f"{camera.type.title()}, not a camera; the AniRender passes need a camera's lens. "
+            "Choose a camera in Scene Properties > Camera."
+        )
+    camera = require_camera(scene)  # Blender itself refuses a render with no camera at all
     characters = scene_characters(depsgraph)
     if not characters:
         raise AniRenderError(
