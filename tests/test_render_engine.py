@@ -295,7 +295,7 @@ def _snapshot():
         ),
         (
             lambda scene, toy, tmp: setattr(scene, "camera", _empty(scene)),
-            'The active camera of scene "Scene", "Not a camera", is a empty, not a camera; .* '
+            'The active camera of scene "Scene", "Not a camera", is of type Empty, not a camera; .* '
             "Choose a camera in Scene Properties > Camera",
         ),
     ],
