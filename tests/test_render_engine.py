@@ -316,3 +316,47 @@ def test_a_render_that_cannot_start_says_why_and_changes_nothing(
         bpy.ops.render.render(animation=True)
     assert _snapshot() == before
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_two_command_line_renders_share_a_range(engine_scene, tmp_path):
+    """`anirender render` twice at once on one .blend (two farm workers): with
+    placeholders on and overwrite off, every frame is rendered once, none is missing."""
+    import bpy
+
+    engine_scene.render.use_overwrite = False
+    engine_scene.render.use_placeholder = True
+    blend = tmp_path / "toy.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    out = tmp_path / "frames"
+    command = [sys.executable, "-m", "anirender.cli", "render", str(blend), "--frames", "1-8"]
+    command += ["--out", f"{out}/"]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    rendered = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+        assert "render: 100%" in stderr or "frame" in stderr  # tqdm's bar
+        line = next(x for x in stdout.splitlines() if x.startswith("rendered "))
+        listed = line.split("(", 1)[1].split(")", 1)[0]
+        rendered.append([int(f) for f in listed.split(", ") if f != "none"])
+    print("frames per worker:", rendered)
+    assert sorted(rendered[0] + rendered[1]) == list(range(1, 9))  # no doubles, no gaps
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == [f"toy_{f:04d}.png" for f in range(1, 9)]
+    assert all(Image.open(p).size == FRAME for p in files)
+
+
+def test_command_line_errors_name_the_fix(engine_scene, tmp_path):
+    import bpy
+
+    engine_scene.anirender.neural.weights = str(tmp_path / "gone.safetensors")
+    blend = tmp_path / "toy.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    command = [sys.executable, "-m", "anirender.cli", "render", str(blend), "--frames", "1"]
+    done = subprocess.run(command + ["--out", f"{tmp_path}/"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "anirender render: Weights file or folder not found" in done.stderr
+    assert "Render Properties > AniRender > Shader" in done.stderr
