@@ -360,3 +360,57 @@ def test_command_line_errors_name_the_fix(engine_scene, tmp_path):
     assert done.returncode == 2
     assert "anirender render: Weights file or folder not found" in done.stderr
     assert "Render Properties > AniRender > Shader" in done.stderr
+
+
+def test_a_background_scene_is_composited_under_the_characters(
+    engine_scene, tmp_path, artifacts_dir
+):
+    """A second scene (Cycles, a blue world) under the AniRender scene with
+    Render Layers + Alpha Over, in one F12."""
+    import bpy
+
+    engine_scene.frame_set(2)
+    engine_scene.render.filepath = str(tmp_path / "characters.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    characters = read_png(tmp_path / "characters.png")
+
+    background = bpy.data.scenes.new("Background")
+    background.render.engine = "CYCLES"
+    background.cycles.samples = 1
+    background.cycles.use_denoising = False
+    render = background.render
+    render.resolution_x, render.resolution_y, render.resolution_percentage = RESOLUTION
+    background.view_settings.view_transform = "Standard"
+    background.frame_set(2)
+    world = background.world = bpy.data.worlds.new("Background sky")
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.05, 0.2, 0.6, 1)
+    background.collection.objects.link(engine_scene.camera)
+    background.camera = engine_scene.camera
+
+    tree = bpy.data.node_groups.new("AniRender over background", "CompositorNodeTree")
+    tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    under = tree.nodes.new("CompositorNodeRLayers")
+    under.scene = background
+    over = tree.nodes.new("CompositorNodeRLayers")
+    over.scene = engine_scene
+    assert {"UDP", "Normal", "Depth", "UV", "Alpha"} <= {o.name for o in over.outputs if o.enabled}
+    alpha_over = tree.nodes.new("CompositorNodeAlphaOver")
+    output = tree.nodes.new("NodeGroupOutput")
+    tree.links.new(under.outputs["Image"], alpha_over.inputs["Background"])
+    tree.links.new(over.outputs["Image"], alpha_over.inputs["Foreground"])
+    tree.links.new(alpha_over.outputs["Image"], output.inputs["Image"])
+    engine_scene.compositing_node_group = tree
+    engine_scene.render.use_compositing = True
+
+    engine_scene.render.filepath = str(tmp_path / "composited.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    composited = read_png(tmp_path / "composited.png")
+    assert composited.shape == characters.shape
+    assert (composited[..., 3] == 255).all()  # the background fills the frame
+    inside = characters[..., 3] == 255
+    outside = characters[..., 3] == 0
+    diff = np.abs(composited[..., :3].astype(int) - characters[..., :3].astype(int))
+    assert inside.mean() > 0.05 and diff[inside].max() <= 2  # the characters in front
+    sky = composited[..., :3][outside].astype(int)
+    assert (sky[:, 2] > sky[:, 0] + 60).all()  # the blue world around them
+    Image.fromarray(composited).save(artifacts_dir / "engine_composited_over_cycles.png")
