@@ -414,3 +414,72 @@ def test_a_background_scene_is_composited_under_the_characters(
     sky = composited[..., :3][outside].astype(int)
     assert (sky[:, 2] > sky[:, 0] + 60).all()  # the blue world around them
     Image.fromarray(composited).save(artifacts_dir / "engine_composited_over_cycles.png")
+
+
+def test_viewport_preview_image_for_a_view_matrix(engine_scene, tmp_path, artifacts_dir):
+    """Through the camera's matrices the preview is the F12 frame; another view shows
+    the character from there."""
+    import bpy
+    from mathutils import Matrix
+
+    from anirender.addon.passes.evaluated import ViewMatrices
+    from anirender.addon.shading.engine import plan_frame
+    from anirender.addon.shading.preview import preview_image
+    from anirender.models.alpha import to_straight_uint8
+
+    engine_scene.frame_set(2)
+    engine_scene.render.filepath = str(tmp_path / "f12.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    f12 = read_png(tmp_path / "f12.png")
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    plan = plan_frame(depsgraph, engine_scene, need_camera=False)
+    camera = engine_scene.camera
+    projection = camera.calc_matrix_camera(depsgraph, x=FRAME[0], y=FRAME[1])
+    through_camera = ViewMatrices(np.array(camera.matrix_world.inverted()), np.array(projection))
+    seen = to_straight_uint8(preview_image(depsgraph, plan, through_camera, FRAME))
+    assert seen.shape == f12.shape
+    on = f12[..., 3] > 0
+    assert np.abs(seen.astype(int) - f12.astype(int))[on].max() <= 2
+
+    toy = bpy.data.objects["Toy"]
+    centre = toy.matrix_world.translation
+    orbit = Matrix.Translation(centre) @ Matrix.Rotation(0.7, 4, "Z") @ Matrix.Translation(-centre)
+    from_the_side = ViewMatrices(
+        np.array((orbit @ camera.matrix_world).inverted()), np.array(projection)
+    )
+    side = to_straight_uint8(preview_image(depsgraph, plan, from_the_side, FRAME))
+    assert (side[..., 3] > 0).mean() > 0.03
+    assert np.abs(side.astype(int) - seen.astype(int)).max() > 50
+    Image.fromarray(np.concatenate([seen, side], 1)).save(artifacts_dir / "engine_preview.png")
+
+
+def test_preview_worker_never_waits_and_shades_the_newest_request():
+    import threading
+
+    from anirender.addon.shading.preview import PreviewWorker
+
+    release = threading.Event()
+    shaded = []
+
+    def shade(name):
+        shaded.append(name)
+        if name == "first":
+            release.wait(60)
+        return np.full((2, 2, 4), len(shaded), np.float32)
+
+    worker = PreviewWorker(shade, debounce=0.0)
+    try:
+        worker.submit("a", "first")
+        while not shaded:  # the worker took it and is busy
+            threading.Event().wait(0.001)
+        worker.submit("b", "second")  # returns at once although the worker is busy
+        worker.submit("c", "third")  # replaces "second", which never starts
+        assert worker.result is None
+        release.set()
+        while worker.finished < 2:
+            threading.Event().wait(0.001)
+        assert shaded == ["first", "third"]
+        assert worker.result[0] == "c" and worker.result[1][0, 0, 0] == 2
+    finally:
+        worker.stop()

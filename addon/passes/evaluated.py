@@ -13,6 +13,7 @@ background 0, the fourth channel the occupancy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,11 +40,14 @@ class _EvaluatedView:
     aspect: tuple[float, float]
     request: _Request
     present: set = field(default_factory=set)
+    matrices: tuple | None = None  # (to_clip, to_world) of a view that is not a camera's
 
     def set_frame(self, frame: int):
         return self.depsgraph  # already at the frame the engine renders
 
     def camera_matrices(self, depsgraph):
+        if self.matrices is not None:
+            return self.matrices
         return camera_matrices(self.camera, depsgraph, self.width, self.height, self.aspect)
 
     def visible_meshes(self):
@@ -61,16 +65,37 @@ def check_canonical(armature, meshes) -> None:
         )
 
 
+@dataclass
+class ViewMatrices:
+    """A view that is not a camera object (the 3D viewport's): world-to-view and
+    projection as numpy 4x4 (Blender's ``region_data.view_matrix`` / ``window_matrix``)."""
+
+    view: np.ndarray
+    projection: np.ndarray
+    orthographic: bool = False
+
+    def as_renderer(self):
+        to_world = np.linalg.inv(np.asarray(self.view, np.float64))
+        to_world[:3, :3] /= np.linalg.norm(to_world[:3, :3], axis=0)
+        to_clip = np.asarray(self.projection, np.float64) @ np.asarray(self.view, np.float64)
+        kind = SimpleNamespace(data=SimpleNamespace(type="ORTHO" if self.orthographic else "PERSP"))
+        return (to_clip, to_world), kind
+
+
 def evaluated_passes(
     depsgraph, camera, meshes, size: tuple[int, int], passes=("udp",), aspect=(1.0, 1.0)
 ) -> dict[str, np.ndarray]:
-    """The ``passes`` of ``meshes`` (original objects) seen from ``camera`` at ``size``
-    (width, height), from ``depsgraph`` as it is now. Meshes the depsgraph does not hold
-    (hidden from rendering, excluded) are left out."""
+    """The ``passes`` of ``meshes`` (original objects) seen from ``camera`` (a camera
+    object, or ``ViewMatrices``) at ``size`` (width, height), from ``depsgraph`` as it is
+    now. Meshes the depsgraph does not hold (hidden from rendering, excluded) are left
+    out."""
     present = {obj.original.name for obj in depsgraph.objects if obj.type == "MESH"}
+    matrices = None
+    if isinstance(camera, ViewMatrices):
+        matrices, camera = camera.as_renderer()
     view = _EvaluatedView(
         depsgraph, camera, list(meshes), int(size[0]), int(size[1]), tuple(aspect),
-        _Request(tuple(passes)), present,
+        _Request(tuple(passes)), present, matrices,
     )  # fmt: skip
     try:
         backend = FastBackend(view)  # imports torch (models.raster)

@@ -38,9 +38,17 @@ from ...models.weights import resolve_weights
 from ..characters.finding import Character, find_character, require_camera
 from ..core.prefs import preferences
 from ..core.settings import character_settings, neural_defaults
-from ..passes.evaluated import check_canonical, evaluated_passes
+from ..passes.evaluated import ViewMatrices, check_canonical, evaluated_passes
 from ..passes.request import output_size
-from .frame_shading import CharacterFrame, FrameStopped, ShadedFrame, session_for, shade_frame
+from .frame_shading import (
+    DRAWN,
+    CharacterFrame,
+    FrameStopped,
+    ShadedFrame,
+    session_for,
+    shade_frame,
+)
+from .preview import PreviewWorker, preview_inputs, preview_size
 from .sessions import settings_from
 from .sheets import read_sheet
 
@@ -55,8 +63,6 @@ RENDER_PASSES = (
     ("UV", 3, "UVA", "VECTOR"),
     ("Alpha", 1, "A", "VALUE"),
 )
-#: the character passes the engine draws (``addon.passes`` names)
-DRAWN = ("udp", "normal", "depth", "uv")
 #: depth where nothing is, as Cycles writes it
 FAR = 1e10
 
@@ -154,16 +160,20 @@ def _entry_key(entry):
     return (image.name, image.filepath, image.is_dirty) if image is not None else entry.filepath
 
 
-def plan_frame(depsgraph, scene) -> FramePlan:
-    """Check the scene and gather what the frame needs; raises ``AniRenderError``."""
+def plan_frame(depsgraph, scene, need_camera: bool = True) -> FramePlan:
+    """Check the scene and gather what the frame needs; raises ``AniRenderError``.
+    The viewport preview looks through the viewport, not the camera (``need_camera``)."""
     camera = scene.camera
-    if camera is not None and camera.type != "CAMERA":
+    if not need_camera:
+        camera = None
+    elif camera is not None and camera.type != "CAMERA":
         raise AniRenderError(
             f'The active camera of scene "{scene.name}", "{camera.name}", is of type '
             f"{camera.type.title()}, not a camera; the AniRender passes need a camera's lens. "
             "Choose a camera in Scene Properties > Camera."
         )
-    camera = require_camera(scene)  # Blender itself refuses a render with no camera at all
+    else:
+        camera = require_camera(scene)  # Blender itself refuses a render with no camera
     characters = scene_characters(depsgraph)
     if not characters:
         raise AniRenderError(
@@ -235,6 +245,20 @@ class AniRenderEngine(bpy.types.RenderEngine):
     bl_use_preview = False
     bl_use_postprocess = True
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._preview = None  # PreviewWorker, made by the first viewport draw
+        self._preview_key = None
+        self._updates = 0
+
+    def __del__(self):
+        try:
+            preview = self._preview
+        except (AttributeError, ReferenceError):
+            return
+        if preview is not None:
+            preview.stop()
+
     def update_render_passes(self, scene=None, renderlayer=None):
         for name, channels, chan_id, kind in RENDER_PASSES:
             self.register_pass(scene, renderlayer, name, channels, chan_id, kind)
@@ -254,6 +278,33 @@ class AniRenderEngine(bpy.types.RenderEngine):
         except AniRenderError as exc:
             self.report({"ERROR"}, str(exc))
 
+    # viewport (Rendered shading) ------------------------------------------------------
+    def view_update(self, context, depsgraph):
+        self._updates += 1  # the pose, the frame or a setting changed: shade again
+
+    def view_draw(self, context, depsgraph):
+        region, view3d = context.region, context.region_data
+        size = preview_size(region.width, region.height)
+        view = ViewMatrices(
+            np.array(view3d.view_matrix), np.array(view3d.window_matrix),
+            not view3d.is_perspective,
+        )  # fmt: skip
+        key = (view.view.tobytes(), view.projection.tobytes(), size, self._updates)
+        if self._preview is None:
+            self._preview = PreviewWorker()
+        if key != self._preview_key:
+            self._preview_key = key
+            try:
+                plan = plan_frame(depsgraph, depsgraph.scene, need_camera=False)
+                self._preview.submit(key, *preview_inputs(depsgraph, plan, view, size))
+            except AniRenderError as exc:
+                self.update_stats("", f"AniRender: {exc}")
+            _poll_preview(self)
+        if self._preview.result is not None:
+            _draw_rgba(self, depsgraph.scene, self._preview.result[1], region)
+        if self._preview.error:
+            self.update_stats("", f"AniRender: {self._preview.error}")
+
     def _progress(self, message: str, fraction: float) -> None:
         self.update_stats("", f"AniRender: {message}")
         self.update_progress(fraction)
@@ -269,6 +320,39 @@ class AniRenderEngine(bpy.types.RenderEngine):
                 layer.passes[name].rect = flat.reshape(height * width, -1)
         finally:
             self.end_result(result)
+
+
+def _poll_preview(engine) -> None:
+    """Redraw the viewport when the worker has finished (a timer on the main thread)."""
+    worker, seen = engine._preview, engine._preview.finished
+
+    def check():
+        try:
+            if worker.finished != seen or worker.idle:
+                engine.tag_redraw()
+                return None
+        except ReferenceError:  # the viewport closed
+            return None
+        return 0.05
+
+    bpy.app.timers.register(check, first_interval=0.05)
+
+
+def _draw_rgba(engine, scene, rgba: np.ndarray, region) -> None:
+    """Draw a premultiplied preview over the whole region (scene-linear, through the
+    display transform). Drawing needs a display, so ``gpu`` is imported here."""
+    import gpu
+    from gpu_extras.presets import draw_texture_2d
+
+    height, width = rgba.shape[:2]
+    pixels = np.ascontiguousarray(display_to_linear(rgba)[::-1], np.float32).ravel()
+    buffer = gpu.types.Buffer("FLOAT", pixels.size, pixels)
+    texture = gpu.types.GPUTexture((width, height), format="RGBA16F", data=buffer)
+    gpu.state.blend_set("ALPHA_PREMULT")
+    engine.bind_display_space_shader(scene)
+    draw_texture_2d(texture, (0, 0), region.width, region.height)
+    engine.unbind_display_space_shader()
+    gpu.state.blend_set("NONE")
 
 
 @persistent

@@ -28,6 +28,9 @@ from ...models.framing import shade_in_frame
 from ...service import protocol
 from .sessions import ShadingSession
 
+#: the character passes the per-frame walk draws (``addon.passes`` names)
+DRAWN = ("udp", "normal", "depth", "uv")
+
 
 class FrameStopped(Exception):
     """The caller asked to stop (Esc) between two characters of a frame."""
