@@ -257,6 +257,15 @@ def test_ctrl_f12_renders_the_range_through_blenders_output(engine_scene, tmp_pa
         bpy.app.handlers.render_pre.remove(count)
 
 
+def _drop_canonical(toy):
+    import bpy
+
+    from anirender.addon.passes.canonical import ATTRIBUTE
+
+    mesh = bpy.data.objects["Body"].data
+    mesh.attributes.remove(mesh.attributes[ATTRIBUTE])
+
+
 def _empty(scene):
     import bpy
 
@@ -298,8 +307,12 @@ def _snapshot():
             'The active camera of scene "Scene", "Not a camera", is of type Empty, not a camera; .* '
             "Choose a camera in Scene Properties > Camera",
         ),
+        (
+            lambda scene, toy, tmp: _drop_canonical(toy),
+            'Character "Toy" has no canonical colours yet .* run Set Canonical Pose',
+        ),
     ],
-    ids=["no sheet", "missing weights", "no camera", "an empty as camera"],
+    ids=["no sheet", "missing weights", "no camera", "an empty as camera", "no canonical"],
 )
 def test_a_render_that_cannot_start_says_why_and_changes_nothing(
     engine_scene, tmp_path, break_it, message
@@ -483,3 +496,54 @@ def test_preview_worker_never_waits_and_shades_the_newest_request():
         assert worker.result[0] == "c" and worker.result[1][0, 0, 0] == 2
     finally:
         worker.stop()
+
+
+def test_makehuman_walk_f12_and_three_frames(
+    shader_addon, makehuman_character, tmp_path, artifacts_dir
+):
+    """The MakeHuman walk: F12 into a multilayer EXR whose UDP is the pass renderer's,
+    and Ctrl+F12 over three frames into PNGs with alpha where the character is."""
+    import bpy
+
+    from anirender.addon.passes.canonical import set_canonical_pose
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+
+    armature = makehuman_character
+    set_canonical_pose(armature)
+    for i, image in enumerate(sheet_images(2, 200, seed=5)):
+        path = tmp_path / f"sheet_{i}.png"
+        Image.fromarray(image).save(path)
+        armature.anirender.sheet.add().filepath = str(path)
+    shader_addon.service_mode = "IN_PROCESS"
+    scene = bpy.context.scene
+    scene.render.engine = "ANIRENDER"
+    scene.anirender.neural.size = WORKING
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = (
+        96, 128, 100
+    )  # fmt: skip
+    scene.view_settings.view_transform = "Standard"
+    first = scene.frame_start
+    frames = [first, first + 4, first + 8]
+
+    scene.frame_set(frames[1])
+    set_format(scene, "EXR_MULTILAYER")
+    scene.render.filepath = str(tmp_path / "walk.exr")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    layers = read_multilayer(tmp_path / "walk.exr")
+    request = PassRequest(tmp_path / "passes", frames, ("udp",), ("npz",), True, None)
+    with PassRenderer(scene, armature, request) as renderer:
+        udp = {f: renderer.render_frame(f)["udp"] for f in frames}
+    np.testing.assert_array_equal(layers["UDP"], udp[frames[1]])
+
+    set_format(scene, "PNG")
+    scene.frame_start, scene.frame_end, scene.frame_step = first, first + 8, 4
+    scene.render.filepath = str(tmp_path / "walk" / "walk_")
+    assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+    shots = [read_png(tmp_path / "walk" / f"walk_{f:04d}.png") for f in frames]
+    for shot, frame in zip(shots, frames):
+        assert shot.shape == (128, 96, 4)
+        on = udp[frame][..., 3] > 0
+        assert on.mean() > 0.03 and (shot[..., 3][on] > 0).mean() > 0.95
+    assert np.abs(shots[0].astype(int) - shots[2].astype(int)).max() > 10  # it walks
+    Image.fromarray(np.concatenate(shots, 1)).save(artifacts_dir / "engine_makehuman_walk.png")
