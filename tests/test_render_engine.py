@@ -547,3 +547,25 @@ def test_makehuman_walk_f12_and_three_frames(
         assert on.mean() > 0.03 and (shot[..., 3][on] > 0).mean() > 0.95
     assert np.abs(shots[0].astype(int) - shots[2].astype(int)).max() > 10  # it walks
     Image.fromarray(np.concatenate(shots, 1)).save(artifacts_dir / "engine_makehuman_walk.png")
+
+
+def test_sheets_are_read_ahead_and_again_when_a_file_changes(engine_scene, tmp_path):
+    import os
+
+    import bpy
+
+    from anirender.addon.shading import engine
+
+    engine._sheets.clear()
+    bpy.context.view_layer.update()
+    engine_scene.frame_set(2)  # a change: the handler reads the sheet on this thread
+    assert len(engine._sheets) == 1
+    engine_scene.render.filepath = str(tmp_path / "before.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    path = tmp_path / "sheet_0.png"
+    Image.fromarray(sheet_images(1, 200, seed=99)[0]).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    engine_scene.render.filepath = str(tmp_path / "after.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    before, after = read_png(tmp_path / "before.png"), read_png(tmp_path / "after.png")
+    assert np.abs(before.astype(int) - after.astype(int)).max() > 10  # the new drawing

@@ -22,7 +22,8 @@ frame (``render_frame``):
    Film is transparent: alpha is where the characters are.
 
 ``test_break`` (Esc) is asked between characters and before the result is written.
-Sheets are read once per render job (cleared when a render starts).
+Sheets are read once and kept until an entry changes; a ``depsgraph_update_post`` handler
+reads them on the main thread ahead of a render (``warm_sheets``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .frame_shading import (
 )
 from .preview import PreviewWorker, preview_inputs, preview_size
 from .sessions import settings_from
+from .sheet_paths import resolve_sheet_path
 from .sheets import read_sheet
 
 ENGINE_ID = "ANIRENDER"
@@ -139,11 +141,13 @@ def working_size(scene) -> int:
 
 
 def cached_sheet(owner, size: int) -> np.ndarray:
-    """The character's sheet at ``size``, read once per render job."""
+    """The character's sheet at ``size``, read again only when an entry changed (another
+    image, a file saved anew). Read on the main thread ahead of a render where possible
+    (``warm_sheets``), since reading a file goes through a temporary Blender image."""
     key = (owner.name, size, tuple(_entry_key(e) for e in character_settings(owner).sheet))
     if key not in _sheets:
         try:
-            _sheets[key] = read_sheet(owner, size)
+            sheet = read_sheet(owner, size)
         except AniRenderError as exc:
             message = str(exc)
             if "has no character sheet" in message:
@@ -152,12 +156,21 @@ def cached_sheet(owner, size: int) -> np.ndarray:
                     "(Outliner camera icon)."
                 )
             raise AniRenderError(message) from None
+        if len(_sheets) >= 16:
+            _sheets.pop(next(iter(_sheets)))
+        _sheets[key] = sheet
     return _sheets[key]
 
 
 def _entry_key(entry):
     image = entry.image
-    return (image.name, image.filepath, image.is_dirty) if image is not None else entry.filepath
+    if image is not None:
+        return (image.name, image.filepath, image.is_dirty, tuple(image.size))
+    try:
+        stamp = resolve_sheet_path(entry.filepath).stat().st_mtime_ns
+    except (AniRenderError, OSError):
+        stamp = None  # read_sheet says what is wrong with it
+    return (entry.filepath, stamp)
 
 
 def plan_frame(depsgraph, scene, need_camera: bool = True) -> FramePlan:
@@ -356,16 +369,27 @@ def _draw_rgba(engine, scene, rgba: np.ndarray, region) -> None:
 
 
 @persistent
-def _forget_sheets(*_args) -> None:
-    _sheets.clear()
+def warm_sheets(scene, depsgraph=None) -> None:
+    """After each change, on the main thread: read the sheets an AniRender render of
+    ``scene`` will need, so the render (a thread of its own under F12) finds them read."""
+    if scene.render.engine != ENGINE_ID:
+        return
+    size = working_size(scene)
+    for obj in scene.objects:
+        settings = character_settings(obj) if obj.type == "ARMATURE" else None
+        if settings is not None and len(settings.sheet):
+            try:
+                cached_sheet(obj, size)
+            except AniRenderError:
+                pass  # the render reports it
 
 
 def add_handlers() -> None:
-    if _forget_sheets not in bpy.app.handlers.render_init:
-        bpy.app.handlers.render_init.append(_forget_sheets)
+    if warm_sheets not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(warm_sheets)
 
 
 def remove_handlers() -> None:
-    if _forget_sheets in bpy.app.handlers.render_init:
-        bpy.app.handlers.render_init.remove(_forget_sheets)
+    if warm_sheets in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.remove(warm_sheets)
     _sheets.clear()
