@@ -569,3 +569,19 @@ def test_sheets_are_read_ahead_and_again_when_a_file_changes(engine_scene, tmp_p
     assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
     before, after = read_png(tmp_path / "before.png"), read_png(tmp_path / "after.png")
     assert np.abs(before.astype(int) - after.astype(int)).max() > 10  # the new drawing
+
+
+def test_ctrl_f12_into_a_video_file(engine_scene, tmp_path):
+    import bpy
+
+    settings = engine_scene.render.image_settings
+    settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    engine_scene.render.ffmpeg.format = "MPEG4"
+    engine_scene.render.ffmpeg.codec = "H264"
+    engine_scene.frame_start, engine_scene.frame_end = 1, 3
+    engine_scene.render.filepath = str(tmp_path / "toy_")
+    assert bpy.ops.render.render(animation=True) == {"FINISHED"}
+    (video,) = tmp_path.glob("toy_*.mp4")
+    movie = bpy.data.movieclips.load(str(video))
+    assert movie.frame_duration == 3 and tuple(movie.size) == FRAME
