@@ -24,7 +24,7 @@ from ..addon.core.settings import character_settings, neural_defaults
 from ..addon.passes.renderer import PassRenderer
 from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import connection, shaded_frames
-from ..addon.shading.frame_shading import CharacterFrame, shade_frame
+from ..addon.shading.frame_shading import CharacterFrame, shade_frame, sheet_shader
 from ..addon.shading.local_service import local_service, stop_local_service
 from ..addon.shading.sessions import ShadingSession, settings_from, test_connection
 from ..addon.shading.sheet_paths import relative_to
@@ -186,7 +186,7 @@ def _udp_renderer(scene, armature, frames, folder) -> PassRenderer:
 
 def shade_udp(name: str, session: ShadingSession, udp, size: int):
     """One character's UDP frame shaded on the engine's road (worker thread)."""
-    return shade_frame([CharacterFrame(name, {"udp": udp}, session.shade)], size).rgba
+    return shade_frame([CharacterFrame(name, {"udp": udp}, sheet_shader(session, size))]).rgba
 
 
 class _NeuralRender(ModalJobOperator):

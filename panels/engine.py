@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 
 from ..addon.core.prefs import preferences
-from ..addon.core.settings import character_settings, neural_defaults
+from ..addon.core.settings import anr_defaults, character_settings, neural_defaults
 from ..addon.shading.engine import ENGINE_ID
 
 #: Blender's Render Properties panels that apply to this engine as they are
@@ -37,8 +37,15 @@ class ANIRENDER_PT_engine_shader(EnginePanel, bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         settings = neural_defaults(context.scene)
-        layout.prop(settings, "size", text="Working Size")
-        layout.prop(settings, "weights")
+        layout.prop(settings, "shader")
+        if settings.shader == "ANR":
+            anr = anr_defaults(context.scene)
+            layout.prop(anr, "weights")
+            layout.prop(anr, "identity")
+            layout.prop(anr, "coarse")
+        else:
+            layout.prop(settings, "size", text="Working Size")
+            layout.prop(settings, "weights")
         layout.prop(settings, "service_mode")
         prefs = preferences(context)
         mode = settings.service_mode
@@ -57,17 +64,21 @@ class ANIRENDER_PT_engine_characters(EnginePanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         armatures = [o for o in context.scene.objects if o.type == "ARMATURE"]
+        anr = neural_defaults(context.scene).shader == "ANR"
         if not armatures:
             layout.label(text="No character (armature) in this scene", icon="ERROR")
         for armature in armatures:
             settings = character_settings(armature)
             views = len(settings.sheet) if settings is not None else 0
-            shader = "image-only CoNR" if views else "no sheet"
             row = layout.row()
-            row.label(
-                text=f"{armature.name}: {views} sheet views, {shader}",
-                icon="CHECKMARK" if views else "ERROR",
-            )
+            if anr:
+                row.label(text=f"{armature.name}: the scene's ANR model", icon="CHECKMARK")
+            else:
+                shader = "image-only CoNR" if views else "no sheet"
+                row.label(
+                    text=f"{armature.name}: {views} sheet views, {shader}",
+                    icon="CHECKMARK" if views else "ERROR",
+                )
             if armature.hide_render:
                 row.label(text="(disabled in renders)")
 

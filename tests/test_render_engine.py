@@ -90,7 +90,13 @@ def test_engine_is_chosen_in_render_properties_with_its_panels(engine_scene):
     context = bpy.context
     assert context.engine == "ANIRENDER"
     drawn = _draw(panels.ANIRENDER_PT_engine_shader.draw, context)
-    assert [name for kind, name in drawn if kind == "prop"] == ["size", "weights", "service_mode"]
+    props = [name for kind, name in drawn if kind == "prop"]
+    assert props == ["shader", "size", "weights", "service_mode"]
+    engine_scene.anirender.neural.shader = "ANR"
+    drawn = _draw(panels.ANIRENDER_PT_engine_shader.draw, context)
+    props = [name for kind, name in drawn if kind == "prop"]
+    assert props == ["shader", "weights", "identity", "coarse", "service_mode"]
+    engine_scene.anirender.neural.shader = "SHEET"
     characters = _draw(panels.ANIRENDER_PT_engine_characters.draw, context)
     assert ("label", "Toy: 2 sheet views, image-only CoNR") in characters
     assert panels.ANIRENDER_PT_engine_shader.poll(context)
@@ -585,3 +591,45 @@ def test_ctrl_f12_into_a_video_file(engine_scene, tmp_path):
     (video,) = tmp_path.glob("toy_*.mp4")
     movie = bpy.data.movieclips.load(str(video))
     assert movie.frame_duration == 3 and tuple(movie.size) == FRAME
+
+
+def test_the_anr_shader_renders_the_scenes_anr_model(engine_scene, tmp_path):
+    """Shader "ANR Model": the coarse mesh's UV and normal passes at the frame's size
+    (padded to multiples of 32 and cropped again) through the scene's ANR model."""
+    import bpy
+    from test_anr import _tiny_anr
+
+    from anirender.addon.anr.capture import coarse_meshes
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+    from anirender.addon.shading.sessions import AnrSession
+    from anirender.models.alpha import to_straight_uint8
+
+    _tiny_anr(tmp_path / "anr.safetensors")
+    engine_scene.anirender.neural.shader = "ANR"
+    anr = engine_scene.anirender.anr
+    anr.weights, anr.identity = str(tmp_path / "anr.safetensors"), 1
+    render = engine_scene.render
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 100, 70, 100
+    engine_scene.frame_set(2)
+    engine_scene.render.filepath = str(tmp_path / "anr.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    got = read_png(tmp_path / "anr.png")
+    assert got.shape == (70, 100, 4)
+
+    toy = bpy.data.objects["Toy"]
+    (coarse,) = coarse_meshes(toy)
+    others = [m for m in bpy.data.objects if m.type == "MESH" and m != coarse]
+    for mesh in others:
+        mesh.hide_render = True
+    request = PassRequest(tmp_path / "p", [2], ("uv", "normal"), ("npz",), True, None)
+    with PassRenderer(engine_scene, toy, request) as renderer:
+        passes = renderer.render_frame(2)
+    pad = ((0, 0), (0, 96 - 70), (0, 128 - 100), (0, 0))
+    uv, normal = (np.pad(passes[n][None], pad) for n in ("uv", "normal"))
+    session = AnrSession({"mode": "IN_PROCESS"}, (tmp_path / "anr.safetensors").read_bytes(), 1)
+    want = to_straight_uint8(session.shade(uv, normal)[0, :70, :100])
+    on = passes["uv"][..., 3] > 0
+    assert on.mean() > 0.03
+    assert np.abs(got.astype(int) - want.astype(int))[on].max() <= 2
+    assert got[..., 3][on].min() > 0

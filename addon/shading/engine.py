@@ -29,6 +29,7 @@ reads them on the main thread ahead of a render (``warm_sheets``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -36,18 +37,23 @@ from bpy.app.handlers import persistent
 
 from ...errors import AniRenderError
 from ...models.weights import resolve_weights
+from ..anr.capture import coarse_meshes
 from ..characters.finding import Character, find_character, require_camera
 from ..core.prefs import preferences
-from ..core.settings import character_settings, neural_defaults
+from ..core.settings import anr_defaults, character_settings, neural_defaults
 from ..passes.evaluated import ViewMatrices, check_canonical, evaluated_passes
 from ..passes.request import output_size
 from .frame_shading import (
+    ANR_DRAWN,
     DRAWN,
     CharacterFrame,
     FrameStopped,
     ShadedFrame,
+    anr_session_for,
+    anr_shader,
     session_for,
     shade_frame,
+    sheet_shader,
 )
 from .preview import PreviewWorker, preview_inputs, preview_size
 from .sessions import settings_from
@@ -77,13 +83,13 @@ class FramePlan:
 
     camera: object
     characters: list[Character]
-    sheets: list[np.ndarray]
     settings: dict
-    size: int  # the working square of the shader
+    size: int  # the working square of the sheet shader
     width: int
     height: int
     aspect: tuple[float, float] = (1.0, 1.0)
-    sessions: list = field(default_factory=list)
+    #: per character: (meshes to draw, passes to draw, shader of ``frame_shading``)
+    draws: list[tuple[list, tuple, object]] = field(default_factory=list)
 
 
 def shader_settings(scene) -> dict:
@@ -195,33 +201,55 @@ def plan_frame(depsgraph, scene, need_camera: bool = True) -> FramePlan:
             "character's collection in renders, or choose another render engine."
         )
     size = working_size(scene)
-    sheets = [cached_sheet(c.owner, size) for c in characters]
-    for character in characters:
-        check_canonical(character.owner, character.meshes)
+    neural = neural_defaults(scene)
     settings = shader_settings(scene)
     width, height = output_size(scene, None)
     render = scene.render
     aspect = (render.pixel_aspect_x, render.pixel_aspect_y)
-    plan = FramePlan(camera, characters, sheets, settings, size, width, height, aspect)
-    plan.sessions = [session_for(settings, sheet) for sheet in sheets]
+    plan = FramePlan(camera, characters, settings, size, width, height, aspect)
+    if neural is not None and neural.shader == "ANR":
+        weights, identity, names = anr_model(scene)
+        session = anr_session_for(settings, weights, identity)
+        for character in characters:
+            coarse = [m for m in coarse_meshes(character.armature, names) if m in character.meshes]
+            plan.draws.append((coarse, ANR_DRAWN, anr_shader(session)))
+        return plan
+    sheets = [cached_sheet(c.owner, size) for c in characters]
+    for character, sheet in zip(characters, sheets):
+        check_canonical(character.owner, character.meshes)
+        shader = sheet_shader(session_for(settings, sheet), size)
+        plan.draws.append((character.meshes, DRAWN, shader))
     return plan
+
+
+def anr_model(scene) -> tuple[bytes, int, list[str]]:
+    """(weights, identity, coarse mesh names) of the scene's ANR settings, checked."""
+    anr = anr_defaults(scene)
+    text = anr.weights if anr is not None else ""
+    path = Path(bpy.path.abspath(text)) if text else None
+    if path is None or not path.is_file():
+        raise AniRenderError(
+            f"No ANR model at '{text}'. Choose the anr.safetensors written by `anirender train "
+            "anr` in Render Properties > AniRender > Shader (ANR Model), or pick the Character "
+            "Sheet shader."
+        )
+    names = [n.strip() for n in anr.coarse.split(",") if n.strip()]
+    return path.read_bytes(), int(anr.identity), names
 
 
 def render_frame(depsgraph, plan: FramePlan, should_stop=None, progress=None) -> ShadedFrame:
     """Passes of every character from ``depsgraph``, shaded and composited."""
     frames = []
-    for i, (character, session) in enumerate(zip(plan.characters, plan.sessions)):
+    for i, (character, (meshes, drawn, shader)) in enumerate(zip(plan.characters, plan.draws)):
         if progress is not None:
             progress(f"passes of {character.name}", i / (2 * len(plan.characters)))
-        passes = evaluated_passes(
-            depsgraph, plan.camera, character.meshes, (plan.width, plan.height), DRAWN,
-            plan.aspect,
-        )  # fmt: skip
-        frames.append(CharacterFrame(character.name, passes, session.shade))
+        size = (plan.width, plan.height)
+        passes = evaluated_passes(depsgraph, plan.camera, meshes, size, drawn, plan.aspect)
+        frames.append(CharacterFrame(character.name, passes, shader))
     if progress is not None:
         names = ", ".join(c.name for c in plan.characters)
         progress(f"shading {names}", 0.5)
-    return shade_frame(frames, plan.size, should_stop)
+    return shade_frame(frames, should_stop)
 
 
 def display_to_linear(rgba: np.ndarray) -> np.ndarray:
@@ -237,7 +265,7 @@ def result_layers(frame: ShadedFrame) -> dict[str, np.ndarray]:
     """Each pass of ``RENDER_PASSES`` as (H, W, channels) float32, row 0 at the top."""
     passes = frame.passes
     height, width = frame.rgba.shape[:2]
-    occupied = passes["udp"][..., 3:4] > 0 if "udp" in passes else np.zeros((height, width, 1))
+    occupied = (frame.nearest >= 0)[..., None]
     depth = passes.get("depth", np.zeros((height, width, 4), np.float32))[..., :1]
     uv = passes.get("uv", np.zeros((height, width, 4), np.float32))
     return {
@@ -309,7 +337,7 @@ class AniRenderEngine(bpy.types.RenderEngine):
             self._preview_key = key
             try:
                 plan = plan_frame(depsgraph, depsgraph.scene, need_camera=False)
-                self._preview.submit(key, *preview_inputs(depsgraph, plan, view, size))
+                self._preview.submit(key, preview_inputs(depsgraph, plan, view, size))
             except AniRenderError as exc:
                 self.update_stats("", f"AniRender: {exc}")
             _poll_preview(self)

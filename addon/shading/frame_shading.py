@@ -2,13 +2,18 @@
 
 One road for every way of rendering a frame: the AniRender render engine (F12, Ctrl+F12,
 ``anirender render``, a farm's ``blender -b -a``) and the Neural Render Frame / Animation
-operators all call ``shade_frame``. For each character: its UDP is framed the official
-CoNR way (the centred square around the character, resized to the working size,
-nearest), sent through its ``ShadingSession`` (whatever client the settings chose: in
-process, local service, remote; a sheet with UDPs is shaded by the guided shader behind
-the same client), and the answer pasted back at the frame's size. The characters are
-then composited by depth into one premultiplied RGBA image, and the passes (UDP, normal,
-depth, UV) are those of the nearest character at each pixel.
+operators all call ``shade_frame``. Each character is shaded by its own shader:
+
+- ``sheet_shader``: its UDP is framed the official CoNR way (the centred square around
+  the character, resized to the working size, nearest), sent through its
+  ``ShadingSession`` (whatever client the settings chose: in process, local service,
+  remote; a sheet with UDPs is shaded by the guided shader behind the same client), and
+  the answer pasted back at the frame's size;
+- ``anr_shader``: its UV and normal passes (of the ANR model's coarse meshes), padded to
+  multiples of 32, go through an ``AnrSession``.
+
+The characters are then composited by depth into one premultiplied RGBA image, and the
+passes (UDP, normal, depth, UV) are those of the nearest character at each pixel.
 
 Arrays: H x W x 4 float32, row 0 at the top; RGBA premultiplied, in the shader's own
 (display, sRGB-encoded) values; passes as ``addon.passes.renderer`` draws them (the
@@ -18,6 +23,7 @@ No ``bpy``: this runs on worker threads as well as in the engine's render thread
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +32,12 @@ import numpy as np
 
 from ...models.framing import shade_in_frame
 from ...service import protocol
-from .sessions import ShadingSession
+from .sessions import AnrSession, ShadingSession
 
 #: the character passes the per-frame walk draws (``addon.passes`` names)
 DRAWN = ("udp", "normal", "depth", "uv")
+#: the same for a character shaded by an ANR model (its coarse meshes)
+ANR_DRAWN = ("uv", "normal", "depth")
 
 
 class FrameStopped(Exception):
@@ -41,8 +49,34 @@ class CharacterFrame:
     """One character's passes for one frame and how to shade it."""
 
     name: str
-    passes: dict[str, np.ndarray]  # at least "udp"; "depth" to composite several
-    shade: Callable[[np.ndarray], np.ndarray]  # (1, S, S, 4) UDP -> (1, S, S, 4) RGBA
+    passes: dict[str, np.ndarray]  # what its shader reads; "depth" to composite several
+    shade: Callable[[dict], np.ndarray]  # passes -> (H, W, 4) premultiplied RGBA
+
+
+def sheet_shader(session: ShadingSession, size: int) -> Callable[[dict], np.ndarray]:
+    """CoNR (or the guided shader) from a sheet, framed at the working ``size``."""
+    return lambda passes: shade_in_frame(session.shade, passes["udp"], size)
+
+
+#: ANR frames' sides are multiples of this (``models.anr.check_passes``)
+ANR_MULTIPLE = 32
+
+
+def anr_shader(session) -> Callable[[dict], np.ndarray]:
+    """An ``AnrSession``: UV + normal passes, padded to multiples of 32, then cropped."""
+
+    def shade(passes):
+        height, width = passes["uv"].shape[:2]
+        pad = ((0, -height % ANR_MULTIPLE), (0, -width % ANR_MULTIPLE), (0, 0))
+        uv, normal = (np.pad(passes[n], pad)[None].astype(np.float32) for n in ("uv", "normal"))
+        return np.asarray(session.shade(uv, normal))[0, :height, :width]
+
+    return shade
+
+
+def occupancy(passes: dict) -> np.ndarray:
+    """(H, W) bool: where the character's surface is (every pass's fourth channel)."""
+    return next(iter(passes.values()))[..., 3] > 0
 
 
 @dataclass
@@ -54,13 +88,8 @@ class ShadedFrame:
     nearest: np.ndarray | None = None  # (H, W) index of the character seen, -1: none
 
 
-def shade_character(character: CharacterFrame, size: int) -> np.ndarray:
-    """One character framed, shaded at ``size`` and pasted back: (H, W, 4) premultiplied."""
-    return shade_in_frame(character.shade, character.passes["udp"], size)
-
-
 def shade_frame(
-    characters: list[CharacterFrame], size: int, should_stop: Callable[[], bool] | None = None
+    characters: list[CharacterFrame], should_stop: Callable[[], bool] | None = None
 ) -> ShadedFrame:
     """Every character shaded, then composited by depth (``should_stop`` is asked
     before each character; True raises ``FrameStopped``)."""
@@ -68,7 +97,7 @@ def shade_frame(
     for character in characters:
         if should_stop is not None and should_stop():
             raise FrameStopped
-        shaded.append(shade_character(character, size))
+        shaded.append(np.asarray(character.shade(character.passes), np.float32))
     return composite_by_depth(characters, shaded)
 
 
@@ -83,7 +112,7 @@ def composite_by_depth(characters: list[CharacterFrame], shaded: list[np.ndarray
         raise ValueError("no characters to composite")
     height, width = shaded[0].shape[:2]
     count = len(characters)
-    occupied = np.stack([c.passes["udp"][..., 3] > 0 for c in characters])
+    occupied = np.stack([occupancy(c.passes) for c in characters])
     surface = np.full((count, height, width), np.inf, np.float32)
     key = np.full((count, height, width), np.inf, np.float32)
     for i, (character, rgba) in enumerate(zip(characters, shaded)):
@@ -129,4 +158,17 @@ def session_for(settings: dict, images: np.ndarray) -> ShadingSession:
             if len(_sessions) > 32:
                 _sessions.clear()
             session = _sessions[key] = ShadingSession(settings, images)
+        return session
+
+
+def anr_session_for(settings: dict, weights: bytes, identity: int) -> AnrSession:
+    """The ``AnrSession`` of an ANR model (its file's bytes) and identity, reused."""
+    digest = hashlib.sha256(weights).hexdigest()
+    key = (tuple(sorted((k, str(v)) for k, v in settings.items())), "anr", digest, identity)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            if len(_sessions) > 32:
+                _sessions.clear()
+            session = _sessions[key] = AnrSession(settings, weights, identity)
         return session

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..passes.evaluated import ViewMatrices, evaluated_passes
-from .frame_shading import DRAWN, CharacterFrame, shade_frame
+from .frame_shading import CharacterFrame, shade_frame
 
 #: the preview's longest side in pixels (the viewport is scaled up to it)
 PREVIEW_LONGEST = 192
@@ -31,23 +31,23 @@ def preview_size(width: int, height: int, longest: int = PREVIEW_LONGEST) -> tup
 
 
 def preview_inputs(depsgraph, plan, view: ViewMatrices, size: tuple[int, int]):
-    """(characters' passes for ``view`` at ``size``, working size); main thread. ``plan``:
-    the engine's ``plan_frame`` of the viewport's depsgraph (characters, sessions)."""
+    """The characters' passes for ``view`` at ``size``, with their shaders; main thread.
+    ``plan``: the engine's ``plan_frame`` of the viewport's depsgraph."""
     frames = []
-    for character, session in zip(plan.characters, plan.sessions):
-        passes = evaluated_passes(depsgraph, view, character.meshes, size, DRAWN)
-        frames.append(CharacterFrame(character.name, passes, session.shade))
-    return frames, plan.size
+    for character, (meshes, drawn, shader) in zip(plan.characters, plan.draws):
+        passes = evaluated_passes(depsgraph, view, meshes, size, drawn)
+        frames.append(CharacterFrame(character.name, passes, shader))
+    return frames
 
 
-def shade_preview(frames: list[CharacterFrame], working: int) -> np.ndarray:
+def shade_preview(frames: list[CharacterFrame]) -> np.ndarray:
     """Premultiplied RGBA (H, W, 4) of the characters, composited by depth."""
-    return shade_frame(frames, working).rgba
+    return shade_frame(frames).rgba
 
 
 def preview_image(depsgraph, plan, view: ViewMatrices, size: tuple[int, int]) -> np.ndarray:
     """The preview of ``view`` at ``size`` (width, height), done at once."""
-    return shade_preview(*preview_inputs(depsgraph, plan, view, size))
+    return shade_preview(preview_inputs(depsgraph, plan, view, size))
 
 
 class PreviewWorker:

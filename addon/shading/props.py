@@ -56,6 +56,19 @@ class NeuralRenderSettings(bpy.types.PropertyGroup):
 
     # the render engine's own settings (Render Properties > AniRender), stored in the
     # .blend so a farm worker renders the file as the artist set it up
+    shader: EnumProperty(
+        name="Shader",
+        items=(
+            (
+                "SHEET",
+                "Character Sheet",
+                "CoNR from each character's sheet (guided where the sheet carries UDPs)",
+            ),
+            ("ANR", "ANR Model", "The scene's trained ANR neural texture (ANR settings)"),
+        ),
+        default="SHEET",
+        description="What shades the characters when AniRender renders",
+    )
     service_mode: EnumProperty(
         name="Runs",
         items=(
