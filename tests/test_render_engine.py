@@ -633,3 +633,89 @@ def test_the_anr_shader_renders_the_scenes_anr_model(engine_scene, tmp_path):
     assert on.mean() > 0.03
     assert np.abs(got.astype(int) - want.astype(int))[on].max() <= 2
     assert got[..., 3][on].min() > 0
+
+
+def test_without_torch_the_numpy_rasteriser_draws_the_same_passes(
+    engine_scene, tmp_path, monkeypatch
+):
+    """Blender's own Python has no torch: the engine's passes come from the numpy twin of
+    the rasteriser, pixel for pixel what torch's draws (toy, UDP/normal/depth/UV)."""
+    import bpy
+
+    from anirender.addon.passes import fast
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+    from anirender.models import raster_numpy
+
+    toy = bpy.data.objects["Toy"]
+    passes = ("udp", "normal", "depth", "uv")
+    request = PassRequest(tmp_path / "p", [1, 3], passes, ("npz",), True, (160, 120))
+    with PassRenderer(engine_scene, toy, request) as renderer:
+        with_torch = [renderer.render_frame(f) for f in (1, 3)]
+        renderer._backend = fast.FastBackend(renderer, raster=raster_numpy)
+        with_numpy = [renderer.render_frame(f) for f in (1, 3)]
+    for a, b in zip(with_torch, with_numpy):
+        for name in passes:
+            same = (a[name][..., 3] == b[name][..., 3]).mean()
+            assert same > 0.999, name  # a silhouette pixel may tie differently
+            both = (a[name][..., 3] > 0) & (b[name][..., 3] > 0)
+            assert np.abs(a[name][both] - b[name][both]).max() < 1e-3
+
+    engine_scene.frame_set(3)
+    engine_scene.render.filepath = str(tmp_path / "torch.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    monkeypatch.setattr(fast, "_raster_module", lambda: raster_numpy)
+    engine_scene.render.filepath = str(tmp_path / "numpy.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    a, b = read_png(tmp_path / "torch.png"), read_png(tmp_path / "numpy.png")
+    assert (np.abs(a.astype(int) - b.astype(int)) > 2).mean() < 0.001
+
+
+_NO_TORCH_RENDER = """
+import sys
+
+class NoTorch:  # a Python without torch, as Blender's own
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'")
+
+sys.meta_path.insert(0, NoTorch())
+import bpy
+import addon_utils
+
+blend, url, out = sys.argv[1:4]
+bpy.ops.wm.open_mainfile(filepath=blend)
+addon_utils.enable("anirender", default_set=True)
+prefs = bpy.context.preferences.addons["anirender"].preferences
+prefs.service_mode, prefs.remote_url = "REMOTE", url
+scene = bpy.context.scene
+scene.render.filepath = out
+bpy.ops.render.render(write_still=True)
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+print("rendered without torch")
+"""
+
+
+def test_a_blender_without_torch_renders_through_a_service(engine_scene, shader_service, tmp_path):
+    """What an artist's Blender or a farm worker runs: no torch in its Python, the add-on
+    registers, the numpy rasteriser draws the passes and the service shades."""
+    import os
+
+    import bpy
+
+    blend = tmp_path / "toy.blend"
+    engine_scene.frame_set(2)
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    script = tmp_path / "render_without_torch.py"
+    script.write_text(_NO_TORCH_RENDER)
+    user = tmp_path / "user"
+    user.mkdir()
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user))
+    out = tmp_path / "no_torch.png"
+    command = [sys.executable, str(script), str(blend), shader_service.url, str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "rendered without torch" in done.stdout
+    frame = read_png(out)
+    assert frame.shape == (FRAME[1], FRAME[0], 4)
+    assert (frame[..., 3] > 0).mean() > 0.05 and frame[..., 3][:, :5].max() == 0

@@ -4,7 +4,8 @@
 engine that is not allowed (the render owns the evaluated scene and must not change
 ``bpy.data``). ``evaluated_passes`` draws the same passes with the fast backend
 (``passes.fast``, the same rasteriser, so the same pixels as ``anirender passes --fast``)
-from the engine's depsgraph, already at the frame being rendered, changing nothing.
+from the engine's depsgraph, already at the frame being rendered, changing nothing. In a
+Blender whose Python has no torch the numpy rasteriser draws them (``models.raster_numpy``).
 
 Layouts are those of ``passes.renderer``: H x W x 4 float32, row 0 at the top,
 background 0, the fourth channel the occupancy.
@@ -97,11 +98,4 @@ def evaluated_passes(
         depsgraph, camera, list(meshes), int(size[0]), int(size[1]), tuple(aspect),
         _Request(tuple(passes)), present, matrices,
     )  # fmt: skip
-    try:
-        backend = FastBackend(view)  # imports torch (models.raster)
-    except ImportError:
-        raise AniRenderError(
-            "The AniRender engine draws its passes with PyTorch, which this Blender's Python "
-            "lacks. Install torch into Blender's Python (or render with `anirender render`)."
-        ) from None
-    return backend.render(0)
+    return FastBackend(view).render(0)  # torch's rasteriser, or numpy's where torch is absent
