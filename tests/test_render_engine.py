@@ -368,17 +368,42 @@ def test_two_command_line_renders_share_a_range(engine_scene, tmp_path):
     assert all(Image.open(p).size == FRAME for p in files)
 
 
-def test_command_line_errors_name_the_fix(engine_scene, tmp_path):
+def test_a_job_folder_renders_where_it_is_moved_and_names_what_is_missing(
+    engine_scene, tiny_conr_weights, tmp_path
+):
+    """A farm job: the .blend with its sheets and weights beside it (// paths), copied to
+    another place, renders there; without its weights file it stops naming the file."""
+    import shutil
+
     import bpy
 
-    engine_scene.anirender.neural.weights = str(tmp_path / "gone.safetensors")
-    blend = tmp_path / "toy.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
-    command = [sys.executable, "-m", "anirender.cli", "render", str(blend), "--frames", "1"]
-    done = subprocess.run(command + ["--out", f"{tmp_path}/"], capture_output=True, text=True)
+    job = tmp_path / "job"
+    (job / "sheets").mkdir(parents=True)
+    (job / "weights").mkdir()
+    shutil.copy(tiny_conr_weights, job / "weights" / "tiny.safetensors")
+    bpy.ops.wm.save_as_mainfile(filepath=str(job / "toy.blend"))
+    toy = bpy.data.objects["Toy"]
+    for i, entry in enumerate(toy.anirender.sheet):
+        shutil.copy(entry.filepath, job / "sheets" / f"view_{i}.png")
+        entry.filepath = f"//sheets/view_{i}.png"
+    engine_scene.anirender.neural.weights = "//weights/tiny.safetensors"
+    engine_scene.anirender.neural.service_mode = "IN_PROCESS"
+    bpy.ops.wm.save_mainfile()
+    moved = shutil.copytree(job, tmp_path / "elsewhere" / "job")
+
+    command = [sys.executable, "-m", "anirender.cli", "render", str(moved / "toy.blend")]
+    command += ["--frames", "1", "--out", f"{moved}/frames/"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    alpha = read_png(moved / "frames" / "toy_0001.png")[..., 3]
+    assert (alpha > 0).mean() > 0.05 and alpha[:, :5].max() == 0  # the tiny model's shading
+
+    (moved / "weights" / "tiny.safetensors").unlink()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert "anirender render: Weights file or folder not found" in done.stderr
-    assert "Render Properties > AniRender > Shader" in done.stderr
+    assert "anirender render: Weights file or folder not found: " in done.stderr
+    assert str(moved / "weights" / "tiny.safetensors") in done.stderr
+    assert "Fix the weights in Render Properties > AniRender > Shader" in done.stderr
 
 
 def test_a_background_scene_is_composited_under_the_characters(
