@@ -337,42 +337,13 @@ def test_a_render_that_cannot_start_says_why_and_changes_nothing(
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_two_command_line_renders_share_a_range(engine_scene, tmp_path):
-    """`anirender render` twice at once on one .blend (two farm workers): with
-    placeholders on and overwrite off, every frame is rendered once, none is missing."""
-    import bpy
-
-    engine_scene.render.use_overwrite = False
-    engine_scene.render.use_placeholder = True
-    blend = tmp_path / "toy.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
-    out = tmp_path / "frames"
-    command = [sys.executable, "-m", "anirender.cli", "render", str(blend), "--frames", "1-8"]
-    command += ["--out", f"{out}/"]
-    workers = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    rendered = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=300)
-        assert worker.returncode == 0, stderr
-        assert "render: 100%" in stderr or "frame" in stderr  # tqdm's bar
-        line = next(x for x in stdout.splitlines() if x.startswith("rendered "))
-        listed = line.split("(", 1)[1].split(")", 1)[0]
-        rendered.append([int(f) for f in listed.split(", ") if f != "none"])
-    print("frames per worker:", rendered)
-    assert sorted(rendered[0] + rendered[1]) == list(range(1, 9))  # no doubles, no gaps
-    files = sorted(out.iterdir())
-    assert [p.name for p in files] == [f"toy_{f:04d}.png" for f in range(1, 9)]
-    assert all(Image.open(p).size == FRAME for p in files)
-
-
-def test_a_job_folder_renders_where_it_is_moved_and_names_what_is_missing(
+def test_a_farm_job_folder_renders_where_it_is_copied_by_two_workers_at_once(
     engine_scene, tiny_conr_weights, tmp_path
 ):
     """A farm job: the .blend with its sheets and weights beside it (// paths), copied to
-    another place, renders there; without its weights file it stops naming the file."""
+    another place; two `anirender render` at once (two workers), placeholders on and
+    overwrite off, render every frame once, none missing. Without its weights file the
+    job stops, naming the file and the fix."""
     import shutil
 
     import bpy
@@ -388,17 +359,36 @@ def test_a_job_folder_renders_where_it_is_moved_and_names_what_is_missing(
         entry.filepath = f"//sheets/view_{i}.png"
     engine_scene.anirender.neural.weights = "//weights/tiny.safetensors"
     engine_scene.anirender.neural.service_mode = "IN_PROCESS"
+    engine_scene.render.use_overwrite = False
+    engine_scene.render.use_placeholder = True
     bpy.ops.wm.save_mainfile()
     moved = shutil.copytree(job, tmp_path / "elsewhere" / "job")
 
+    out = moved / "frames"
     command = [sys.executable, "-m", "anirender.cli", "render", str(moved / "toy.blend")]
-    command += ["--frames", "1", "--out", f"{moved}/frames/"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    alpha = read_png(moved / "frames" / "toy_0001.png")[..., 3]
-    assert (alpha > 0).mean() > 0.05 and alpha[:, :5].max() == 0  # the tiny model's shading
+    command += ["--frames", "1-8", "--out", f"{out}/"]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    rendered = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-2000:]
+        assert "render: " in stderr and "/8 [" in stderr  # tqdm's bar
+        line = next(x for x in stdout.splitlines() if x.startswith("rendered "))
+        listed = line.split("(", 1)[1].split(")", 1)[0]
+        rendered.append([int(f) for f in listed.split(", ") if f != "none"])
+    print("frames per worker:", rendered)
+    assert sorted(rendered[0] + rendered[1]) == list(range(1, 9))  # no doubles, no gaps
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == [f"toy_{f:04d}.png" for f in range(1, 9)]
+    for path in files:
+        alpha = read_png(path)[..., 3]
+        assert alpha.shape == (FRAME[1], FRAME[0]) and (alpha > 0).mean() > 0.05
 
     (moved / "weights" / "tiny.safetensors").unlink()
+    command[-1] = f"{moved}/again/"  # frames not on disk yet
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "anirender render: Weights file or folder not found: " in done.stderr
