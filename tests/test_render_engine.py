@@ -734,3 +734,34 @@ def test_a_blender_without_torch_renders_through_a_service(engine_scene, shader_
     frame = read_png(out)
     assert frame.shape == (FRAME[1], FRAME[0], 4)
     assert (frame[..., 3] > 0).mean() > 0.05 and frame[..., 3][:, :5].max() == 0
+
+
+def test_stamp_is_burnt_in_by_blender(engine_scene, tmp_path):
+    import bpy
+
+    engine_scene.render.filepath = str(tmp_path / "plain.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    engine_scene.render.use_stamp = True
+    engine_scene.render.stamp_font_size = 8
+    engine_scene.render.filepath = str(tmp_path / "stamped.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    plain, stamped = read_png(tmp_path / "plain.png"), read_png(tmp_path / "stamped.png")
+    changed = np.abs(plain.astype(int) - stamped.astype(int)).max(axis=2) > 0
+    assert changed[-12:].any() and changed[-12:].mean() > changed[:-12].mean()  # a band
+
+
+def test_esc_between_characters_stops_the_frame():
+    from anirender.addon.shading.frame_shading import CharacterFrame, FrameStopped, shade_frame
+
+    shaded = []
+    udp = np.zeros((4, 4, 4), np.float32)
+
+    def shade(passes):
+        shaded.append(1)
+        return np.zeros((4, 4, 4), np.float32)
+
+    characters = [CharacterFrame(n, {"udp": udp}, shade) for n in ("A", "B")]
+    asked = iter([False, True])
+    with pytest.raises(FrameStopped):
+        shade_frame(characters, should_stop=lambda: next(asked))
+    assert shaded == [1]  # the second character was never sent to the shader
