@@ -263,6 +263,12 @@ def test_ctrl_f12_renders_the_range_through_blenders_output(engine_scene, tmp_pa
         bpy.app.handlers.render_pre.remove(count)
 
 
+def _junk(folder) -> str:
+    path = folder / "junk.safetensors"
+    path.write_bytes(b"not a model" * 10)
+    return str(path)
+
+
 def _drop_canonical(toy):
     import bpy
 
@@ -304,6 +310,10 @@ def _snapshot():
             "Weights file or folder not found: .*gone.safetensors. Fix the weights in Render "
             "Properties > AniRender > Shader",
         ),
+        (  # found only when the shader loads, mid-frame
+            lambda scene, toy, tmp: setattr(scene.anirender.neural, "weights", _junk(tmp)),
+            "junk.safetensors is not a readable safetensors file",
+        ),
         (  # Blender refuses this one itself, before any engine runs
             lambda scene, toy, tmp: setattr(scene, "camera", None),
             "Cannot render, no camera",
@@ -318,7 +328,14 @@ def _snapshot():
             'Character "Toy" has no canonical colours yet .* run Set Canonical Pose',
         ),
     ],
-    ids=["no sheet", "missing weights", "no camera", "an empty as camera", "no canonical"],
+    ids=[
+        "no sheet",
+        "missing weights",
+        "broken weights",
+        "no camera",
+        "an empty as camera",
+        "no canonical",
+    ],  # fmt: skip
 )
 def test_a_render_that_cannot_start_says_why_and_changes_nothing(
     engine_scene, tmp_path, break_it, message

@@ -6,15 +6,19 @@ already evaluated at that frame; output paths, file formats, frame ranges and st
 frame (``render_frame``):
 
 1. ``plan_frame`` checks everything before any work: the active camera, the characters
-   of the view layer (each armature that deforms a visible mesh) each with a sheet and
-   canonical colours, the weights. A failure is one artist-facing message naming the
-   object and the fix; the engine reports it as an error and the render stops, with the
-   scene as it was (the engine never writes to ``bpy.data`` apart from reading a sheet's
-   image files through temporary images).
-2. ``addon.passes.evaluated`` draws each character's UDP, normal, depth and UV passes
-   from the engine's depsgraph at the scene's resolution x percentage.
-3. ``frame_shading.shade_frame`` frames, shades (the session of the scene's settings:
-   in Blender, local service or remote) and composites the characters by depth.
+   of the view layer (each armature that deforms a visible mesh), and for the scene's
+   shader (Render Properties > AniRender > Shader) each character's sheet and canonical
+   colours and the weights, or the scene's ANR model. A failure is one artist-facing
+   message naming the object and the fix; the engine reports it as an error and the
+   render stops, with the scene as it was (the engine never writes to ``bpy.data`` apart
+   from reading a sheet's image files through temporary images). Any other failure is
+   reported too, so a farm never writes an empty frame for a failed one.
+2. ``addon.passes.evaluated`` draws each character's passes (UDP, normal, depth, UV; for
+   ANR those of its coarse meshes) from the engine's depsgraph at the scene's resolution
+   x percentage.
+3. ``frame_shading.shade_frame`` shades each character (the sheet shader framed at the
+   working size, or ANR; the session of the scene's settings: in Blender, local service
+   or remote) and composites the characters by depth.
 4. The RenderResult gets the passes of ``RENDER_PASSES``: Combined (the shaded frame,
    premultiplied, scene-linear: the shader's sRGB values decoded, so the Standard view
    transform writes them back unchanged), UDP, Normal (camera space), Depth (camera Z in
@@ -318,6 +322,9 @@ class AniRenderEngine(bpy.types.RenderEngine):
             return
         except AniRenderError as exc:
             self.report({"ERROR"}, str(exc))
+        except Exception as exc:  # reported, so the render stops instead of writing nothing
+            self.report({"ERROR"}, f"AniRender failed: {type(exc).__name__}: {exc}")
+            raise
 
     # viewport (Rendered shading) ------------------------------------------------------
     def view_update(self, context, depsgraph):
