@@ -387,19 +387,17 @@ def _poll_preview(engine) -> None:
 
 
 def _draw_rgba(engine, scene, rgba: np.ndarray, region) -> None:
-    """Draw a premultiplied preview over the whole region (scene-linear, through the
-    display transform). Drawing needs a display, so ``gpu`` is imported here."""
+    """Draw a premultiplied preview over the whole region, in the shader's own (display)
+    values. Drawing needs a display, so ``gpu`` is imported here."""
     import gpu
     from gpu_extras.presets import draw_texture_2d
 
     height, width = rgba.shape[:2]
-    pixels = np.ascontiguousarray(display_to_linear(rgba)[::-1], np.float32).ravel()
+    pixels = np.ascontiguousarray(rgba[::-1], np.float32).ravel()
     buffer = gpu.types.Buffer("FLOAT", pixels.size, pixels)
     texture = gpu.types.GPUTexture((width, height), format="RGBA16F", data=buffer)
     gpu.state.blend_set("ALPHA_PREMULT")
-    engine.bind_display_space_shader(scene)
     draw_texture_2d(texture, (0, 0), region.width, region.height)
-    engine.unbind_display_space_shader()
     gpu.state.blend_set("NONE")
 
 
