@@ -723,6 +723,9 @@ prefs.service_mode, prefs.remote_url = "REMOTE", url
 scene = bpy.context.scene
 scene.render.filepath = out
 bpy.ops.render.render(write_still=True)
+bpy.context.view_layer.objects.active = bpy.data.objects["Toy"]
+assert bpy.ops.anirender.neural_render_frame(size="128") == {"FINISHED"}  # the operator too
+assert bpy.data.images["Toy Neural Frame"].size[:] == (128, 96)
 assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
 print("rendered without torch")
 """
@@ -730,7 +733,8 @@ print("rendered without torch")
 
 def test_a_blender_without_torch_renders_through_a_service(engine_scene, shader_service, tmp_path):
     """What an artist's Blender or a farm worker runs: no torch in its Python, the add-on
-    registers, the numpy rasteriser draws the passes and the service shades."""
+    registers, the numpy rasteriser draws the passes and the service shades (F12, and
+    Neural Render Frame on the same road)."""
     import os
 
     import bpy

@@ -22,7 +22,8 @@ normals as ``n * 0.5 + 0.5``, depth as near = bright).
 Two renderers give the same images: ``passes.cycles`` (Cycles with one sample
 through override emission materials: anything Blender deforms, render-time modifier
 settings) and ``passes.fast`` (the depsgraph's evaluated meshes rasterised by
-``models.raster``: viewport modifier settings, needs torch). Both render from a
+``models.raster``, or ``models.raster_numpy`` where torch is absent: viewport modifier
+settings). Both render from a
 temporary scene that links the character and the camera, so the user's scene keeps its
 render settings, materials and frame; the temporary scene is removed afterwards.
 Known differences: the fast path ignores the camera's clip start/end (Cycles clips), and
@@ -83,14 +84,6 @@ class PassRenderer:
                 f'Armature "{self.armature.name}" deforms no mesh in scene "{scene.name}".'
             )
         request.out_dir = check_output_folder(request.out_dir)
-        if request.fast:
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                raise AniRenderError(
-                    "The fast renderer needs PyTorch, which this Python lacks; "
-                    "untick Fast Renderer to render with Cycles."
-                ) from None
         self.todo = self.frames_to_render()
         self.temp = None
         self._made = []  # temporary data-blocks, removed on exit
