@@ -510,11 +510,12 @@ def test_preview_worker_never_waits_and_shades_the_newest_request():
 
     from anirender.addon.shading.preview import PreviewWorker
 
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     shaded = []
 
     def shade(name):
         shaded.append(name)
+        started.set()
         if name == "first":
             release.wait(60)
         return np.full((2, 2, 4), len(shaded), np.float32)
@@ -522,14 +523,12 @@ def test_preview_worker_never_waits_and_shades_the_newest_request():
     worker = PreviewWorker(shade, debounce=0.0)
     try:
         worker.submit("a", "first")
-        while not shaded:  # the worker took it and is busy
-            threading.Event().wait(0.001)
+        assert started.wait(60)  # the worker took it and is busy
         worker.submit("b", "second")  # returns at once although the worker is busy
         worker.submit("c", "third")  # replaces "second", which never starts
         assert worker.result is None
         release.set()
-        while worker.finished < 2:
-            threading.Event().wait(0.001)
+        assert worker.wait_finished(2, timeout=60)
         assert shaded == ["first", "third"]
         assert worker.result[0] == "c" and worker.result[1][0, 0, 0] == 2
     finally:
@@ -786,3 +785,49 @@ def test_esc_between_characters_stops_the_frame():
     with pytest.raises(FrameStopped):
         shade_frame(characters, should_stop=lambda: next(asked))
     assert shaded == [1]  # the second character was never sent to the shader
+
+
+def test_viewport_draw_shades_on_the_worker_and_draws_the_last_result(engine_scene, monkeypatch):
+    """``view_draw`` with the GPU left out (no display here): a new view or a
+    ``view_update`` sends one request to the worker, an unchanged view none; the last
+    result is what gets drawn."""
+    import types
+
+    import bpy
+
+    from anirender.addon.shading import engine as engine_module
+
+    drawn = []
+    monkeypatch.setattr(
+        engine_module, "_draw_rgba", lambda engine, scene, rgba, region: drawn.append(rgba)
+    )
+    monkeypatch.setattr(engine_module, "_poll_preview", lambda engine: None)
+    fake = types.SimpleNamespace(
+        _preview=None, _preview_key=None, _updates=0, stats=[],
+        update_stats=lambda a, b: fake.stats.append(b),
+    )  # fmt: skip
+    camera = engine_scene.camera
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    region = types.SimpleNamespace(width=256, height=192)
+    view3d = types.SimpleNamespace(
+        view_matrix=camera.matrix_world.inverted(),
+        window_matrix=camera.calc_matrix_camera(depsgraph, x=256, y=192),
+        is_perspective=True,
+    )
+    context = types.SimpleNamespace(region=region, region_data=view3d)
+    draw = engine_module.AniRenderEngine.view_draw
+    try:
+        draw(fake, context, depsgraph)
+        worker = fake._preview
+        assert worker.wait_finished(1, timeout=120)
+        assert not drawn  # nothing to draw before the first result
+        draw(fake, context, depsgraph)  # the same view: drawn, not shaded again
+        assert len(drawn) == 1 and drawn[0].shape == (144, 192, 4)  # 192 px longest side
+        assert drawn[0][..., 3].max() > 0.5
+        engine_module.AniRenderEngine.view_update(fake, context, depsgraph)
+        draw(fake, context, depsgraph)
+        assert worker.wait_finished(2, timeout=120)
+        assert worker.finished == 2 and worker.error is None
+    finally:
+        if fake._preview is not None:
+            fake._preview.stop()

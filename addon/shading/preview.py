@@ -81,6 +81,11 @@ class PreviewWorker:
             self._pending = (key, args)
             self._changed.notify_all()
 
+    def wait_finished(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until ``count`` requests are finished (for scripts and tests)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.finished >= count, timeout)
+
     def stop(self) -> None:
         with self._changed:
             self._stopped = True
