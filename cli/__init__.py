@@ -18,6 +18,7 @@ _COMMANDS = (
     "demo",
     "passes",
     "render",
+    "sheet",
     "shade",
     "weights",
     "portrait",
