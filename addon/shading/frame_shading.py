@@ -7,7 +7,7 @@ operators all call ``shade_frame``. Each character is shaded by its own shader:
 - ``sheet_shader``: its UDP is framed the official CoNR way (the centred square around
   the character, resized to the working size, nearest), sent through its
   ``ShadingSession`` (whatever client the settings chose: in process, local service,
-  remote; a sheet with UDPs is shaded by the guided shader behind the same client), and
+  remote; the guided shader for sheets with UDPs is to sit behind the same client), and
   the answer pasted back at the frame's size;
 - ``anr_shader``: its UV and normal passes (of the ANR model's coarse meshes), padded to
   multiples of 32, go through an ``AnrSession``.
@@ -54,7 +54,7 @@ class CharacterFrame:
 
 
 def sheet_shader(session: ShadingSession, size: int) -> Callable[[dict], np.ndarray]:
-    """CoNR (or the guided shader) from a sheet, framed at the working ``size``."""
+    """CoNR from a sheet's images (the session's client), framed at the working ``size``."""
     return lambda passes: shade_in_frame(session.shade, passes["udp"], size)
 
 

@@ -117,7 +117,7 @@ class NeuralRenderSettings(bpy.types.PropertyGroup):
             (
                 "SHEET",
                 "Character Sheet",
-                "CoNR from each character's sheet (guided where the sheet carries UDPs)",
+                "CoNR from the images of each character's sheet",
             ),
             ("ANR", "ANR Model", "The scene's trained ANR neural texture (ANR settings)"),
         ),
