@@ -831,3 +831,51 @@ def test_viewport_draw_shades_on_the_worker_and_draws_the_last_result(engine_sce
     finally:
         if fake._preview is not None:
             fake._preview.stop()
+
+
+def test_two_characters_are_composited_by_depth_in_one_render(
+    engine_scene, tmp_path, artifacts_dir
+):
+    """A second toy behind and beside the first: one F12 shades both; where the near one
+    covers, its own render shows; the Depth pass is the nearer surface's."""
+    import bpy
+
+    toy = bpy.data.objects["Toy"]
+    meshes = [o for o in bpy.data.objects if o.parent == toy]
+    bpy.ops.object.select_all(action="DESELECT")
+    for obj in (toy, *meshes):
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = toy
+    bpy.ops.object.duplicate()
+    far = bpy.context.view_layer.objects.active
+    assert far != toy and far.type == "ARMATURE" and len(far.anirender.sheet) == 2
+    far.location = (0.35, 1.5, 0.0)  # behind (the camera looks along +Y) and to the side
+    set_format(engine_scene, "EXR_MULTILAYER")
+    engine_scene.frame_set(2)
+
+    def render(name, hidden=()):
+        for obj in hidden:
+            obj.hide_render = True
+        engine_scene.render.filepath = str(tmp_path / name)
+        assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+        for obj in hidden:
+            obj.hide_render = False
+        return read_multilayer(tmp_path / name)
+
+    far_meshes = [o for o in bpy.data.objects if o.parent == far]
+    both = render("both.exr")
+    near_only = render("near.exr", [far, *far_meshes])
+    far_only = render("far.exr", [toy, *meshes])
+    near_alpha, far_alpha = near_only["Alpha"][..., 0], far_only["Alpha"][..., 0]
+    assert (far_alpha > 0.5).mean() > 0.02 and ((far_alpha > 0.5) & (near_alpha < 0.01)).any()
+    solid = near_alpha > 0.999
+    assert solid.mean() > 0.03
+    np.testing.assert_allclose(both["Combined"][solid], near_only["Combined"][solid], atol=1e-3)
+    alone = (far_alpha > 0.999) & (near_alpha == 0)
+    np.testing.assert_allclose(both["Combined"][alone], far_only["Combined"][alone], atol=1e-3)
+    depth = np.minimum(near_only["Depth"], far_only["Depth"])
+    np.testing.assert_array_equal(both["Depth"], depth)
+    assert (both["Alpha"] >= np.maximum(near_alpha, far_alpha)[..., None] - 1e-4).all()
+    set_format(engine_scene, "PNG")
+    engine_scene.render.filepath = str(artifacts_dir / "engine_two_toys_by_depth.png")
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
