@@ -4,6 +4,12 @@ Every request passes two gates before a handler sees it: the Bearer token (when 
 service has one) and the size limit (413 past ``max_request_bytes``, checked on the
 declared length and again while the body streams in). Handlers validate arrays with
 ``protocol`` (400 with a message) and hand frames to the ``ShadingQueue``.
+
+When several copies of the app serve one address (Ray Serve replicas,
+``service.ray_serve``), a ``shared_sheets`` directory makes a sheet uploaded to one copy
+usable on all: uploads are published there, and a copy that has not encoded a sheet yet
+fetches its images from there and encodes them before shading. Without one (the plain
+service) an unknown sheet is a 404 and the client uploads it again.
 """
 
 from __future__ import annotations
@@ -43,9 +49,14 @@ def create_app(
     max_request_bytes: int = 256 << 20,
     info: dict | None = None,
     portraits: PortraitLibrary | None = None,
+    shared_sheets=None,
 ) -> FastAPI:
     """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
-    reenactment: the shipped weights, loaded on first use, unless one is given)."""
+    reenactment: the shipped weights, loaded on first use, unless one is given).
+
+    ``shared_sheets``: optional, with ``async publish(sheet_id, images)``,
+    ``async fetch(sheet_id) -> images | None`` and ``async forget(sheet_id)``; the sheets
+    every copy of the app can read (see the module's contract)."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
@@ -111,6 +122,17 @@ def create_app(
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
 
+    async def known_sheet(sheet_id: str):
+        """The cached sheet; else, from the shared directory, encoded here first."""
+        try:
+            return queue.sheet(sheet_id)
+        except UnknownSheet:
+            images = await shared_sheets.fetch(sheet_id) if shared_sheets else None
+            if images is None:
+                raise
+        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        return sheet
+
     # ------------------------------------------------------------------ endpoints
     @app.get(f"{API}/health", responses={401: _ERROR})
     def health() -> dict:
@@ -149,6 +171,8 @@ def create_app(
         images = protocol.check_sheet((await read_arrays(request, ("images",)))["images"])
         sheet_id = protocol.sheet_id(images)
         sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        if shared_sheets:
+            await shared_sheets.publish(sheet_id, images)
         return {
             "sheet_id": sheet.sheet_id,
             "views": sheet.views,
@@ -157,13 +181,18 @@ def create_app(
         }
 
     @app.get(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
-    def get_sheet(sheet_id: str) -> dict:
-        sheet = queue.sheet(sheet_id)
+    async def get_sheet(sheet_id: str) -> dict:
+        sheet = await known_sheet(sheet_id)
         return {"sheet_id": sheet.sheet_id, "views": sheet.views, "size": sheet.size}
 
     @app.delete(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
-    def delete_sheet(sheet_id: str) -> dict:
-        queue.forget_sheet(sheet_id)
+    async def delete_sheet(sheet_id: str) -> dict:
+        shared = await shared_sheets.forget(sheet_id) if shared_sheets else False
+        try:
+            queue.forget_sheet(sheet_id)
+        except UnknownSheet:
+            if not shared:
+                raise
         return {"sheet_id": sheet_id, "deleted": True}
 
     @app.post(
@@ -174,7 +203,7 @@ def create_app(
     )
     async def shade(sheet_id: str, request: Request) -> Response:
         """Shade ``udp`` frames with a sheet; answers ``rgba`` (premultiplied)."""
-        sheet = queue.sheet(sheet_id)
+        sheet = await known_sheet(sheet_id)
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
         future = queue.shade(sheet_id, udp)
@@ -186,7 +215,7 @@ def create_app(
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def submit_job(request: Request, sheet_id: str = Query(...)) -> dict:
         """Submit a whole sequence (``udp`` + ``frames``); poll it, fetch results, cancel."""
-        sheet = queue.sheet(sheet_id)
+        sheet = await known_sheet(sheet_id)
         arrays = await read_arrays(request, ("udp", "frames"))
         udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
         frames = protocol.check_frames(arrays["frames"], len(udp))
