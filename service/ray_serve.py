@@ -186,13 +186,19 @@ def deploy(
         raise AniRenderError("--gpus-per-replica cannot be negative.")
     if gpus_per_replica > 0 and device == "cpu":
         raise AniRenderError("--gpus-per-replica asks for GPUs, but --device cpu was given.")
+    if gpus_per_replica == 0 and device == "cuda":
+        raise AniRenderError(
+            "--device cuda on Ray needs GPUs reserved for the replicas: add "
+            "--gpus-per-replica 1 (or a fraction such as 0.5 to share a GPU)."
+        )
     if reenact_weights and not Path(reenact_weights).expanduser().is_file():
         raise AniRenderError(f"Head reenactment weights not found: {reenact_weights}")
     options = replica_options(replicas, gpus_per_replica, max_batch)
     settings = {
         # resolved here, so a wrong name stops the command before any replica starts
         "weights": str(resolve_weights(weights)),
-        "device": "cuda" if gpus_per_replica > 0 and device == "auto" else device,
+        # a replica uses a GPU only when Ray reserved one for it
+        "device": "cuda" if gpus_per_replica > 0 else "cpu",
         "max_batch": max_batch,
         "reenact_weights": str(Path(reenact_weights).expanduser()) if reenact_weights else None,
         "token": token,

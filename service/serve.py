@@ -63,6 +63,7 @@ def build_queue(weights: str | None, device: str, max_batch: int):
     info = {
         "service": "anirender",
         "device": device,
+        "torch_threads": torch.get_num_threads(),
         "models": {
             "conr": {
                 "weights": path.name,
