@@ -260,8 +260,9 @@ def serve_with_ray(
     address = address or os.environ.get("RAY_ADDRESS") or None
     local = {}
     if address is None:
-        # a cluster of its own ("local": never join one `ray start` left running); a
-        # loopback service keeps Ray's own ports on loopback too
+        # a cluster of its own ("local": never join one `ray start` left running); for a
+        # loopback service the node's address is loopback too (Ray's own ports still
+        # listen on every interface, behind Ray's token authentication)
         local = {"address": "local", "include_dashboard": False}
         if is_loopback(host):
             local["_node_ip_address"] = "127.0.0.1"
