@@ -7,14 +7,15 @@ the same routes, wire format, token rule (a token is required off loopback) and 
 limits. Ray Serve's HTTP proxy spreads requests over the replicas, restarts a replica that
 dies and, with ``--replicas auto``, adds and removes replicas with the load.
 
-Sheets: an upload is encoded on the replica it reaches and its images are published to a
-small Ray actor, the *sheet directory* (named ``<app>-sheets`` in the ``anirender``
-namespace, bounded by bytes, least recently used dropped first). A replica asked to shade
-with a sheet it has not encoded (another replica took the upload, or it was restarted)
-fetches the images from the directory, encodes them once and shades; only a sheet the
-directory no longer holds is a 404, and the client uploads it again as after a restart.
-Deleting a sheet removes it from the directory and from the replica that took the
-request; other replicas drop their copy when their cache needs the room.
+Uploads (sheets, ANR models, portraits): an upload is prepared on the replica it reaches
+(the sheet encoded, the model loaded, the portrait prepared) and published to a small Ray
+actor, the *upload directory* (named ``<app>-uploads`` in the ``anirender`` namespace,
+bounded by bytes, least recently used dropped first). A replica asked to use one it has
+not prepared (another replica took the upload, or it was restarted) fetches it from the
+directory, prepares it once and carries on; only what the directory no longer holds is a
+404, and the client uploads it again as after a restart. Deleting removes it from the
+directory and from the replica that took the request; other replicas drop their copy
+when their cache needs the room.
 
 Sequence jobs (``/v1/jobs``) live on the replica that took the submission; with more
 than one replica, poll them through the same replica or use ``shade`` requests (the
@@ -50,34 +51,39 @@ from .store import LruStore
 
 APP_NAME = "anirender"
 NAMESPACE = "anirender"
-#: what the sheet directory keeps (images, straight RGBA uint8) before dropping the oldest
-SHEET_DIRECTORY_BYTES = 1 << 30
+#: what the upload directory keeps (sheet images, ANR safetensors bytes, portraits)
+UPLOAD_DIRECTORY_BYTES = 1 << 30
+
+
+def _nbytes(payload) -> int:
+    return payload.nbytes if hasattr(payload, "nbytes") else len(payload)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
-class SheetDirectory:
-    """Sheet images by sheet id, readable by every replica (least recently used dropped
-    first past ``max_bytes``). A restarted directory is empty: replicas then answer 404
-    for sheets they have not encoded, and clients upload them again."""
+class UploadDirectory:
+    """What clients uploaded, by kind ("sheet", "anr", "portrait") and content id,
+    readable by every replica (least recently used dropped first past ``max_bytes``). A
+    restarted directory is empty: replicas then answer 404 for what they have not
+    prepared, and clients upload it again."""
 
-    def __init__(self, max_bytes: int = SHEET_DIRECTORY_BYTES):
-        self._sheets = LruStore(4096, max_bytes, size_of=lambda images: images.nbytes)
+    def __init__(self, max_bytes: int = UPLOAD_DIRECTORY_BYTES):
+        self._uploads = LruStore(4096, max_bytes, size_of=_nbytes)
 
-    def publish(self, sheet_id: str, images) -> None:
-        self._sheets.put(sheet_id, images)
+    def publish(self, kind: str, key: str, payload) -> None:
+        self._uploads.put(f"{kind}/{key}", payload)
 
-    def fetch(self, sheet_id: str):
-        return self._sheets.get(sheet_id)
+    def fetch(self, kind: str, key: str):
+        return self._uploads.get(f"{kind}/{key}")
 
-    def forget(self, sheet_id: str) -> bool:
-        return self._sheets.pop(sheet_id) is not None
+    def forget(self, kind: str, key: str) -> bool:
+        return self._uploads.pop(f"{kind}/{key}") is not None
 
 
-class SharedSheets:
-    """A replica's view of the sheet directory (``create_app``'s ``shared_sheets``).
+class SharedUploads:
+    """A replica's view of the upload directory (``create_app``'s ``shared``).
 
     When the directory cannot be reached (it is restarting), a replica carries on with
-    its own cache: publishing is skipped and fetching finds nothing (a 404, so the client
+    its own caches: publishing is skipped and fetching finds nothing (a 404, so the client
     uploads again)."""
 
     def __init__(self, name: str):
@@ -86,21 +92,21 @@ class SharedSheets:
     def _directory(self):
         return ray.get_actor(self.name, namespace=NAMESPACE)
 
-    async def publish(self, sheet_id: str, images) -> None:
+    async def publish(self, kind: str, key: str, payload) -> None:
         try:
-            await self._directory().publish.remote(sheet_id, images)
+            await self._directory().publish.remote(kind, key, payload)
         except (ValueError, ray.exceptions.RayError):
             pass
 
-    async def fetch(self, sheet_id: str):
+    async def fetch(self, kind: str, key: str):
         try:
-            return await self._directory().fetch.remote(sheet_id)
+            return await self._directory().fetch.remote(kind, key)
         except (ValueError, ray.exceptions.RayError):
             return None
 
-    async def forget(self, sheet_id: str) -> bool:
+    async def forget(self, kind: str, key: str) -> bool:
         try:
-            return bool(await self._directory().forget.remote(sheet_id))
+            return bool(await self._directory().forget.remote(kind, key))
         except (ValueError, ray.exceptions.RayError):
             return False
 
@@ -135,7 +141,7 @@ class ShaderReplica:
             max_request_bytes=self.settings["max_request_bytes"],
             info=self.info,
             portraits=self.portraits,
-            shared_sheets=SharedSheets(self.settings["sheet_directory"]),
+            shared=SharedUploads(self.settings["upload_directory"]),
         )
 
     def __del__(self):
@@ -203,14 +209,14 @@ def deploy(
         "reenact_weights": str(Path(reenact_weights).expanduser()) if reenact_weights else None,
         "token": token,
         "max_request_bytes": int(max_request_mb * 2**20),
-        "sheet_directory": f"{app_name}-sheets",
+        "upload_directory": f"{app_name}-uploads",
     }
     if port == 0:
         port = free_port(host)
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
-    SheetDirectory.options(
-        name=settings["sheet_directory"],
+    UploadDirectory.options(
+        name=settings["upload_directory"],
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
@@ -234,12 +240,12 @@ def deploy(
 
 
 def undeploy(app_name: str = APP_NAME) -> None:
-    """Delete the app and its sheet directory from the cluster."""
+    """Delete the app and its upload directory from the cluster."""
     try:
         serve.delete(app_name)
     finally:
         try:
-            ray.kill(ray.get_actor(f"{app_name}-sheets", namespace=NAMESPACE))
+            ray.kill(ray.get_actor(f"{app_name}-uploads", namespace=NAMESPACE))
         except ValueError:
             pass
 

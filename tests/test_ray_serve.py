@@ -24,8 +24,12 @@ from service_support import SIZE, reference_frames, running_service, sheet_image
 from anirender.addon.shading.clients import HttpClient
 from anirender.service import protocol
 
-# Ray 2.60's own pydantic models warn on import; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
+# Ray 2.60's own pydantic models warn on import, and Starlette's test client asks for a
+# newer httpx than the service's pin; neither is ours to fix
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"),
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 TOKEN = "ray-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -226,46 +230,92 @@ def test_a_replica_killed_mid_sequence_loses_no_frame(ray_service, tiny_model):
         np.testing.assert_allclose(client.shade(sheet_id, udp[:2]), expected[:2], atol=1e-3)
 
 
-def test_sheet_directory_serves_sheets_to_apps_that_never_saw_the_upload(ray_cluster, tiny_model):
-    """Two copies of the app with their own queues and one sheet directory (a Ray actor):
-    an upload to one is shaded by the other; a deleted sheet is gone for a third."""
+def _tiny_anr_bytes(path) -> bytes:
+    """A tiny untrained ANR (two identities, random textures) as safetensors bytes."""
+    import torch
+
+    from anirender.models.anr import ANR, ANRConfig, save_anr
+
+    torch.manual_seed(0)
+    model = ANR(ANRConfig(identities=2, channels=4, texture_size=32, levels=2, width=4, depth=1))
+    with torch.no_grad():
+        for level in model.texture.levels:
+            level.normal_()
+    save_anr(model, path)
+    return path.read_bytes()
+
+
+def test_upload_directory_serves_apps_that_never_saw_the_upload(ray_cluster, tiny_model, tmp_path):
+    """Three copies of the app with their own queues and libraries and one upload
+    directory (a Ray actor): a sheet, an ANR model and a portrait uploaded to the first
+    are used by the second as if uploaded there; what is deleted is gone for the third."""
+    import ray
     from fastapi.testclient import TestClient
 
     from anirender.service.app import create_app
     from anirender.service.portraits import PortraitLibrary
     from anirender.service.queue import ShadingQueue
-    from anirender.service.ray_serve import NAMESPACE, SharedSheets, SheetDirectory
+    from anirender.service.ray_serve import NAMESPACE, SharedUploads, UploadDirectory
 
-    directory = SheetDirectory.options(name="test-sheets", namespace=NAMESPACE).remote()
+    directory = UploadDirectory.options(name="test-uploads", namespace=NAMESPACE).remote()
     queues = [ShadingQueue(tiny_model).start() for _ in range(3)]
-    try:
-        first, second, third = (
-            TestClient(
-                create_app(
-                    queue,
-                    portraits=PortraitLibrary(device="cpu"),
-                    shared_sheets=SharedSheets("test-sheets"),
-                )
-            )
-            for queue in queues
-        )
-        images, udp = sheet_images(seed=95), udp_frames(2, seed=96)
-        sheet_id = first.post("/v1/sheets", content=protocol.pack(images=images)).json()["sheet_id"]
-        assert second.get(f"/v1/sheets/{sheet_id}").json()["views"] == 2
-        answer = second.post(f"/v1/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp))
+    libraries = [PortraitLibrary(device="cpu") for _ in range(3)]
+    apps = [
+        TestClient(create_app(q, portraits=lib, shared=SharedUploads("test-uploads")))
+        for q, lib in zip(queues, libraries)
+    ]
+    first, second, third = (app.post for app in apps)
+
+    def arrays(answer, *names):
         assert answer.status_code == 200, answer.text
-        rgba = protocol.unpack(answer.content, ("rgba",), 1 << 28)["rgba"]
-        np.testing.assert_allclose(rgba, reference_frames(tiny_model, images, udp), atol=1e-3)
+        return protocol.unpack(answer.content, names, 1 << 28)
+
+    try:
+        images, udp = sheet_images(seed=95), udp_frames(2, seed=96)
+        sheet_id = first("/v1/sheets", content=protocol.pack(images=images)).json()["sheet_id"]
+        assert apps[1].get(f"/v1/sheets/{sheet_id}").json()["views"] == 2
+        rgba = arrays(
+            second(f"/v1/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp)), "rgba"
+        )
+        np.testing.assert_allclose(
+            rgba["rgba"], reference_frames(tiny_model, images, udp), atol=1e-3
+        )
         assert [q.stats["sheets_encoded"] for q in queues] == [1, 1, 0]
 
-        assert second.delete(f"/v1/sheets/{sheet_id}").json()["deleted"] is True
-        gone = third.post(f"/v1/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp))
-        assert gone.status_code == 404 and "Upload the sheet again" in gone.json()["error"]
-    finally:
-        for queue in queues:
-            queue.stop()
-        import ray
+        weights = _tiny_anr_bytes(tmp_path / "anr.safetensors")
+        body = protocol.pack(weights=np.frombuffer(weights, np.uint8))
+        model_id = first("/v1/anr", content=body).json()["model_id"]
+        rng = np.random.default_rng(97)
+        passes = protocol.pack(
+            uv=rng.random((1, 32, 32, 4), np.float32), normal=rng.random((1, 32, 32, 4), np.float32)
+        )
+        shaded = [
+            arrays(post(f"/v1/anr/{model_id}/shade?identity=1", content=passes), "rgba")
+            for post in (first, second)
+        ]
+        np.testing.assert_array_equal(shaded[0]["rgba"], shaded[1]["rgba"])
 
+        portrait = sheet_images(views=1, size=64, seed=98)[0]  # a cut-out ellipse
+        portrait_id = first("/v1/portraits", content=protocol.pack(portrait=portrait)).json()[
+            "portrait_id"
+        ]
+        turned = [0.0] * 12 + [1.0, 0, 0, 0, 0] + [0.0, -10.0, 25.0]  # mouth "a", head turned
+        poses = protocol.pack(poses=np.array([turned], np.float32))
+        posed = [
+            arrays(post(f"/v1/portraits/{portrait_id}/reenact", content=poses), "rgba")
+            for post in (first, second)
+        ]
+        np.testing.assert_allclose(posed[0]["rgba"], posed[1]["rgba"], atol=1e-5)
+
+        for path in (f"/v1/sheets/{sheet_id}", f"/v1/portraits/{portrait_id}"):
+            assert apps[1].delete(path).json()["deleted"] is True
+        gone = third(f"/v1/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp))
+        assert gone.status_code == 404 and "Upload the sheet again" in gone.json()["error"]
+        assert apps[2].get(f"/v1/portraits/{portrait_id}").status_code == 404
+    finally:
+        for queue, library in zip(queues, libraries):
+            queue.stop()
+            library.stop()
         ray.kill(directory)
 
 
