@@ -22,6 +22,7 @@ from .ops import portrait as portrait_ops
 from .ops import pose as pose_ops
 from .ops import runtime as runtime_ops
 from .ops import shading as shading_ops
+from .ops import sheets as sheets_ops
 from .panels import anr as anr_panels
 from .panels import menus, sidebar
 from .panels import passes as passes_panels
@@ -33,6 +34,7 @@ CLASSES = (
     pose_props.MorphBinding,
     pose_props.MorphSettings,
     shading_props.CharacterSheetImage,
+    shading_props.SheetViewSettings,
     core_props.CharacterSettings,
     passes_props.PassSettings,
     shading_props.NeuralRenderSettings,
@@ -52,6 +54,12 @@ CLASSES = (
     shading_ops.ANIRENDER_OT_sheet_add_files,
     shading_ops.ANIRENDER_OT_sheet_add_image,
     shading_ops.ANIRENDER_OT_sheet_remove,
+    sheets_ops.ANIRENDER_OT_render_sheet_views,
+    sheets_ops.ANIRENDER_OT_sheet_set_udp,
+    sheets_ops.ANIRENDER_OT_sheet_clear_udp,
+    sheets_ops.ANIRENDER_OT_sheet_export_paint_over,
+    sheets_ops.ANIRENDER_OT_sheet_reload_painted,
+    sheets_ops.ANIRENDER_OT_estimate_sheet_udp,
     pose_ops.ANIRENDER_OT_pose_setup,
     pose_ops.ANIRENDER_OT_pose_keyframe,
     pose_ops.ANIRENDER_OT_pose_reset,

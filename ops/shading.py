@@ -27,7 +27,13 @@ from ..addon.shading import connection, shaded_frames
 from ..addon.shading.local_service import local_service, stop_local_service
 from ..addon.shading.sessions import ShadingSession, settings_from, test_connection
 from ..addon.shading.sheet_paths import relative_to
-from ..addon.shading.sheets import check_sheet_file, check_sheet_pixels, image_rgba, read_sheet
+from ..addon.shading.sheets import (
+    check_sheet_file,
+    check_sheet_pixels,
+    image_rgba,
+    read_sheet,
+    udp_beside,
+)
 from ..errors import AniRenderError
 from ..models.framing import shade_in_frame
 from ..words import counted
@@ -88,13 +94,28 @@ class ANIRENDER_OT_sheet_add_files(_SheetOperator, bpy.types.Operator):
             self.report({"ERROR"}, f"Nothing added. {exc}")
             return {"CANCELLED"}
         settings = character_settings(owner)
+        attached, refused = 0, []
         for path in paths:
             entry = settings.sheet.add()
             entry.filepath = (
                 relative_to(path, bpy.data.filepath) if bpy.data.filepath else str(path)
             )
+            udp, estimated, why = udp_beside(path)  # a view rendered with its UDP keeps it
+            if udp is not None:
+                entry.udp_filepath = (
+                    relative_to(udp, bpy.data.filepath) if bpy.data.filepath else str(udp)
+                )
+                entry.udp_estimated, attached = estimated, attached + 1
+            elif why:
+                refused.append(why)
         settings.sheet_index = len(settings.sheet) - 1
-        self.report({"INFO"}, f'{len(paths)} image(s) added to the sheet of "{owner.name}"')
+        for why in refused:
+            self.report({"WARNING"}, why)
+        self.report(
+            {"INFO"},
+            f'{len(paths)} image(s) added to the sheet of "{owner.name}"'
+            + (f", {attached} with the UDP beside it" if attached else ""),
+        )
         return {"FINISHED"}
 
 

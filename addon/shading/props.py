@@ -21,6 +21,61 @@ class CharacterSheetImage(bpy.types.PropertyGroup):
     filepath: StringProperty(
         name="File", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}
     )
+    udp_filepath: StringProperty(
+        name="UDP",
+        subtype="FILE_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        description="Where on the body each pixel of this view sits (a .udp.npz written "
+        "beside the image by Render Sheet Views or Estimate Sheet UDP, or a UDP pass of the "
+        "same size and framing); empty when the view has none",
+    )
+    udp_estimated: BoolProperty(
+        name="Estimated",
+        default=False,
+        description="The UDP was guessed from the picture by the CoNR parser, not rendered "
+        "from the character",
+    )
+
+
+VIEW_ITEMS = (
+    ("FRONT", "Front", "The face, camera at -Y"),
+    ("THREE_QUARTERS", "Three-Quarters", "Between the front and the character's left"),
+    ("LEFT", "Left", "The character's left side"),
+    ("BACK", "Back", "The back"),
+    ("RIGHT", "Right", "The character's right side"),
+    ("THREE_QUARTERS_RIGHT", "Three-Quarters Right", "Between the front and its right"),
+)
+POSE_ITEMS = (
+    ("REST", "Rest Pose", "The armature's rest pose"),
+    ("FRAME", "Frame", "The pose at the given frame"),
+)
+ENGINE_ITEMS = (
+    ("CYCLES", "Cycles", "The character's materials under the scene's lights"),
+    ("WORKBENCH", "Workbench", "Flat material colours, quick"),
+)
+
+
+class SheetViewSettings(bpy.types.PropertyGroup):
+    """Render Sheet Views' defaults of the scene (drawn in the Character Sheet panel)."""
+
+    views: EnumProperty(
+        name="Views",
+        items=VIEW_ITEMS,
+        options={"ENUM_FLAG"},
+        default={"FRONT", "LEFT", "BACK", "RIGHT"},
+    )
+    size: IntProperty(name="Size", default=512, min=16, max=4096, description="Square side")
+    pose: EnumProperty(name="Pose", items=POSE_ITEMS, default="REST")
+    frame: IntProperty(name="Frame", default=1)
+    engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="CYCLES")
+    samples: IntProperty(name="Samples", default=16, min=1, max=4096)
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        default="//sheet/",
+        description="Folder the views and their UDPs are written to (// is the .blend's)",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
 
 
 class NeuralRenderSettings(bpy.types.PropertyGroup):
