@@ -51,13 +51,17 @@ def create_app(
     info: dict | None = None,
     portraits: PortraitLibrary | None = None,
     shared=None,
+    jobs_refused: str = "",
 ) -> FastAPI:
     """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
     reenactment: the shipped weights, loaded on first use, unless one is given).
 
-    ``shared``: optional, with ``async publish(kind, key, payload)``, ``async fetch(kind,
+    ``shared``: optional, with ``async publish(kind, key, payload) -> bool`` (True: it was
+    there already, so the upload counts as cached), ``async fetch(kind,
     key) -> payload | None`` and ``async forget(kind, key) -> bool`` (kinds: "sheet",
-    "anr", "portrait"); what every copy of the app can read (the module's contract)."""
+    "anr", "portrait"); what every copy of the app can read (the module's contract).
+    ``jobs_refused``: when set, ``POST /v1/jobs`` answers 400 with this message (several
+    copies of the app: a job would live on one copy, and polls reach any)."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
@@ -173,7 +177,7 @@ def create_app(
         sheet_id = protocol.sheet_id(images)
         sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
         if shared:
-            await shared.publish("sheet", sheet_id, images)
+            cached = await shared.publish("sheet", sheet_id, images) or cached
         return {
             "sheet_id": sheet.sheet_id,
             "views": sheet.views,
@@ -216,6 +220,8 @@ def create_app(
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def submit_job(request: Request, sheet_id: str = Query(...)) -> dict:
         """Submit a whole sequence (``udp`` + ``frames``); poll it, fetch results, cancel."""
+        if jobs_refused:
+            raise AniRenderError(jobs_refused)
         sheet = await known_sheet(sheet_id)
         arrays = await read_arrays(request, ("udp", "frames"))
         udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
@@ -278,7 +284,7 @@ def create_app(
             raise protocol.WireError("ANR 'weights' are the file's bytes: a 1-D uint8 array.")
         key, model, cached = await asyncio.to_thread(anr_library().add, weights.tobytes())
         if shared:
-            await shared.publish("anr", key, weights.tobytes())
+            cached = await shared.publish("anr", key, weights.tobytes()) or cached
         return {"model_id": key, "identities": model.config.names(), "cached": cached}
 
     @app.post(
@@ -327,7 +333,7 @@ def create_app(
         image = protocol.check_portrait((await read_arrays(request, ("portrait",)))["portrait"])
         portrait, cached = await asyncio.wrap_future(portraits.add(image))
         if shared:
-            await shared.publish("portrait", portrait.portrait_id, image)
+            cached = await shared.publish("portrait", portrait.portrait_id, image) or cached
         return portrait_info(portrait, cached=cached)
 
     @app.get(f"{API}/portraits/{{portrait_id}}", responses=_ERRORS)

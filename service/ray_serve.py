@@ -17,9 +17,10 @@ directory, prepares it once and carries on; only what the directory no longer ho
 directory and from the replica that took the request; other replicas drop their copy
 when their cache needs the room.
 
-Sequence jobs (``/v1/jobs``) live on the replica that took the submission; with more
-than one replica, poll them through the same replica or use ``shade`` requests (the
-add-on does).
+Sequence jobs (``/v1/jobs``) would live on the replica that took the submission while
+the polls reach any replica, so with more than one replica (or ``auto``) a submission is
+refused (400) with a message saying to send ``shade`` requests (the add-on does) or to
+run one replica.
 
 Weights are read by every replica from the path the command resolved: on a cluster of
 several machines that path must exist on each (the shipped model travels with the
@@ -69,8 +70,11 @@ class UploadDirectory:
     def __init__(self, max_bytes: int = UPLOAD_DIRECTORY_BYTES):
         self._uploads = LruStore(4096, max_bytes, size_of=_nbytes)
 
-    def publish(self, kind: str, key: str, payload) -> None:
+    def publish(self, kind: str, key: str, payload) -> bool:
+        """Keep ``payload``; True when it was here already."""
+        known = f"{kind}/{key}" in self._uploads
         self._uploads.put(f"{kind}/{key}", payload)
+        return known
 
     def fetch(self, kind: str, key: str):
         return self._uploads.get(f"{kind}/{key}")
@@ -92,11 +96,11 @@ class SharedUploads:
     def _directory(self):
         return ray.get_actor(self.name, namespace=NAMESPACE)
 
-    async def publish(self, kind: str, key: str, payload) -> None:
+    async def publish(self, kind: str, key: str, payload) -> bool:
         try:
-            await self._directory().publish.remote(kind, key, payload)
+            return bool(await self._directory().publish.remote(kind, key, payload))
         except (ValueError, ray.exceptions.RayError):
-            pass
+            return False
 
     async def fetch(self, kind: str, key: str):
         try:
@@ -142,6 +146,7 @@ class ShaderReplica:
             info=self.info,
             portraits=self.portraits,
             shared=SharedUploads(self.settings["upload_directory"]),
+            jobs_refused=self.settings["jobs_refused"],
         )
 
     def __del__(self):
@@ -210,6 +215,13 @@ def deploy(
         "token": token,
         "max_request_bytes": int(max_request_mb * 2**20),
         "upload_directory": f"{app_name}-uploads",
+        "jobs_refused": ""
+        if options["num_replicas"] == 1
+        else (
+            "This service runs as several Ray Serve replicas, and a sequence job would "
+            "live on only one of them while its polls reach any: send the frames with "
+            "shade requests (the add-on does), or serve with --replicas 1."
+        ),
     }
     if port == 0:
         port = free_port(host)

@@ -108,8 +108,9 @@ def test_two_replicas_shade_like_the_plain_service(on_ray, plain, tiny_model):
     images, udp = sheet_images(seed=81), udp_frames(4, seed=82)
     sheet_id = upload(on_ray, images)
     assert upload(plain, images) == sheet_id
-    again = on_ray.post("/sheets", content=protocol.pack(images=images)).json()
-    assert again == {"sheet_id": sheet_id, "views": 2, "size": SIZE, "cached": True}
+    for _ in range(4):  # whichever replica takes it: the service has the sheet already
+        again = on_ray.post("/sheets", content=protocol.pack(images=images)).json()
+        assert again == {"sheet_id": sheet_id, "views": 2, "size": SIZE, "cached": True}
     expected = reference_frames(tiny_model, images, udp)
     np.testing.assert_allclose(shade(on_ray, sheet_id, udp), expected, atol=1e-3)
     np.testing.assert_allclose(shade(on_ray, sheet_id, udp), shade(plain, sheet_id, udp), atol=1e-3)
@@ -175,6 +176,13 @@ def test_errors_and_limits_are_the_plain_services(on_ray, plain):
 
     ours = on_ray.post(f"/sheets/{sheet_id}/shade", content=chunks())
     assert ours.status_code == 413 and "larger than the service accepts" in ours.json()["error"]
+    # a sequence job would live on one replica while its polls reach either: refused
+    jobs = on_ray.post(
+        "/jobs",
+        params={"sheet_id": sheet_id},
+        content=protocol.pack(udp=udp_frames(2), frames=np.arange(2)),
+    )
+    assert jobs.status_code == 400 and "shade requests" in jobs.json()["error"]
     assert on_ray.get("/health").json()["status"] == "ok"
 
 
