@@ -13,6 +13,7 @@ from .addon.core import prefs
 from .addon.core import props as core_props
 from .addon.passes import props as passes_props
 from .addon.pose import props as pose_props
+from .addon.shading import engine as shading_engine
 from .addon.shading import props as shading_props
 from .addon.shading import sheet_paths
 from .ops import anr as anr_ops
@@ -24,6 +25,7 @@ from .ops import runtime as runtime_ops
 from .ops import shading as shading_ops
 from .ops import sheets as sheets_ops
 from .panels import anr as anr_panels
+from .panels import engine as engine_panels
 from .panels import menus, sidebar
 from .panels import passes as passes_panels
 from .panels import pose as pose_panels
@@ -87,6 +89,9 @@ CLASSES = (
     shading_panels.ANIRENDER_PT_character_sheet,
     shading_panels.ANIRENDER_PT_neural_render,
     anr_panels.ANIRENDER_PT_anr,
+    shading_engine.AniRenderEngine,
+    engine_panels.ANIRENDER_PT_engine_shader,
+    engine_panels.ANIRENDER_PT_engine_characters,
 )
 
 
@@ -96,9 +101,13 @@ def register() -> None:
     core_props.attach()
     menus.add()
     sheet_paths.add_handlers()
+    shading_engine.add_handlers()
+    engine_panels.add_to_blender_panels()
 
 
 def unregister() -> None:
+    engine_panels.remove_from_blender_panels()
+    shading_engine.remove_handlers()
     sheet_paths.remove_handlers()
     menus.remove()
     core_props.detach()

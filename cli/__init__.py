@@ -17,6 +17,7 @@ from ..errors import AniRenderError
 _COMMANDS = (
     "demo",
     "passes",
+    "render",
     "sheet",
     "shade",
     "weights",

@@ -42,6 +42,15 @@ def pick_device(name: str) -> str:
     return name
 
 
+def refuse_open_host_without_token(host: str, token: str | None) -> None:
+    """The service binds off loopback only with a token (plain and Ray Serve alike)."""
+    if not is_loopback(host) and not token:
+        raise AniRenderError(
+            f"Refusing to listen on {host} without a token: anyone on the network could use "
+            f"it. Pass --token (or set {protocol.TOKEN_ENV}), or use --host 127.0.0.1."
+        )
+
+
 def build_queue(
     weights: str | None, device: str, max_batch: int, max_cache_bytes: int | None = 2 << 30
 ):
@@ -56,6 +65,7 @@ def build_queue(
     info = {
         "service": "anirender",
         "device": device,
+        "torch_threads": torch.get_num_threads(),
         "models": {
             "conr": {
                 "weights": path.name,
@@ -90,11 +100,7 @@ def serve(
     # fastapi: the app is built when serving starts, not for --help
     from .app import create_app
 
-    if not is_loopback(host) and not token:
-        raise AniRenderError(
-            f"Refusing to listen on {host} without a token: anyone on the network could use "
-            f"it. Pass --token (or set {protocol.TOKEN_ENV}), or use --host 127.0.0.1."
-        )
+    refuse_open_host_without_token(host, token)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,7 +139,11 @@ def serve(
     print(f"{protocol.PORT_LINE}{bound}", flush=True)
     print(f"anirender service on http://{host}:{bound} ({info['device']})", flush=True)
     if exit_with_stdin:
-        threading.Thread(target=_exit_on_eof, args=(server,), daemon=True).start()
+
+        def stop():
+            server.should_exit = True
+
+        threading.Thread(target=exit_on_eof, args=(stop,), daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
@@ -142,11 +152,11 @@ def serve(
         sock.close()
 
 
-def _exit_on_eof(server) -> None:
-    """Stop when the parent closes our stdin (or dies): no orphaned services."""
+def exit_on_eof(stop) -> None:
+    """Call ``stop()`` when the parent closes our stdin (or dies): no orphaned services."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     except (OSError, ValueError):
         pass
-    server.should_exit = True
+    stop()

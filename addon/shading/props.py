@@ -1,6 +1,7 @@
 """Property groups of the shading feature: a character's sheet entries
-(``Object.anirender.sheet``) and the Neural Render operators' scene defaults
-(``Scene.anirender.neural``)."""
+(``Object.anirender.sheet``), and the scene's shading settings (``Scene.anirender.neural``):
+the Neural Render operators' defaults and the AniRender render engine's settings (working
+size, weights, where the shader runs), shown in Render Properties."""
 
 from __future__ import annotations
 
@@ -106,4 +107,39 @@ class NeuralRenderSettings(bpy.types.PropertyGroup):
         name="Add to Sequencer",
         default=False,
         description="Place the shaded sequence as an image strip in the Video Sequencer",
+    )
+
+    # the render engine's own settings (Render Properties > AniRender), stored in the
+    # .blend so a farm worker renders the file as the artist set it up
+    shader: EnumProperty(
+        name="Shader",
+        items=(
+            (
+                "SHEET",
+                "Character Sheet",
+                "CoNR from the images of each character's sheet",
+            ),
+            ("ANR", "ANR Model", "The scene's trained ANR neural texture (ANR settings)"),
+        ),
+        default="SHEET",
+        description="What shades the characters when AniRender renders",
+    )
+    service_mode: EnumProperty(
+        name="Runs",
+        items=(
+            ("PREFERENCES", "As in Preferences", "Where the add-on's preferences say"),
+            ("IN_PROCESS", "In Blender", "The networks run inside Blender (needs torch here)"),
+            ("LOCAL", "Local Service", "A service the add-on starts on this machine"),
+            ("REMOTE", "Remote Service", "The service at the preferences' URL"),
+        ),
+        default="PREFERENCES",
+        description="Where the shader runs when this scene is rendered",
+    )
+    weights: StringProperty(
+        name="Weights",
+        subtype="FILE_PATH",
+        default="",
+        description="A .safetensors file (// is relative to the .blend) or a weights name; "
+        "empty: the preferences' weights, else the model shipped with AniRender",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
