@@ -271,7 +271,10 @@ def test_upload_directory_serves_apps_that_never_saw_the_upload(ray_cluster, tin
     queues = [ShadingQueue(tiny_model).start() for _ in range(3)]
     libraries = [PortraitLibrary(device="cpu") for _ in range(3)]
     apps = [
-        TestClient(create_app(q, portraits=lib, shared=SharedUploads("test-uploads")))
+        TestClient(
+            create_app(q, portraits=lib, shared=SharedUploads("test-uploads")),
+            headers={"Content-Type": protocol.NPZ_TYPE},
+        )
         for q, lib in zip(queues, libraries)
     ]
     first, second, third = (app.post for app in apps)
