@@ -51,7 +51,9 @@ def refuse_open_host_without_token(host: str, token: str | None) -> None:
         )
 
 
-def build_queue(weights: str | None, device: str, max_batch: int):
+def build_queue(
+    weights: str | None, device: str, max_batch: int, max_cache_bytes: int | None = 2 << 30
+):
     """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
     import numpy as np
     import torch
@@ -77,7 +79,8 @@ def build_queue(weights: str | None, device: str, max_batch: int):
         },
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    return ShadingQueue(model, max_batch=max_batch).start(), info
+    queue = ShadingQueue(model, max_batch=max_batch, max_sheet_bytes=max_cache_bytes)
+    return queue.start(), info
 
 
 def serve(
@@ -90,6 +93,7 @@ def serve(
     max_batch: int = 8,
     exit_with_stdin: bool = False,
     reenact_weights: str | None = None,
+    max_cache_mb: float = 2048,
 ) -> None:
     import uvicorn
 
@@ -110,7 +114,7 @@ def serve(
         ) from exc
     portraits = None
     try:
-        queue, info = build_queue(weights, device, max_batch)
+        queue, info = build_queue(weights, device, max_batch, int(max_cache_mb * 2**20))
         portraits = PortraitLibrary(reenact_weights, device=info["device"], max_batch=max_batch)
         if reenact_weights:
             portraits.load()
@@ -126,6 +130,7 @@ def serve(
         max_request_bytes=int(max_request_mb * 2**20),
         info=info,
         portraits=portraits,
+        local_only=is_loopback(host),
     )
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
