@@ -72,11 +72,17 @@ def frames_visited(scene, frames: list[int]) -> list[int]:
 
 
 def render_frames(
-    scene, frames: list[int], out: str | None = None, on_frame: Callable[[int], None] = None
+    scene,
+    frames: list[int],
+    out: str | None = None,
+    on_frame: Callable[[int], None] = None,
+    resume: bool = False,
 ) -> tuple[list[int], str]:
     """Render ``frames`` of ``scene`` through Blender's animation render; returns the
     frames rendered (the others were on disk or claimed by another worker) and the
-    output path they were written to."""
+    output path they were written to. ``resume``: these frames are this render's alone
+    (a chunk of ``anirender render --chunk``): frames on disk are kept (Overwrite off for
+    this render) and the empty placeholders an interrupted attempt left are rendered."""
     if scene.render.engine != ENGINE_ID:
         raise AniRenderError(
             f'Scene "{scene.name}" renders with {scene.render.engine}, not AniRender. Choose '
@@ -91,11 +97,17 @@ def render_frames(
                 on_frame(rendered_scene.frame_current)
 
     render = scene.render
-    kept = (scene.frame_start, scene.frame_end, render.filepath)
+    kept = (scene.frame_start, scene.frame_end, render.filepath, render.use_overwrite)
     pattern = output_pattern(scene, out)
     bpy.app.handlers.render_post.append(done)
     try:
         render.filepath = pattern
+        if resume:
+            render.use_overwrite = False
+            for frame in frames:
+                path = Path(bpy.path.abspath(render.frame_path(frame=frame)))
+                if path.is_file() and path.stat().st_size == 0:
+                    path.unlink()  # a placeholder: its render never finished
         for first, last in runs(sorted(set(frames))):
             scene.frame_start, scene.frame_end = first, last
             try:
@@ -106,5 +118,5 @@ def render_frames(
                 raise AniRenderError(message) from None
     finally:
         bpy.app.handlers.render_post.remove(done)
-        scene.frame_start, scene.frame_end, render.filepath = kept
+        scene.frame_start, scene.frame_end, render.filepath, render.use_overwrite = kept
     return rendered, bpy.path.abspath(pattern)
