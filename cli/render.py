@@ -37,6 +37,12 @@ def add_parser(subparsers) -> None:
         help="keep frames already written and render the rest, including placeholders an "
         "interrupted render left (for one render per output folder)",
     )
+    parser.add_argument(
+        "--movie",
+        type=Path,
+        default=None,
+        help="at the end, encode the frames as an H.264 MP4 at this path",
+    )
     ray = parser.add_argument_group('Ray (optional extra: pip install "anirender[ray]")')
     ray.add_argument(
         "--ray",
@@ -64,7 +70,13 @@ def run_render(args) -> int:
     from tqdm import tqdm
 
     # bpy: loaded when the command runs, not for --help (farm imports it)
-    from ..addon.shading.farm import enable_addon, frames_visited, open_scene, render_frames
+    from ..addon.shading.farm import (
+        enable_addon,
+        frames_visited,
+        open_scene,
+        render_frames,
+        write_movie,
+    )
 
     scene = open_scene(args.blend, args.scene)
     enable_addon()  # after opening: reading a file resets the add-ons to the preferences'
@@ -86,6 +98,8 @@ def run_render(args) -> int:
             done, pattern = render_frames(scene, chunk, args.out, frame_done, args.resume)
             rendered += done
     _report(rendered, len(visited), pattern)
+    if args.movie:
+        print(f"movie: {write_movie(scene, visited, args.out, args.movie)}")
     return 0
 
 
@@ -137,4 +151,11 @@ def _render_with_ray(args) -> int:
             ray.shutdown()
     print(f"{counted(len(chunks), 'chunk')} on Ray")
     _report(rendered, len(frames), out)
+    if args.movie:
+        # bpy: this process renders nothing, it only encodes the frames the tasks wrote
+        from ..addon.shading.farm import frames_visited, open_scene, write_movie
+
+        scene = open_scene(args.blend, args.scene)
+        visited = frames_visited(scene, frames)
+        print(f"movie: {write_movie(scene, visited, out, args.movie)}")
     return 0

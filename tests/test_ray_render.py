@@ -58,13 +58,16 @@ def _render(blend, out, *extra, env=None):
 def test_ray_chunks_equal_one_process_and_a_killed_worker_is_retried(toy_blend, tmp_path):
     """Frames 1-4 in two chunks of 2 on a local Ray cluster; the first worker of chunk 3-4
     exits (as if killed) right after writing frame 3. Ray runs that chunk again, which
-    keeps frame 3 and renders 4: every frame once, equal to one process's render."""
+    keeps frame 3 and renders 4: every frame once, equal to one process's render; then
+    the frames become one MP4."""
     alone, _ = _render(toy_blend, tmp_path / "alone")
     assert alone == [1, 2, 3, 4]
 
     marker = tmp_path / "crashed"
     env = dict(os.environ, ANIRENDER_RENDER_CRASH=f"3:{marker}", RAY_ADDRESS="")
-    rendered, done = _render(toy_blend, tmp_path / "ray", "--ray", "--chunk", "2", env=env)
+    movie = tmp_path / "movie" / "toy.mp4"
+    extra = ("--ray", "--chunk", "2", "--movie", str(movie))
+    rendered, done = _render(toy_blend, tmp_path / "ray", *extra, env=env)
     assert marker.is_file()  # the first attempt of chunk 3-4 died after frame 3
     assert "2 chunks on Ray" in done.stdout and "/4 [" in done.stderr  # tqdm's bar
     assert rendered == [1, 2, 4]  # 3 by the dead attempt, kept by the retry
@@ -78,6 +81,11 @@ def test_ray_chunks_equal_one_process_and_a_killed_worker_is_retried(toy_blend, 
         assert a.shape == b.shape == (96, 128, 4)
         assert (a[..., 3] > 0).mean() > 0.05
         assert np.abs(a - b).max() <= 2, name
+
+    import bpy
+
+    clip = bpy.data.movieclips.load(str(movie))  # assembled at the end, all four frames
+    assert clip.frame_duration == 4 and tuple(clip.size) == (128, 96)
 
 
 def test_without_ray_installed_ray_says_how_to_get_it(tmp_path, monkeypatch, capsys):

@@ -120,3 +120,55 @@ def render_frames(
         bpy.app.handlers.render_post.remove(done)
         scene.frame_start, scene.frame_end, render.filepath, render.use_overwrite = kept
     return rendered, bpy.path.abspath(pattern)
+
+
+def write_movie(scene, frames: list[int], out: str | None, movie: Path) -> Path:
+    """Encode the frames ``render_frames`` wrote for ``frames`` (to ``out``, else the
+    scene's output path) as an H.264 MP4 at ``movie``, over black, at the scene's frame
+    rate and output size, with Blender's FFmpeg output. Frames missing on disk (or still
+    an empty placeholder) stop it, naming the first one."""
+    render = scene.render
+    kept = render.filepath
+    try:
+        render.filepath = output_pattern(scene, out)
+        paths = [Path(bpy.path.abspath(render.frame_path(frame=f))) for f in sorted(frames)]
+    finally:
+        render.filepath = kept
+    missing = [p for p in paths if not p.is_file() or p.stat().st_size == 0]
+    if missing:
+        raise AniRenderError(
+            f"Cannot make the movie: frame file {missing[0]} is missing or empty "
+            f"({len(missing)} of {len(paths)}). Render those frames again, then add --movie."
+        )
+    folders = {p.parent for p in paths}
+    if len(folders) != 1:
+        raise AniRenderError("Cannot make the movie: the frames are in more than one folder.")
+    clip = bpy.data.scenes.new("AniRender movie")
+    try:
+        clip.render.fps, clip.render.fps_base = render.fps, render.fps_base
+        clip.render.resolution_x = render.resolution_x * render.resolution_percentage // 100
+        clip.render.resolution_y = render.resolution_y * render.resolution_percentage // 100
+        clip.render.resolution_percentage = 100
+        clip.frame_start, clip.frame_end = 1, len(paths)
+        editor = clip.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+        black = strips.new_effect("Black", "COLOR", channel=1, frame_start=1, length=len(paths))
+        black.color = (0.0, 0.0, 0.0)
+        image = strips.new_image("Frames", str(paths[0]), channel=2, frame_start=1)
+        for path in paths[1:]:
+            image.elements.append(path.name)
+        image.blend_type = "ALPHA_OVER"
+        settings = clip.render.image_settings
+        if hasattr(settings, "media_type"):
+            settings.media_type = "VIDEO"
+        settings.file_format = "FFMPEG"
+        clip.render.ffmpeg.format = "MPEG4"
+        clip.render.ffmpeg.codec = "H264"
+        clip.render.ffmpeg.constant_rate_factor = "HIGH"
+        movie.parent.mkdir(parents=True, exist_ok=True)
+        clip.render.filepath = str(movie)
+        clip.render.use_file_extension = False
+        bpy.ops.render.render(animation=True, scene=clip.name)
+    finally:
+        bpy.data.scenes.remove(clip)
+    return movie
