@@ -19,7 +19,7 @@ from pathlib import Path
 import ray
 
 from ..errors import AniRenderError
-from .render_chunks import ChunkCrashed, render_chunk
+from .render_chunks import ChunkCrashed, frames_text, render_chunk
 
 RETRIES = 3
 
@@ -69,12 +69,13 @@ def render_chunks_on_ray(
             try:
                 frames = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
-                cause = exc.as_instanceof_cause()
+                cause = exc.cause if exc.cause is not None else exc
                 if isinstance(cause, AniRenderError):
-                    raise AniRenderError(str(cause).splitlines()[-1]) from None
+                    raise AniRenderError(str(cause)) from None
+                last = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
                 raise AniRenderError(
-                    f"Frames {chunk[0]}-{chunk[-1]} failed {retries + 1} times; the last "
-                    f"error: {str(cause).strip().splitlines()[-1]}"
+                    f"Frames {frames_text(chunk)} failed {retries + 1} times; the last "
+                    f"error: {last}"
                 ) from None
             rendered += frames
             on_chunk(chunk, frames)
