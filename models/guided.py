@@ -434,6 +434,11 @@ def frame_sheet_view(image: np.ndarray, udp: np.ndarray, size: int, name: str = 
             f"{name}: the image is {image.shape[1]}x{image.shape[0]} but its UDP is "
             f"{udp.shape[1]}x{udp.shape[0]}; render them together at one size."
         )
+    if not (udp[..., 3] > OCCUPIED).any():
+        raise AniRenderError(
+            f"{name}: its UDP has no character pixel (V is 0 everywhere); render the view's "
+            "UDP with the character in frame."
+        )
     return frame_sample(image, udp.astype(np.float32), size)
 
 
