@@ -52,10 +52,12 @@ def run_eval_shade(args) -> int:
     if not characters:
         raise AniRenderError(f"The dataset in {args.data} has no characters.")
     if args.shader == "guided":
+        # torch: loaded when the command runs
         from ..models.guided import load_guided
 
         shade = evaluation.guided_shade_character(load_guided(args.weights, device=args.device))
     else:
+        # torch: loaded when the command runs
         from ..models.weights import load_conr
 
         shade = evaluation.conr_shade_character(load_conr(args.weights, device=args.device))

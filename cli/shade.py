@@ -116,6 +116,7 @@ def run_shade(args) -> int:
         else:
             sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
     if shader == "guided":
+        # torch: loaded only when the guided shader is used
         from ..models.guided import check_sheet
 
         check_sheet(np.stack(sheet), np.stack(sheet_udps))
@@ -137,6 +138,7 @@ def run_shade(args) -> int:
 
     print(f"shader: {shader} ({why})")
     if shader == "guided":
+        # torch: loaded only when the guided shader is used
         from ..models.guided import load_guided
 
         model = load_guided(args.guided_weights, device=args.device)

@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AniRenderError
+from .framing import frame_sample
 from .udp import check_udp
+from .weights import resolve_weights
 
 SAFETENSORS_FORMAT = "anirender-guided-1"
 #: the guided shader trained by ``anirender train guided`` and shipped (see BENCHMARKS.md)
@@ -61,7 +63,7 @@ TARGET_FEATURES = 4 + 1 + 1  # UDP, nearest distance, foreshortening
 @dataclass
 class GuidedConfig:
     k: int = 8
-    blend_hidden: int = 32
+    blend_hidden: int = 16
     width: int = 16  # full-resolution channels of the refinement
     half: int = 32  # half-resolution channels
     inner: int = 48  # quarter-resolution channels
@@ -426,8 +428,6 @@ class GuidedShader(nn.Module):
 def frame_sheet_view(image: np.ndarray, udp: np.ndarray, size: int, name: str = "sheet view"):
     """A full-size sheet image and its UDP, framed together (the official centred square
     around the character) and resized to ``size``: what ``encode_sheet`` takes."""
-    from .framing import frame_sample
-
     image, udp = np.asarray(image), np.asarray(udp)
     if image.shape[:2] != udp.shape[:2]:
         raise AniRenderError(
@@ -451,8 +451,6 @@ def load_guided(name_or_path=None, device="cpu") -> GuidedShader:
                 "or train one with `anirender train guided`."
             )
         return GuidedShader.from_safetensors(SHIPPED_GUIDED, device=device)
-    from .weights import resolve_weights
-
     path = resolve_weights(name_or_path)
     if path.is_dir():
         raise AniRenderError(f"{path} is a folder; the guided shader is one .safetensors file.")

@@ -68,6 +68,7 @@ def build_queue(weights: str | None, device: str, max_batch: int):
         },
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
+    # torch: the guided shader's module, with the model it serves
     from ..models.guided import SHIPPED_GUIDED, load_guided
 
     info["models"]["guided"] = {

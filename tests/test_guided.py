@@ -157,3 +157,61 @@ def test_bad_sheets_are_refused_with_a_message(case, message):
         udps = udps[:1]
     with pytest.raises(AniRenderError, match=message):
         GuidedShader().encode_sheet(images, udps)
+
+
+def _write_sheet_and_frames(character, root: Path, udp_size: int | None = None):
+    """Sheet PNGs with ``<stem>.udp.npz`` beside them, and a folder of target UDP frames."""
+    from PIL import Image
+
+    sheet, frames = root / "sheet", root / "frames"
+    sheet.mkdir()
+    frames.mkdir()
+    for v in range(4):
+        Image.fromarray(character.images[v]).save(sheet / f"view{v}.png")
+        udp = character.udps[v]
+        if udp_size is not None and v == 2:
+            udp = udp[:udp_size, :udp_size]
+        np.savez(sheet / f"view{v}.udp.npz", i=udp)
+    for t in range(4, 6):
+        np.savez(frames / f"frame{t:03d}.npz", i=character.udps[t])
+    return sheet, frames
+
+
+def test_shade_cli_takes_the_guided_road_when_every_view_has_its_udp(
+    fresh_characters, tmp_path, capsys
+):
+    from anirender.cli import main
+    from anirender.models.alpha import premultiplied
+    from anirender.models.metrics import image_metrics
+
+    _, _, characters = fresh_characters
+    character = characters[2]
+    sheet, frames = _write_sheet_and_frames(character, tmp_path)
+    out = tmp_path / "out"
+    assert main(["shade", "--sheet", str(sheet), "--udp", str(frames), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "shader: guided (every sheet view has its UDP)" in printed
+    from PIL import Image
+
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["frame004.png", "frame005.png"]
+    shaded = premultiplied(np.stack([np.asarray(Image.open(out / n)) for n in written]))
+    truth = premultiplied(character.images[4:6])
+    assert image_metrics(shaded, truth)["psnr"] > 24.0
+
+    # one view without its UDP: the image-only road, and it says so
+    (sheet / "view3.udp.npz").unlink()
+    main(["shade", "--sheet", str(sheet), "--udp", str(frames), "--out", str(tmp_path / "o2")])
+    assert "shader: conr (view3.png has no UDP)" in capsys.readouterr().out
+
+
+def test_shade_cli_refuses_a_view_whose_udp_differs_in_size(fresh_characters, tmp_path, capsys):
+    from anirender.cli import main
+
+    _, _, characters = fresh_characters
+    sheet, frames = _write_sheet_and_frames(characters[3], tmp_path, udp_size=128)
+    out = tmp_path / "out"
+    code = main(["shade", "--sheet", str(sheet), "--udp", str(frames), "--out", str(out)])
+    assert code == 2
+    assert "view2.png" in capsys.readouterr().err
+    assert not out.exists()

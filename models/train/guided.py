@@ -38,12 +38,12 @@ class TrainSettings:
     views: int = 4
     characters: int = 2  # characters per step
     targets: int = 4  # targets per character per step
-    crop: int = 128
+    crop: int = 96
     steps: int = 600
-    lr: float = 2e-3
+    lr: float = 3e-3
     seed: int = 0
     threads: int = 0
-    minutes: float = 0.0  # stop early after this long (0: no limit)
+    minutes: float = 0.0  # stop after this long, the learning rate annealed to it (0: no limit)
     config: dict = field(default_factory=lambda: asdict(GuidedConfig()))
 
 
@@ -102,10 +102,18 @@ def train(settings: TrainSettings, log=print) -> dict:
     config = GuidedConfig(**settings.config)
     model = GuidedShader(config)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.steps)
     losses = []
-    step = 0
+    done = 0
     for step in range(settings.steps):
+        # cosine learning rate over the steps, or over the minutes when those end first
+        progress = step / settings.steps
+        if settings.minutes:
+            progress = max(progress, (time.time() - started) / (settings.minutes * 60))
+        if progress >= 1.0:
+            log(f"stopping at step {step}: {settings.minutes} minutes are up")
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = settings.lr * 0.5 * (1.0 + np.cos(np.pi * progress))
         rng = np.random.default_rng([settings.seed, step])
         guide, truth = draw_step(characters, settings, rng, config.k)
         out = model(guide)
@@ -115,18 +123,15 @@ def train(settings: TrainSettings, log=print) -> dict:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        schedule.step()
         losses.append(float(loss))
+        done = step + 1
         if step % 25 == 0 or step == settings.steps - 1:
             log(f"step {step}: loss {np.mean(losses[-25:]):.4f} ({time.time() - started:.0f} s)")
-        if settings.minutes and time.time() - started > settings.minutes * 60:
-            log(f"stopping after {settings.minutes} minutes at step {step}")
-            break
     seconds = time.time() - started
     model.eval()
     settings.out.mkdir(parents=True, exist_ok=True)
     target = settings.out / MODEL_FILE
-    model.save_safetensors(target, metadata={"steps": step + 1, "seed": settings.seed})
+    model.save_safetensors(target, metadata={"steps": done, "seed": settings.seed})
     validation = None
     val = []
     for root in settings.data:
@@ -138,7 +143,7 @@ def train(settings: TrainSettings, log=print) -> dict:
         validation = evaluate_shading(val, guided_shade_character(model), settings.views)
     state = {
         "settings": json.loads(json.dumps(asdict(settings), default=str)),
-        "steps": step + 1,
+        "steps": done,
         "seconds": round(seconds, 1),
         "final_loss": float(np.mean(losses[-25:])),
         "validation": validation,
