@@ -123,7 +123,7 @@ def train(settings: TrainSettings, log=print) -> dict:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done = step + 1
         if step % 25 == 0 or step == settings.steps - 1:
             log(f"step {step}: loss {np.mean(losses[-25:]):.4f} ({time.time() - started:.0f} s)")
