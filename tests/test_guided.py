@@ -215,3 +215,20 @@ def test_shade_cli_refuses_a_view_whose_udp_differs_in_size(fresh_characters, tm
     assert code == 2
     assert "view2.png" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_guided_writes_weights_with_their_sha256(fresh_characters, tmp_path, capsys):
+    from anirender.cli import main
+    from anirender.models.guided import GuidedShader
+    from anirender.models.weights import sha256_file
+
+    _, root, _ = fresh_characters
+    out = tmp_path / "run"
+    args = ["train", "guided", "--data", str(root), "--out", str(out), "--steps", "3"]
+    assert main([*args, "--threads", "1", "--crop", "64"]) == 0
+    state = json.loads((out / "guided.json").read_text())
+    assert state["steps"] == 3 and state["sha256"] == sha256_file(out / "guided.safetensors")
+    assert state["validation"]["examples"] > 0
+    model = GuidedShader.from_safetensors(out / "guided.safetensors")
+    assert model.metadata["steps"] == "3"
+    assert "validation" in capsys.readouterr().out
