@@ -17,6 +17,8 @@ from ..errors import AniRenderError
 _COMMANDS = (
     "demo",
     "passes",
+    "render",
+    "sheet",
     "shade",
     "weights",
     "portrait",

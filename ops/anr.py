@@ -68,7 +68,12 @@ class ANIRENDER_OT_anr_capture(
     bl_options = {"REGISTER"}
     _scene_names = ("data_dir", "coarse")
 
-    data_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH", default="//anr_data/")
+    data_dir: StringProperty(
+        name="Capture Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//anr_data/",
+    )
     coarse: StringProperty(name="Coarse Meshes", default="")
     size: IntProperty(name="Size", default=256, min=32)
     samples: IntProperty(name="Samples", default=6, min=1)
@@ -99,8 +104,18 @@ class ANIRENDER_OT_anr_pair_images(
     bl_options = {"REGISTER"}
     _scene_names = ("data_dir", "coarse", "images_dir")
 
-    images_dir: StringProperty(name="Drawn Frames", subtype="DIR_PATH", default="")
-    data_dir: StringProperty(name="Capture Folder", subtype="DIR_PATH", default="//anr_data/")
+    images_dir: StringProperty(
+        name="Drawn Frames",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="",
+    )
+    data_dir: StringProperty(
+        name="Capture Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//anr_data/",
+    )
     coarse: StringProperty(name="Coarse Meshes", default="")
     identity: StringProperty(name="Identity", default="")
 
@@ -126,7 +141,9 @@ class ANIRENDER_OT_anr_pair_images(
 
 class _AnrRender(_FromScene, ModalJobOperator):
     size: EnumProperty(name="Size", items=_SIZES, default="256")
-    weights: StringProperty(name="ANR Model", subtype="FILE_PATH", default="")
+    weights: StringProperty(
+        name="ANR Model", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default=""
+    )
     identity: IntProperty(name="Identity", default=0, min=0)
     coarse: StringProperty(name="Coarse Meshes", default="")
 
@@ -205,7 +222,12 @@ class ANIRENDER_OT_anr_render_animation(FrameRangeSettings, _AnrRender, bpy.type
     bl_options = {"REGISTER"}
     _scene_names = ("size", "weights", "identity", "coarse", "output_dir")
 
-    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//anr/")
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//anr/",
+    )
     overwrite: BoolProperty(name="Overwrite", default=False)
 
     def make_job(self, context, guard):
@@ -246,7 +268,9 @@ class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
     bl_label = "Swap Texture Region (ANR)"
     bl_options = {"REGISTER"}
 
-    weights: StringProperty(name="ANR Model", subtype="FILE_PATH", default="")
+    weights: StringProperty(
+        name="ANR Model", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default=""
+    )
     target: IntProperty(name="Target Identity", default=0, min=0,
                         description="Identity whose texture changes")  # fmt: skip
     source: IntProperty(name="Source Identity", default=1, min=0,
@@ -263,9 +287,11 @@ class ANIRENDER_OT_anr_swap_texture(bpy.types.Operator):
         name="UV Box", size=4, default=(0.0, 0.0, 0.5, 0.5), min=0.0, max=1.0,
         description="u0, v0, u1, v1 of the rectangle to swap",
     )  # fmt: skip
-    mask: StringProperty(name="Mask Image", subtype="FILE_PATH", default="")
+    mask: StringProperty(
+        name="Mask Image", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default=""
+    )
     output: StringProperty(
-        name="Output", subtype="FILE_PATH", default="//anr_swapped.safetensors",
+        name="Output", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default="//anr_swapped.safetensors",
         description="Where the swapped model is written (a new file)",
     )  # fmt: skip
 

@@ -57,7 +57,12 @@ class ANIRENDER_OT_render_udp_passes(FrameRangeSettings, ModalJobOperator, bpy.t
     formats: EnumProperty(
         name="Formats", items=_FORMAT_ITEMS, options={"ENUM_FLAG"}, default={"EXR", "NPZ", "PNG"}
     )
-    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//passes/")
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//passes/",
+    )
     use_fast: BoolProperty(name="Fast Renderer", default=True)
     overwrite: BoolProperty(name="Overwrite", default=False)
     use_size: BoolProperty(name="Override Size", default=False)

@@ -133,6 +133,7 @@ class ANIRENDER_OT_import_portrait(ModalJobOperator, bpy.types.Operator, ImportH
         name="Portrait Image",
         description="Front view image (PAniC-3D: ortho/.../front.png; found automatically)",
         subtype="FILE_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
         default="",
     )
     use_attach_to_head: BoolProperty(

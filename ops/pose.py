@@ -254,7 +254,10 @@ class ANIRENDER_OT_render_pose_animation(ModalJobOperator, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     output_dir: StringProperty(
-        name="Output Folder", subtype="DIR_PATH", default="//pose_animation/"
+        name="Output Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//pose_animation/",
     )
     batch: IntProperty(
         name="Poses per Request", default=8, min=1, max=protocol.MAX_POSES,

@@ -13,11 +13,11 @@ class AnrSettings(bpy.types.PropertyGroup):
     """Scene defaults of the ANR operators (Scene.anirender.anr)."""
 
     data_dir: StringProperty(
-        name="Capture Folder", subtype="DIR_PATH", default="//anr_data/",
+        name="Capture Folder", subtype="DIR_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default="//anr_data/",
         description="Where training frames are captured (one folder per identity)",
     )  # fmt: skip
     images_dir: StringProperty(
-        name="Drawn Frames", subtype="DIR_PATH", default="",
+        name="Drawn Frames", subtype="DIR_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default="",
         description="Folder of drawn frames numbered like the animation's frames",
     )  # fmt: skip
     coarse: StringProperty(
@@ -26,9 +26,14 @@ class AnrSettings(bpy.types.PropertyGroup):
         "largest mesh of the character)",
     )  # fmt: skip
     weights: StringProperty(
-        name="ANR Model", subtype="FILE_PATH", default="",
+        name="ANR Model", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"}, default="",
         description="anr.safetensors written by 'anirender train anr'",
     )  # fmt: skip
     identity: IntProperty(name="Identity", default=0, min=0, description="Texture to render")
     size: EnumProperty(name="Size", items=_SIZES, default="256")
-    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH", default="//anr/")
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        default="//anr/",
+    )

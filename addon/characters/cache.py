@@ -90,7 +90,10 @@ def character_blend(kind: str) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    # The factory start-up file, not factory settings: the latter would also reset the
+    # preferences and so disable add-ons the caller enabled (a cache miss in a fresh clone
+    # must not change what a warm cache gives).
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     try:
         scene = bpy.context.scene
         armature = _recipe(kind).build(scene)
@@ -104,7 +107,7 @@ def character_blend(kind: str) -> Path:
             if stale != path:
                 stale.unlink(missing_ok=True)
     finally:
-        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
     return path
 
 

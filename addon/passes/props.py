@@ -16,6 +16,7 @@ class PassSettings(bpy.types.PropertyGroup):
     output_dir: StringProperty(
         name="Output Folder",
         subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
         default="//passes/",
         description="Folder the passes are written to (// is relative to the .blend)",
     )
