@@ -90,3 +90,57 @@ def test_bad_guided_sheets_get_a_clear_400(http, case, message):
     assert message in answer.json()["error"]
     cached = [s["sheet_id"] for s in http.get("/info").json()["sheets"]]
     assert protocol.sheet_id(images, udps) not in cached
+
+
+class _Directory:
+    """The upload directory's contract (``create_app``'s ``shared``) in one process, as
+    the Ray actor keeps it for the replicas (see tests/test_ray_serve.py)."""
+
+    def __init__(self):
+        self.uploads = {}
+
+    async def publish(self, kind, key, payload):
+        known = (kind, key) in self.uploads
+        self.uploads[kind, key] = payload
+        return known
+
+    async def fetch(self, kind, key):
+        return self.uploads.get((kind, key))
+
+    async def forget(self, kind, key):
+        return self.uploads.pop((kind, key), None) is not None
+
+
+def test_a_copy_that_never_saw_a_guided_sheet_shades_it_guided(tiny_conr_weights):
+    from fastapi.testclient import TestClient
+
+    from anirender.models.conr.model import CoNR
+    from anirender.models.guided import load_guided
+    from anirender.service.app import create_app
+    from anirender.service.portraits import PortraitLibrary
+    from anirender.service.queue import ShadingQueue
+    from anirender.service.sheet_shaders import SheetShaders
+
+    guided = load_guided()
+    conr = CoNR.from_safetensors(tiny_conr_weights)
+    directory = _Directory()
+    queues = [ShadingQueue(SheetShaders(conr, guided)).start() for _ in range(2)]
+    apps = [
+        TestClient(create_app(q, portraits=PortraitLibrary(device="cpu"), shared=directory))
+        for q in queues
+    ]
+    try:
+        images, udps = guided_sheet()
+        answer = apps[0].post("/v1/sheets", content=protocol.pack(images=images, udps=udps))
+        assert answer.status_code == 200, answer.text
+        sheet_id = answer.json()["sheet_id"]
+        assert apps[1].get(f"/v1/sheets/{sheet_id}").json()["shader"] == "guided"
+        udp = udp_frames(2)
+        shaded = apps[1].post(f"/v1/sheets/{sheet_id}/shade", content=protocol.pack(udp=udp))
+        assert shaded.headers[protocol.SHADER] == "guided"
+        rgba = protocol.unpack(shaded.content, ("rgba",), 1 << 28)["rgba"]
+        expected = guided.render(guided.encode_sheet(images, udps), udp)
+        np.testing.assert_allclose(rgba, expected, atol=2e-3)
+    finally:
+        for q in queues:
+            q.stop()
