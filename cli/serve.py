@@ -7,6 +7,7 @@ command line shows in ``ps``). Ray is optional: it is imported only for ``--ray`
 from __future__ import annotations
 
 import os
+import sys
 
 from ..errors import AniRenderError
 from ..service import protocol
@@ -23,7 +24,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
-        "--token", default=None, help=f"require this Bearer token (or ${protocol.TOKEN_ENV})"
+        "--token",
+        default=None,
+        help=f"require this Bearer token. Prefer setting ${protocol.TOKEN_ENV} instead: "
+        "a --token value shows in `ps` to every user of this computer",
     )
     parser.add_argument("--weights", default=None, help="weights name in the store, or a path")
     parser.add_argument(
@@ -33,6 +37,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--max-request-mb", type=float, default=256)
     parser.add_argument("--max-batch", type=int, default=8, help="frames per model call")
+    parser.add_argument(
+        "--max-cache-mb",
+        type=float,
+        default=2048,
+        help="memory for cached sheet encodings; the least recently used go first",
+    )
     parser.add_argument(
         "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
     )
@@ -56,6 +66,13 @@ def add_parser(subparsers) -> None:
 
 
 def _serve_command(args) -> int:
+    if args.token:
+        print(
+            f"note: --token is visible to every user of this computer (ps); set "
+            f"{protocol.TOKEN_ENV} instead.",
+            file=sys.stderr,
+            flush=True,
+        )
     token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
     if args.ray:
         return _serve_with_ray(args, token)
@@ -71,6 +88,7 @@ def _serve_command(args) -> int:
         max_batch=args.max_batch,
         exit_with_stdin=args.exit_with_stdin,
         reenact_weights=args.reenact_weights,
+        max_cache_mb=args.max_cache_mb,
     )
     return 0
 

@@ -125,6 +125,8 @@ class ANR(nn.Module):
     def __init__(self, config: ANRConfig | None = None):
         super().__init__()
         self.config = config = config or ANRConfig()
+        for name in CONFIG_BOUNDS:  # a model this version could not read back is not made
+            _check_field(name, getattr(config, name), "Choose a value in that range.")
         self.texture = NeuralTexture(
             config.identities, config.channels, config.texture_size, config.levels
         )
@@ -247,8 +249,26 @@ def save_anr(model: ANR, path, metadata: dict | None = None) -> None:
     os.replace(partial, path)
 
 
+#: what a config may ask for (field: (least, most)); the header's tensors must then match
+#: the shapes the config implies, so building the model costs no more than the file holds
+CONFIG_BOUNDS = {
+    "identities": (1, 1024),
+    "channels": (1, 256),
+    "texture_size": (2, 4096),
+    "levels": (1, 12),
+    "features": (3, 256),
+    "width": (1, 256),
+    "depth": (0, 6),
+}
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
 def read_anr(data: bytes | str, device="cpu") -> ANR:
-    """An ANR from safetensors bytes or a file path (no pickle anywhere)."""
+    """An ANR from safetensors bytes or a file path (no pickle anywhere).
+
+    The header is read first: the config must lie within ``CONFIG_BOUNDS`` and every
+    tensor the config implies must be in the file with that shape, before any tensor is
+    read or any layer built (a small file cannot ask for a large model)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -258,26 +278,113 @@ def read_anr(data: bytes | str, device="cpu") -> ANR:
         else:
             with open(data, "rb") as handle:
                 raw = handle.read()
-        tensors = load(raw)
-        meta = _metadata(raw)
-    except (SafetensorError, OSError, ValueError) as exc:
+        header = _header(raw)
+    except (OSError, ValueError) as exc:
         raise AniRenderError(f"Cannot read ANR weights: {exc}") from None
-    if meta.get("kind") != MODEL_KIND:
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
         raise AniRenderError("These weights are not an AniRender ANR model.")
+    config = _bounded_config(meta.get("config"))
+    _check_header_shapes(header, config)
     try:
-        fields = json.loads(meta["config"])
-        fields["identity_names"] = tuple(fields.get("identity_names", ()))
-        model = ANR(ANRConfig(**fields))
+        tensors = load(raw)
+    except (SafetensorError, ValueError) as exc:
+        raise AniRenderError(f"Cannot read ANR weights: {exc}") from None
+    try:
+        model = ANR(config)
         model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise AniRenderError(f"The ANR weights do not match their config: {exc}") from None
     return model.to(device).eval()
 
 
-def _metadata(raw: bytes) -> dict:
+def _header(raw: bytes) -> dict:
+    """The safetensors JSON header (tensor entries and ``__metadata__``)."""
+    if len(raw) < 8:
+        raise ValueError(f"the file has {len(raw)} bytes; a safetensors file has at least 8")
     length = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + length])
-    return header.get("__metadata__", {}) or {}
+    if length > len(raw) - 8:
+        raise ValueError(f"the header announces {length} bytes but the file has {len(raw)}")
+    try:
+        header = json.loads(raw[8 : 8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
+def _bounded_config(text) -> ANRConfig:
+    """The config from the metadata, each field of the right type and within bounds."""
+    try:
+        fields = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise AniRenderError("The ANR weights carry no readable config in their metadata.")
+    unknown = sorted(set(fields) - set(CONFIG_BOUNDS) - {"identity_names"})
+    if unknown:
+        raise AniRenderError(f"The ANR config has unknown fields: {', '.join(unknown)}.")
+    for name in CONFIG_BOUNDS:
+        _check_field(
+            name,
+            fields.get(name, getattr(ANRConfig, name)),
+            "The file is damaged or was not written by AniRender.",
+        )
+    names = fields.get("identity_names", [])
+    identities = fields.get("identities", ANRConfig.identities)
+    if (
+        not isinstance(names, list | tuple)
+        or len(names) > identities
+        or not all(isinstance(n, str) and len(n) <= 200 for n in names)
+    ):
+        raise AniRenderError(
+            f"The ANR config's identity_names must be at most {identities} names (text)."
+        )
+    fields["identity_names"] = tuple(names)
+    config = ANRConfig(**fields)
+    if config.texture_size >> (config.levels - 1) < 2:
+        raise AniRenderError(
+            f"The ANR config asks for a {config.texture_size}-texel texture with "
+            f"{config.levels} pyramid levels; it cannot have that many."
+        )
+    return config
+
+
+def _check_field(name: str, value, why: str) -> None:
+    least, most = CONFIG_BOUNDS[name]
+    if type(value) is not int or not least <= value <= most:
+        raise AniRenderError(
+            f"The ANR config's {name} is {value!r}; this version reads {least} to {most}. {why}"
+        )
+
+
+def _check_header_shapes(header: dict, config: ANRConfig) -> None:
+    """Every tensor the config implies, with its shape, and nothing else (no allocation:
+    the expected shapes come from a model built on torch's ``meta`` device)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ANR(config).state_dict().items()}
+    found = {}
+    for key, entry in header.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
+            raise AniRenderError(f"The ANR weights' entry {key!r} is not a tensor.")
+        if entry.get("dtype") not in _DTYPES:
+            raise AniRenderError(
+                f"The ANR weights' tensor {key!r} is {entry.get('dtype')!r}; expected floats."
+            )
+        found[key] = tuple(entry["shape"])
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or extra or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+            if keys
+        )
+        raise AniRenderError(
+            f"The ANR weights do not match their config ({detail}). Export the model again."
+        )
 
 
 # ----------------------------------------------------------------- shading service

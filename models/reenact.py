@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AniRenderError
+from ..errors import AniRenderError, quote_exception
 from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,8 +381,8 @@ def load_released_checkpoint(
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled classes, not a torch file, truncated
         raise AniRenderError(
-            f"{path.name} cannot be read as plain tensors (weights_only=True refused it: "
-            f"{str(exc).splitlines()[0][:160]}). Only checkpoints of plain tensors load."
+            f"{path.name} cannot be read as plain tensors ({quote_exception(exc, 160)}). "
+            "Only checkpoints of plain tensors load."
         ) from None
     if not isinstance(raw, dict):
         raise AniRenderError(f"{path.name} holds no state dict.")

@@ -16,10 +16,16 @@ class AnrLibrary:
     """Loaded ANR models by content id (least recently used dropped first); one model
     call at a time. Used by the service and by the in-process client."""
 
-    def __init__(self, device: str = "cpu", max_models: int = 8):
+    def __init__(self, device: str = "cpu", max_models: int = 8, max_bytes: int = 1 << 30):
         self.device = device
         self.max_models = max_models
-        self._models: LruStore[ANR] = LruStore(max_models)
+        self._models: LruStore[ANR] = LruStore(
+            max_models,
+            max_bytes,  # weights in memory, all models together
+            size_of=lambda model: sum(
+                t.nelement() * t.element_size() for t in model.state_dict().values()
+            ),
+        )
         self._lock = threading.Lock()  # one model call at a time
 
     @staticmethod

@@ -1,7 +1,10 @@
 """The HTTP face of the shader service (FastAPI). The wire format is in ``protocol``.
 
-Every request passes two gates before a handler sees it: the Bearer token (when the
-service has one) and the size limit (413 past ``max_request_bytes``, checked on the
+Every request passes gates before a handler sees it: the Bearer token (when the service
+has one); on a loopback bind, a loopback ``Host`` and, when a browser sends one, a
+loopback ``Origin`` (403: a web page, even through DNS rebinding, cannot drive the
+service); the npz content type on every POST (415: a page's "simple" cross-site POST
+cannot carry it); and the size limit (413 past ``max_request_bytes``, checked on the
 declared length and again while the body streams in). Handlers validate arrays with
 ``protocol`` (400 with a message) and hand frames to the ``ShadingQueue``.
 
@@ -37,11 +40,23 @@ _NPZ_BODY = {
 }
 _NPZ_ANSWER = {"content": {protocol.NPZ_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
 _ERROR = {"description": "JSON {error: message}"}
-_ERRORS = {400: _ERROR, 401: _ERROR, 404: _ERROR, 413: _ERROR}
+_ERRORS = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 413: _ERROR, 415: _ERROR}
+#: the names a loopback service answers to (``Host`` and ``Origin``)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    """The client hung up (mid-upload, or while its frames waited)."""
+
+
+#: how often a request waiting for its frames checks that its client is still there
+DISCONNECT_POLL_SECONDS = 0.2
+#: status logged for a request whose client hung up (nobody reads the answer)
+CLIENT_GONE = 499
 
 
 def create_app(
@@ -52,6 +67,7 @@ def create_app(
     portraits: PortraitLibrary | None = None,
     shared=None,
     jobs_refused: str = "",
+    local_only: bool = False,
 ) -> FastAPI:
     """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
     reenactment: the shipped weights, loaded on first use, unless one is given).
@@ -61,7 +77,8 @@ def create_app(
     key) -> payload | None`` and ``async forget(kind, key) -> bool`` (kinds: "sheet",
     "anr", "portrait"); what every copy of the app can read (the module's contract).
     ``jobs_refused``: when set, ``POST /v1/jobs`` answers 400 with this message (several
-    copies of the app: a job would live on one copy, and polls reach any)."""
+    copies of the app: a job would live on one copy, and polls reach any).
+    ``local_only`` (a loopback bind): requests must name a loopback ``Host``/``Origin``."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
@@ -75,12 +92,25 @@ def create_app(
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.middleware("http")
-    async def gates(request: Request, call_next):
+    def refusal(request: Request) -> JSONResponse | None:
+        """The gates (module docstring): the answer that refuses the request, or None."""
         if token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return error(401, "Missing or wrong service token (Authorization: Bearer ...).")
+        if local_only:
+            refused = _foreign_name(request.headers)
+            if refused:
+                return error(403, refused)
+        if request.method == "POST":
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != protocol.NPZ_TYPE:
+                return error(
+                    415,
+                    f"POST bodies are {protocol.NPZ_TYPE} (numpy.savez); got "
+                    f"{kind or 'no Content-Type'}. Send the header Content-Type: "
+                    f"{protocol.NPZ_TYPE}.",
+                )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -89,10 +119,11 @@ def create_app(
                 return error(400, "Content-Length is not a number.")
             if too_large:
                 return error(413, _too_large_message(max_request_bytes))
-        try:
-            return await call_next(request)
-        except _TooLarge:
-            return error(413, _too_large_message(max_request_bytes))
+        return None
+
+    # a plain ASGI middleware, not @app.middleware: that one wraps ``receive`` so that a
+    # handler never hears that its client hung up (``Request.is_disconnected``)
+    app.add_middleware(_Gates, refusal=refusal)
 
     @app.exception_handler(UnknownSheet)
     @app.exception_handler(UnknownJob)
@@ -108,23 +139,55 @@ def create_app(
     async def bad_request(request, exc):
         return error(400, str(exc))
 
+    abandoned = {"requests": 0}  # requests whose client hung up before the answer
+
+    @app.exception_handler(_ClientGone)
+    async def client_gone(request, exc):
+        abandoned["requests"] += 1
+        return Response(status_code=CLIENT_GONE)
+
     @app.exception_handler(_TooLarge)
     async def too_large(request, exc):
         return error(413, _too_large_message(max_request_bytes))
 
     async def read_arrays(request: Request, names: tuple[str, ...], optional=()) -> dict:
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_request_bytes:
-                raise _TooLarge()
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_request_bytes:
+                    raise _TooLarge()
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise _ClientGone() from None
         body = b"".join(chunks)
         if not body:
             raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
         return await asyncio.to_thread(
             protocol.unpack, body, names, 4 * max_request_bytes, tuple(optional)
         )
+
+    def client_of(request: Request) -> str:
+        """Whose work this is, for the queue's turns: the client's own name when it sends
+        one (``X-AniRender-Client``), else its address and port (one connection)."""
+        named = request.headers.get(protocol.CLIENT_HEADER, "").strip()[:64]
+        if named:
+            return "name:" + named
+        peer = request.client
+        return f"peer:{peer.host}:{peer.port}" if peer else "peer:unknown"
+
+    async def while_connected(request: Request, future):
+        """The result of a queue future; if the client hangs up first, the future is
+        cancelled, so its frames still waiting are dropped unshaded."""
+        waiting = asyncio.wrap_future(future)
+        while not waiting.done():
+            if await request.is_disconnected():
+                future.cancel()
+                raise _ClientGone()
+            await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_SECONDS)
+        return waiting.result()
 
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
@@ -141,7 +204,7 @@ def create_app(
         if isinstance(images, bytes):  # published with its views' UDPs (upload_sheet)
             arrays = protocol.unpack(images, ("images", "udps"), 4 * len(images))
             images, udps = arrays["images"], arrays["udps"]
-        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps))
+        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps=udps))
         return sheet
 
     # ------------------------------------------------------------------ endpoints
@@ -159,11 +222,12 @@ def create_app(
             "max_request_bytes": max_request_bytes,
             "max_batch": queue.max_batch,
             "queue_depth": queue.depth,
+            "sheet_cache": {"bytes": queue.sheet_bytes, "max_bytes": queue.max_sheet_bytes},
             "sheets": [
                 {"sheet_id": s.sheet_id, "views": s.views, "size": s.size, "shader": s.shader}
                 for s in queue.sheets()
             ],
-            "stats": dict(queue.stats),
+            "stats": {**queue.stats, "requests_abandoned": abandoned["requests"]},
             "reenact": {
                 "weights": portraits.weights_name,
                 "portraits": len(portraits.portraits()),
@@ -187,7 +251,8 @@ def create_app(
         if udps is not None:
             udps = await asyncio.to_thread(protocol.check_sheet_udps, udps, images)
         sheet_id = protocol.sheet_id(images, udps)
-        sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps))
+        future = queue.add_sheet(sheet_id, images, client_of(request), udps=udps)
+        sheet, cached = await asyncio.wrap_future(future)
         if shared:
             # a sheet with UDPs travels as one .npz (a sized payload for the directory)
             payload = images if udps is None else protocol.pack(images=images, udps=udps)
@@ -227,8 +292,8 @@ def create_app(
         sheet = await known_sheet(sheet_id)
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
-        future = queue.shade(sheet_id, udp)
-        rgba = await asyncio.wrap_future(future)
+        future = queue.shade(sheet_id, udp, client_of(request))
+        rgba = await while_connected(request, future)
         answer = await asyncio.to_thread(npz, rgba=rgba)
         answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
         answer.headers[protocol.SHADER] = sheet.shader
@@ -243,7 +308,7 @@ def create_app(
         arrays = await read_arrays(request, ("udp", "frames"))
         udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
         frames = protocol.check_frames(arrays["frames"], len(udp))
-        return queue.submit_job(sheet_id, udp, frames).progress()
+        return queue.submit_job(sheet_id, udp, frames, client_of(request)).progress()
 
     @app.get(f"{API}/jobs/{{job_id}}", responses=_ERRORS)
     def job_progress(job_id: str) -> dict:
@@ -383,6 +448,52 @@ def create_app(
         return await asyncio.to_thread(npz, rgba=rgba)
 
     return app
+
+
+class _Gates:
+    """ASGI middleware: answers an HTTP request with ``refusal(request)`` when that is
+    not None, else passes it on untouched."""
+
+    def __init__(self, app, refusal):
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            answer = self.refusal(Request(scope))
+            if answer is not None:
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(value: str) -> str:
+    """``127.0.0.1:8765`` -> ``127.0.0.1``; ``[::1]:8765`` -> ``::1``; lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _foreign_name(headers) -> str | None:
+    """Why a request to a loopback service is refused (a foreign Host or Origin), or None."""
+    from urllib.parse import urlsplit
+
+    host = headers.get("host")
+    if host is not None and _host_name(host) not in LOOPBACK_NAMES:
+        return (
+            f"This service on 127.0.0.1 answers only requests addressed to this computer; "
+            f"the Host header says {host!r}. Use http://127.0.0.1:<port>."
+        )
+    origin = headers.get("origin")
+    if origin is not None:
+        try:
+            name = urlsplit(origin).hostname or ""
+        except ValueError:
+            name = ""
+        if name not in LOOPBACK_NAMES:
+            return f"A web page from {origin!r} may not use the shader service on this computer."
+    return None
 
 
 def _too_large_message(limit: int) -> str:

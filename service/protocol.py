@@ -6,12 +6,14 @@ added ``udps`` to a sheet upload; a version 1 client (images only) is answered a
 - Arrays travel as a NumPy ``.npz`` archive (``numpy.savez``, uncompressed) with the
   content type ``application/x-npz``. Both ends read it with ``allow_pickle=False``, so an
   object array is refused, never unpickled. Before any member is read, the archive's
-  directory is checked: only the expected names, and no more than ``limit`` bytes once
-  unpacked (no zip bombs).
+  directory is checked: only the expected names, each once, stored (not compressed:
+  nothing unpacks to more than the body), and each .npy header announces plain numbers
+  that fit in their member.
 - Everything else (ids, options, progress, errors) is JSON; options go in the URL query.
 - Errors are JSON ``{"error": "<message for the artist>"}`` with status 400 (bad array:
-  wrong shape, dtype, NaN, out of range), 401 (token), 404 (unknown sheet or job),
-  413 (request too large), 503 (service stopping).
+  wrong shape, dtype, NaN, out of range), 401 (token), 403 (a foreign ``Host`` or
+  ``Origin`` at a loopback service), 404 (unknown sheet or job), 413 (request too
+  large), 415 (a POST body that is not ``application/x-npz``), 503 (service stopping).
 
 Arrays (H = W = the working size, a multiple of 128):
 
@@ -63,6 +65,8 @@ NPZ_TYPE = "application/x-npz"
 PORT_LINE = "ANIRENDER_SERVICE_PORT="
 DEFAULT_PORT = 8765
 TOKEN_ENV = "ANIRENDER_SERVICE_TOKEN"
+#: request header naming the client (the queue serves clients in turn); optional
+CLIENT_HEADER = "X-AniRender-Client"
 #: response header of ``shade``: seconds the model spent on the request's frames
 SHADING_SECONDS = "X-AniRender-Shading-Seconds"
 #: response header of ``shade``: which shader painted the frames (guided or conr)
@@ -88,17 +92,35 @@ def pack(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: dtype kinds that travel: bool, signed and unsigned integers, floats
+WIRE_KINDS = "biuf"
+MAX_NDIM = 8
+
+
 def unpack(
     data: bytes, names: tuple[str, ...], limit: int, optional: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
     """``.npz`` bytes -> the named arrays (and those of ``optional`` that are present);
-    anything else is a ``WireError``."""
+    anything else is a ``WireError``.
+
+    Members must be stored, not compressed (``numpy.savez``), so nothing unpacks to more
+    than the body's own size; each name appears once (``udp`` and ``udp.npy`` together
+    are refused); each .npy header is checked (plain numbers, a shape whose bytes fit in
+    the member) before its array is read, and the member checked is the member read."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise WireError(f"The body is not an .npz archive ({exc}).") from exc
-    found = {m.filename.removesuffix(".npy"): m for m in members}
+    found: dict[str, zipfile.ZipInfo] = {}
+    for member in members:
+        name = member.filename.removesuffix(".npy")
+        if name in found:
+            raise WireError(
+                f"The .npz archive holds '{name}' more than once ({found[name].filename}, "
+                f"{member.filename}); send each array once."
+            )
+        found[name] = member
     missing = [n for n in names if n not in found]
     if missing:
         raise WireError(f"The .npz archive lacks {', '.join(missing)} (it has {sorted(found)}).")
@@ -106,37 +128,62 @@ def unpack(
     extra = sorted(set(found) - set(names))
     if extra:
         raise WireError(f"Unexpected arrays in the .npz archive: {', '.join(extra)}.")
-    if sum(m.file_size for m in members) > limit:
-        raise WireError(f"The .npz archive unpacks to more than {limit} bytes.")
-    for name in names:
-        _check_declared_size(archive, found[name], name)
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED or member.compress_size != member.file_size:
+            raise WireError(
+                f"Array '{member.filename}' is compressed; the wire takes stored members only "
+                "(numpy.savez, not savez_compressed)."
+            )
+    if sum(m.file_size for m in members) > min(limit, len(data)):
+        raise WireError(f"The .npz archive unpacks to more than {min(limit, len(data))} bytes.")
     out = {}
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            for name in names:
-                out[name] = npz[name]
-    except Exception as exc:  # numpy raises many kinds on damaged members
-        raise WireError(f"Cannot read array from the .npz archive: {exc}") from exc
+    for name in names:
+        try:
+            with archive.open(found[name]) as stream:
+                shape, fortran, dtype = _read_header(stream, found[name], name)
+                out[name] = _read_array(stream, shape, fortran, dtype)
+        except WireError:
+            raise
+        except Exception as exc:  # numpy and zipfile raise many kinds on damaged members
+            raise WireError(f"Cannot read array '{name}' from the .npz archive: {exc}") from exc
     return out
 
 
-def _check_declared_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> None:
-    """The array an .npy header announces must fit in its member (no huge allocations)."""
+def _read_header(stream, member: zipfile.ZipInfo, name: str):
+    """(shape, fortran order, dtype) of an .npy member whose data fits in the member."""
     try:
-        with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            else:
-                raise ValueError(f"format version {version} is not used on the wire")
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"format version {version} is not used on the wire")
     except Exception as exc:
         raise WireError(f"Array '{name}' has no valid .npy header ({exc}).") from exc
     if dtype.hasobject:
         raise WireError(f"Array '{name}' holds Python objects; only plain numbers travel.")
-    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > member.file_size:
+    if dtype.kind not in WIRE_KINDS or dtype.itemsize == 0 or dtype.fields is not None:
+        raise WireError(f"Array '{name}' is {dtype}; only plain numbers travel.")
+    if len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+        raise WireError(f"Array '{name}' announces an impossible shape.")
+    count = 1
+    for dim in shape:  # Python integers: no overflow, however large the header's numbers
+        count *= dim
+    if count * dtype.itemsize > member.file_size:
         raise WireError(f"Array '{name}' announces more data than it holds.")
+    return shape, fortran, dtype
+
+
+def _read_array(stream, shape, fortran: bool, dtype: np.dtype) -> np.ndarray:
+    size = dtype.itemsize
+    for dim in shape:
+        size *= dim
+    buffer = bytearray(size)
+    got = stream.readinto(buffer) if size else 0
+    if got != size:
+        raise WireError(f"an array of {size} bytes is cut short at {got}")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def check_sheet(images: np.ndarray) -> np.ndarray:
@@ -188,11 +235,22 @@ def check_udp(udp: np.ndarray, size: int | None = None) -> np.ndarray:
     return udp_rule(udp, size, name="The UDP frames", error=WireError)
 
 
+#: Blender's frame numbers lie within +-MAX_FRAME
+MAX_FRAME = 1_048_574
+
+
 def check_frames(frames: np.ndarray, count: int) -> np.ndarray:
     if frames.dtype.kind not in "iu" or frames.shape != (count,):
         raise WireError(
             f"'frames' must be {count} integers, one per UDP frame; got {frames.dtype} "
             f"{frames.shape}."
+        )
+    if count and (
+        frames.max() > MAX_FRAME or (frames.dtype.kind == "i" and frames.min() < -MAX_FRAME)
+    ):
+        raise WireError(
+            f"Frame numbers must lie within +-{MAX_FRAME} (Blender's frame range); got "
+            f"{frames.min()} .. {frames.max()}."
         )
     return frames.astype(np.int64)
 

@@ -1,10 +1,16 @@
 """The shading queue: one worker thread owns the model and batches frames.
 
 Requests (from any number of HTTP connections) are split into single frames and put in
-one FIFO. The worker takes the oldest frame and, with it, the next waiting frames of the
-*same* sheet, up to ``max_batch``, and shades them in one model call; each frame's result
-goes back to the request it came from. Sheet encodings (the parser's work) are cached by
-sheet id, least recently used evicted first.
+a FIFO of their client (``client``: the caller's name for whoever sent them). The worker
+serves the clients in turn, one unit of work each: the oldest frame of the next client
+and, with it, the next waiting frames of the *same* sheet (any client's), up to
+``max_batch``, in one model call; or one sheet to encode. So a client with a long
+sequence queued cannot make another's single frame wait for all of it. Each frame's
+result goes back to the request it came from; a frame whose request is gone (``alive``
+false: a cancelled job, a client that hung up) is dropped unshaded.
+
+Sheet encodings (the parser's work) are cached by sheet id, bounded by count and by their
+bytes in memory (``max_sheet_bytes``), least recently used evicted first.
 
 The model is anything with ``encode_sheet(uint8 (V,H,W,4)) -> encoding`` and
 ``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; a sheet uploaded with its
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import AniRenderError
-from .store import LruStore
+from .store import LruStore, nbytes_of
 
 
 class UnknownSheet(AniRenderError):
@@ -53,6 +59,7 @@ class Sheet:
 class _Frame:
     """One frame waiting for the worker."""
 
+    client: str
     sheet_id: str
     udp: np.ndarray  # (H, W, 4)
     deliver: object  # callable(rgba (H, W, 4) | None, exc | None, model seconds)
@@ -61,6 +68,7 @@ class _Frame:
 
 @dataclass
 class _Encode:
+    client: str
     sheet_id: str
     images: np.ndarray
     future: Future
@@ -98,18 +106,38 @@ class SequenceJob:
 
 
 class ShadingQueue:
-    def __init__(self, model, max_batch: int = 8, max_sheets: int = 16, max_jobs: int = 32):
+    def __init__(
+        self,
+        model,
+        max_batch: int = 8,
+        max_sheets: int = 16,
+        max_jobs: int = 32,
+        max_sheet_bytes: int | None = 2 << 30,
+    ):
         self.model = model
         self.max_batch = max(1, int(max_batch))
         self.max_sheets = max_sheets
         self.max_jobs = max_jobs
-        self._sheets: LruStore[Sheet] = LruStore(max_sheets)
+        self.max_sheet_bytes = max_sheet_bytes
+        self._sheets: LruStore[Sheet] = LruStore(
+            max_sheets, max_sheet_bytes, size_of=lambda sheet: nbytes_of(sheet.encoding)
+        )
         self._jobs: OrderedDict[str, SequenceJob] = OrderedDict()
-        self._waiting: deque = deque()
+        #: names this run of the service: job ids start with it, so a job id from before a
+        #: restart is recognised as such
+        self.run_id = uuid.uuid4().hex[:8]
+        # client -> its waiting work, oldest first; served in turn (see module docstring)
+        self._waiting: OrderedDict[str, deque] = OrderedDict()
         self._lock = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
-        self.stats = {"frames_shaded": 0, "batches": 0, "largest_batch": 0, "sheets_encoded": 0}
+        self.stats = {
+            "frames_shaded": 0,
+            "frames_dropped": 0,  # their request was gone: cancelled job, client hung up
+            "batches": 0,
+            "largest_batch": 0,
+            "sheets_encoded": 0,
+        }
 
     # lifecycle --------------------------------------------------------------------------
     def start(self) -> ShadingQueue:
@@ -124,7 +152,8 @@ class ShadingQueue:
     def stop(self) -> None:
         with self._lock:
             self._running = False
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = [item for items in self._waiting.values() for item in items]
+            self._waiting = OrderedDict()
             self._lock.notify_all()
         for item in waiting:
             self._fail(item, QueueStopped("The shader service is shutting down."))
@@ -133,8 +162,14 @@ class ShadingQueue:
 
     @property
     def depth(self) -> int:
+        """Frames and sheets waiting for the worker, all clients together."""
         with self._lock:
-            return len(self._waiting)
+            return sum(len(items) for items in self._waiting.values())
+
+    @property
+    def sheet_bytes(self) -> int:
+        """Memory held by the cached sheet encodings."""
+        return self._sheets.bytes
 
     # sheets -----------------------------------------------------------------------------
     def sheet(self, sheet_id: str) -> Sheet:
@@ -157,7 +192,7 @@ class ShadingQueue:
                 raise UnknownSheet(f"Unknown character sheet '{sheet_id}'.")
 
     def add_sheet(
-        self, sheet_id: str, images: np.ndarray, udps: np.ndarray | None = None
+        self, sheet_id: str, images: np.ndarray, client: str = "", udps: np.ndarray | None = None
     ) -> Future:
         """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
         future: Future = Future()
@@ -166,15 +201,16 @@ class ShadingQueue:
             if cached is not None:
                 future.set_result((cached, True))
                 return future
-            self._put(_Encode(sheet_id, images, future, udps))
+            self._put(_Encode(client, sheet_id, images, future, udps))
         return future
 
     # frames -----------------------------------------------------------------------------
-    def shade(self, sheet_id: str, udp: np.ndarray) -> Future:
+    def shade(self, sheet_id: str, udp: np.ndarray, client: str = "", alive=None) -> Future:
         """Shade (B, H, W, 4) frames; the future gives float32 (B, H, W, 4).
 
         ``future.shading_seconds`` is then the model time spent on these frames (a
-        batch's time is shared among its frames).
+        batch's time is shared among its frames). Frames still waiting when the future
+        is cancelled, or when ``alive()`` turns false, are dropped unshaded.
         """
         sheet = self.sheet(sheet_id)
         future: Future = Future()
@@ -194,15 +230,30 @@ class ShadingQueue:
             if remaining[0] == 0:
                 future.set_result(out)
 
+        def wanted() -> bool:
+            return not future.done() and (alive is None or alive())
+
         with self._lock:
             for i in range(len(udp)):
-                self._put(_Frame(sheet.sheet_id, udp[i], lambda r, e, s, i=i: deliver(i, r, e, s)))
+                self._put(
+                    _Frame(
+                        client,
+                        sheet.sheet_id,
+                        udp[i],
+                        lambda r, e, s, i=i: deliver(i, r, e, s),
+                        alive=wanted,
+                    )
+                )
         return future
 
     # jobs -------------------------------------------------------------------------------
-    def submit_job(self, sheet_id: str, udp: np.ndarray, frames: np.ndarray) -> SequenceJob:
+    def submit_job(
+        self, sheet_id: str, udp: np.ndarray, frames: np.ndarray, client: str = ""
+    ) -> SequenceJob:
         sheet = self.sheet(sheet_id)
-        job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size, shader=sheet.shader)
+        job = SequenceJob(
+            f"{self.run_id}-{uuid.uuid4().hex}", sheet_id, frames, sheet.size, shader=sheet.shader
+        )
 
         def deliver(i, rgba, exc, seconds):
             if job.state != "running":
@@ -220,6 +271,7 @@ class ShadingQueue:
             for i in range(len(udp)):
                 self._put(
                     _Frame(
+                        client,
                         sheet_id,
                         udp[i],
                         lambda r, e, s, i=i: deliver(i, r, e, s),
@@ -232,7 +284,16 @@ class ShadingQueue:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise UnknownJob(f"Unknown job '{job_id}'; it finished long ago or never existed.")
+            run = job_id.split("-", 1)[0] if "-" in job_id else None
+            if run is not None and run != self.run_id:
+                raise UnknownJob(
+                    f"Job '{job_id}' was submitted to an earlier run of the shader service; "
+                    "it has restarted since and its frames are gone. Submit the sequence again."
+                )
+            raise UnknownJob(
+                f"Unknown job '{job_id}': this service has no such job (finished jobs are "
+                f"kept until {self.max_jobs} newer ones arrive). Submit the sequence again."
+            )
         return job
 
     def cancel_job(self, job_id: str) -> SequenceJob:
@@ -257,35 +318,58 @@ class ShadingQueue:
         # called with the lock held
         if not self._running:
             raise QueueStopped("The shader service is not running.")
-        self._waiting.append(item)
+        self._waiting.setdefault(item.client, deque()).append(item)
         self._lock.notify()
 
     def _take(self):
-        """The next unit of work: an _Encode, or a batch of _Frames of one sheet."""
+        """The next unit of work: an _Encode, or a batch of _Frames of one sheet. The
+        client served is the one first in turn; it then goes to the back of the line."""
         with self._lock:
             while self._running and not self._waiting:
                 self._lock.wait()
             if not self._running:
                 return None
-            first = self._waiting.popleft()
-            if isinstance(first, _Encode):
-                return first
-            batch, rest = [first], deque()
-            while self._waiting and len(batch) < self.max_batch:
-                item = self._waiting.popleft()
-                if isinstance(item, _Frame) and item.sheet_id == first.sheet_id:
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            rest.extend(self._waiting)
-            self._waiting = rest
+            first = None
+            while first is None and self._waiting:
+                client, items = next(iter(self._waiting.items()))
+                first = items.popleft()
+                self._waiting.move_to_end(client)
+                if isinstance(first, _Frame) and first.alive is not None and not first.alive():
+                    first = None  # its request is gone: drop it unshaded
+                    self.stats["frames_dropped"] += 1
+                self._drop_empty()
+            if first is None or isinstance(first, _Encode):
+                return first if first is not None else []
+            batch = [first]
+            own = self._waiting.get(client)
+            others = [items for c, items in self._waiting.items() if c != client]
+            for items in ([own] if own is not None else []) + others:
+                kept = deque()
+                while items:
+                    item = items.popleft()
+                    if (
+                        len(batch) < self.max_batch
+                        and isinstance(item, _Frame)
+                        and item.sheet_id == first.sheet_id
+                    ):
+                        batch.append(item)
+                    else:
+                        kept.append(item)
+                items.extend(kept)
+            self._drop_empty()
             return batch
+
+    def _drop_empty(self) -> None:
+        for client in [c for c, items in self._waiting.items() if not items]:
+            del self._waiting[client]
 
     def _work(self) -> None:
         while True:
             work = self._take()
             if work is None:
                 return
+            if not work:
+                continue
             if isinstance(work, _Encode):
                 self._encode(work)
             else:
@@ -308,7 +392,10 @@ class ShadingQueue:
         item.future.set_result((sheet, False))
 
     def _shade(self, batch: list[_Frame]) -> None:
-        batch = [f for f in batch if f.alive is None or f.alive()]
+        wanted = [f for f in batch if f.alive is None or f.alive()]
+        with self._lock:
+            self.stats["frames_dropped"] += len(batch) - len(wanted)
+        batch = wanted
         if not batch:
             return
         start = time.perf_counter()

@@ -147,6 +147,8 @@ class ShaderReplica:
             portraits=self.portraits,
             shared=SharedUploads(self.settings["upload_directory"]),
             jobs_refused=self.settings["jobs_refused"],
+            # a loopback deployment refuses foreign Host/Origin (DNS rebinding), as plain
+            local_only=is_loopback(self.settings.get("host", "")),
         )
 
     def __del__(self):
@@ -213,6 +215,7 @@ def deploy(
         "max_batch": max_batch,
         "reenact_weights": str(Path(reenact_weights).expanduser()) if reenact_weights else None,
         "token": token,
+        "host": host,
         "max_request_bytes": int(max_request_mb * 2**20),
         "upload_directory": f"{app_name}-uploads",
         "jobs_refused": ""

@@ -52,7 +52,9 @@ def refuse_open_host_without_token(host: str, token: str | None) -> None:
         )
 
 
-def build_queue(weights: str | None, device: str, max_batch: int):
+def build_queue(
+    weights: str | None, device: str, max_batch: int, max_cache_bytes: int | None = 2 << 30
+):
     """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
     import numpy as np
     import torch
@@ -86,7 +88,8 @@ def build_queue(weights: str | None, device: str, max_batch: int):
         "used_for": "sheets uploaded with each view's UDP",
     }
     shaders = SheetShaders(model, load_guided=lambda: load_guided(device=device))
-    return ShadingQueue(shaders, max_batch=max_batch).start(), info
+    queue = ShadingQueue(shaders, max_batch=max_batch, max_sheet_bytes=max_cache_bytes)
+    return queue.start(), info
 
 
 def serve(
@@ -99,6 +102,7 @@ def serve(
     max_batch: int = 8,
     exit_with_stdin: bool = False,
     reenact_weights: str | None = None,
+    max_cache_mb: float = 2048,
 ) -> None:
     import uvicorn
 
@@ -119,7 +123,7 @@ def serve(
         ) from exc
     portraits = None
     try:
-        queue, info = build_queue(weights, device, max_batch)
+        queue, info = build_queue(weights, device, max_batch, int(max_cache_mb * 2**20))
         portraits = PortraitLibrary(reenact_weights, device=info["device"], max_batch=max_batch)
         if reenact_weights:
             portraits.load()
@@ -135,6 +139,7 @@ def serve(
         max_request_bytes=int(max_request_mb * 2**20),
         info=info,
         portraits=portraits,
+        local_only=is_loopback(host),
     )
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -85,3 +85,28 @@ class LruStore(Generic[Value]):
     def bytes(self) -> int:
         with self._lock:
             return self._bytes
+
+
+def nbytes_of(value) -> int:
+    """Memory held by the arrays and tensors in ``value`` (nested lists, tuples, dicts
+    and dataclass-like objects), without importing torch: numpy arrays by ``nbytes``,
+    tensors by ``element_size() * nelement()``."""
+    seen: set[int] = set()
+
+    def walk(item) -> int:
+        if id(item) in seen:
+            return 0
+        seen.add(id(item))
+        if hasattr(item, "element_size") and hasattr(item, "nelement"):
+            return int(item.element_size()) * int(item.nelement())
+        if hasattr(item, "nbytes") and hasattr(item, "dtype"):
+            return int(item.nbytes)
+        if isinstance(item, dict):
+            return sum(walk(v) for v in item.values())
+        if isinstance(item, list | tuple):
+            return sum(walk(v) for v in item)
+        if hasattr(item, "__dict__"):
+            return sum(walk(v) for v in vars(item).values())
+        return 0
+
+    return walk(value)

@@ -318,3 +318,53 @@ def test_makehuman_head_yaw(makehuman_character):
     turned = _head_delta(bpy, makehuman_character, "head")
     # the walk poses the neck too: the slider adds a 20 degree turn about the armature's Z
     np.testing.assert_allclose(turned @ straight.T, _rotation("Z", 20.0), atol=1e-4)
+
+
+# ------------------------------------------------------------------- VRoid face keys
+
+#: the face keys of a VRoid Studio model (VRM 0.x export; names as VRoid writes them)
+VROID_FACE = (
+    "Fcl_ALL_Neutral Fcl_ALL_Angry Fcl_ALL_Fun Fcl_ALL_Joy Fcl_ALL_Sorrow Fcl_ALL_Surprised "
+    "Fcl_BRW_Angry Fcl_BRW_Fun Fcl_BRW_Joy Fcl_BRW_Sorrow Fcl_BRW_Surprised "
+    "Fcl_EYE_Natural Fcl_EYE_Angry Fcl_EYE_Close Fcl_EYE_Close_R Fcl_EYE_Close_L "
+    "Fcl_EYE_Fun Fcl_EYE_Joy Fcl_EYE_Sorrow Fcl_EYE_Surprised "
+    "Fcl_MTH_A Fcl_MTH_I Fcl_MTH_U Fcl_MTH_E Fcl_MTH_O"
+).split()
+
+
+@pytest.mark.parametrize("prefix", ["", "Face.M_F00_000_00_"])
+def test_vroid_brow_keys_move_the_brow_sliders(prefix):
+    found = match_key_names([prefix + name for name in VROID_FACE])
+    for side in "lr":
+        assert found[f"brow_angry_{side}"] == [(prefix + "Fcl_BRW_Angry", 0.5)]
+        assert found[f"brow_raised_{side}"] == [(prefix + "Fcl_BRW_Surprised", 0.5)]
+        assert found[f"brow_lowered_{side}"] == [(prefix + "Fcl_BRW_Sorrow", 0.5)]
+    assert found["eye_closed_l"] == [(prefix + "Fcl_EYE_Close_L", 1.0)]
+    assert found["mouth_a"] == [(prefix + "Fcl_MTH_A", 1.0)]
+
+
+@pytest.mark.parametrize("lift", ["Fcl_BRW_Joy", "Fcl_BRW_Fun"])
+def test_vroid_joy_or_fun_brows_raise_when_there_is_no_surprised_brow(lift):
+    found = match_key_names(["Fcl_BRW_Angry", lift, "Fcl_BRW_Sorrow"])
+    assert found["brow_raised_l"] == found["brow_raised_r"] == [(lift, 0.5)]
+
+
+def test_vroid_face_mesh_in_blender_binds_its_brow_keys(blender):
+    from anirender.addon.pose.sliders import find_shape_keys
+
+    bpy = blender
+    bpy.ops.mesh.primitive_uv_sphere_add()
+    face = bpy.context.active_object
+    face.name = "Face"
+    face.shape_key_add(name="Basis")
+    for name in VROID_FACE:
+        face.shape_key_add(name="Face.M_F00_000_00_" + name, from_mix=False)
+    found = find_shape_keys([face])
+    assert {t: keys[0][1] for t, keys in found.items() if t.startswith("brow")} == {
+        "brow_angry_l": "Face.M_F00_000_00_Fcl_BRW_Angry",
+        "brow_angry_r": "Face.M_F00_000_00_Fcl_BRW_Angry",
+        "brow_raised_l": "Face.M_F00_000_00_Fcl_BRW_Surprised",
+        "brow_raised_r": "Face.M_F00_000_00_Fcl_BRW_Surprised",
+        "brow_lowered_l": "Face.M_F00_000_00_Fcl_BRW_Sorrow",
+        "brow_lowered_r": "Face.M_F00_000_00_Fcl_BRW_Sorrow",
+    }

@@ -32,7 +32,8 @@ pytestmark = [
 ]
 
 TOKEN = "ray-s3cret"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: the token, and the content type every POST body carries (GETs ignore it)
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": protocol.NPZ_TYPE}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ def on_ray(ray_service):
 
 @pytest.fixture
 def plain(shader_service):
-    with httpx.Client(base_url=shader_service.url + "/v1", timeout=120) as client:
+    npz = {"Content-Type": protocol.NPZ_TYPE}
+    with httpx.Client(base_url=shader_service.url + "/v1", timeout=120, headers=npz) as client:
         yield client
 
 
@@ -275,7 +277,10 @@ def test_upload_directory_serves_apps_that_never_saw_the_upload(ray_cluster, tin
     queues = [ShadingQueue(tiny_model).start() for _ in range(3)]
     libraries = [PortraitLibrary(device="cpu") for _ in range(3)]
     apps = [
-        TestClient(create_app(q, portraits=lib, shared=SharedUploads("test-uploads")))
+        TestClient(
+            create_app(q, portraits=lib, shared=SharedUploads("test-uploads")),
+            headers={"Content-Type": protocol.NPZ_TYPE},
+        )
         for q, lib in zip(queues, libraries)
     ]
     first, second, third = (app.post for app in apps)

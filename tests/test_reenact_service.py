@@ -66,7 +66,10 @@ def test_service_reenacts_as_in_process(shader_service):
 
     # the same pixels are cached under the same id; a forgotten portrait is uploaded again
     again = httpx.post(
-        shader_service.url + "/v1/portraits", content=protocol.pack(portrait=portrait), timeout=60
+        shader_service.url + "/v1/portraits",
+        content=protocol.pack(portrait=portrait),
+        headers={"Content-Type": protocol.NPZ_TYPE},
+        timeout=60,
     ).json()
     assert again["portrait_id"] == portrait_id and again["cached"]
     assert httpx.delete(f"{shader_service.url}/v1/portraits/{portrait_id}").status_code == 200
@@ -91,7 +94,12 @@ def test_bad_portraits_and_poses_get_a_clear_400(shader_service, arrays, message
     http = HttpClient(shader_service.url)
     portrait_id = http.upload_portrait(portrait_image(32, 32))
     path = "/v1/portraits" if "portrait" in arrays else f"/v1/portraits/{portrait_id}/reenact"
-    answer = httpx.post(shader_service.url + path, content=protocol.pack(**arrays), timeout=60)
+    answer = httpx.post(
+        shader_service.url + path,
+        content=protocol.pack(**arrays),
+        headers={"Content-Type": protocol.NPZ_TYPE},
+        timeout=60,
+    )
     assert answer.status_code == 400
     assert re.search(message, answer.json()["error"])
 
@@ -102,7 +110,8 @@ def test_unknown_portrait_is_404_and_the_token_guards_portraits(tiny_conr_weight
         body = protocol.pack(portrait=portrait_image(32, 32))
         assert httpx.post(s.url + "/v1/portraits", content=body).status_code == 401
         good = {"Authorization": "Bearer s3cret"}
-        answer = httpx.post(s.url + "/v1/portraits/nope/reenact", headers=good, content=b"x")
+        npz = {**good, "Content-Type": protocol.NPZ_TYPE}
+        answer = httpx.post(s.url + "/v1/portraits/nope/reenact", headers=npz, content=b"x")
         assert answer.status_code == 404 and "Upload the portrait again" in answer.json()["error"]
         info = httpx.get(s.url + "/v1/info", headers=good).json()
         assert info["models"]["reenact"]["weights"] == "reenact_small.safetensors"

@@ -32,7 +32,8 @@ def tiny_model(tiny_conr_weights):
 
 @pytest.fixture
 def http(shader_service):
-    with httpx.Client(base_url=shader_service.url + "/v1", timeout=120) as client:
+    headers = {"Content-Type": protocol.NPZ_TYPE}
+    with httpx.Client(base_url=shader_service.url + "/v1", timeout=120, headers=headers) as client:
         yield client
 
 

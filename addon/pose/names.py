@@ -1,8 +1,14 @@
 """Which shape-key names express which of the 17 expression targets (no bpy here).
 
 Names are compared after ``normalise_name``: Unicode NFKC (full-width ２ -> 2, half-width
-katakana -> full-width), lower case, a trailing ``.001``-style suffix removed, and
-spaces, ``_``, ``-`` and ``.`` dropped (so ``Blink_L``, ``blink.l`` and ``BLINK L`` meet).
+katakana -> full-width), lower case, a trailing ``.001``-style suffix removed, a VRoid
+mesh/material prefix dropped (``Face.M_F00_000_00_Fcl_BRW_Angry`` -> ``Fcl_BRW_Angry``),
+and spaces, ``_``, ``-`` and ``.`` dropped (so ``Blink_L``, ``blink.l`` and ``BLINK L``
+meet).
+
+VRoid's brow keys have no left/right halves: ``Fcl_BRW_Angry`` -> brow_angry,
+``Fcl_BRW_Surprised`` (else ``Fcl_BRW_Joy``, else ``Fcl_BRW_Fun``: both lift the brows)
+-> brow_raised, ``Fcl_BRW_Sorrow`` (the troubled brow, as MMD's 困る) -> brow_lowered.
 
 Each target has a list of *recipes* in order of preference; a recipe is one or more
 ``(shape key name, weight)`` pairs that must all exist on the same mesh. Separate left /
@@ -25,10 +31,17 @@ from ...models.pose_vector import (
     PAIRED_SEMANTICS,
 )
 
+#: VRoid's face keys (``Fcl_<group>_<name>``), which some exports prefix with the mesh
+#: and material (``Face.M_F00_000_00_Fcl_BRW_Angry``): the prefix is dropped
+_VROID_KEY = re.compile(r"fcl_(?:all|brw|eye|mth|ha|hair)_", re.IGNORECASE)
+
 
 def normalise_name(name: str) -> str:
     text = unicodedata.normalize("NFKC", name).strip().lower()
     text = re.sub(r"\.\d{3}$", "", text)
+    vroid = _VROID_KEY.search(text)
+    if vroid:
+        text = text[vroid.start() :]
     return re.sub(r"[\s_\-.]+", "", text)
 
 
@@ -201,7 +214,15 @@ BOTH_RECIPES = {
         "eye surprised",
     ),
     "brow_angry": _one("怒り眉", "怒り2", "怒り", "Fcl_BRW_Angry", "angry", "brow angry"),
-    "brow_raised": _one("上", "Fcl_BRW_Surprised", "browInnerUp", "brow raised", "brows up"),
+    "brow_raised": _one(
+        "上",
+        "Fcl_BRW_Surprised",
+        "Fcl_BRW_Joy",
+        "Fcl_BRW_Fun",
+        "browInnerUp",
+        "brow raised",
+        "brows up",
+    ),
     "brow_lowered": _one("下", "困る", "Fcl_BRW_Sorrow", "sad", "brow lowered", "brows down"),
 }
 

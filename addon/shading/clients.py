@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import numpy as np
 
@@ -225,10 +226,15 @@ class HttpClient(ShaderClient):
         self._portrait_images: dict[str, np.ndarray] = {}  # the same for portraits
         #: model seconds of the last ``shade`` answer (what is left of its time is transfer)
         self.last_shading_seconds = 0.0
+        #: this client's name for the service's turns (a busy neighbour cannot starve it)
+        self.client_name = uuid.uuid4().hex[:16]
 
     # plumbing ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None, timeout=None):
-        headers = {"Accept": f"application/json, {protocol.NPZ_TYPE}"}
+        headers = {
+            "Accept": f"application/json, {protocol.NPZ_TYPE}",
+            protocol.CLIENT_HEADER: self.client_name,
+        }
         if body is not None:
             headers["Content-Type"] = protocol.NPZ_TYPE
         if self.token:

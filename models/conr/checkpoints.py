@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ...errors import AniRenderError
+from ...errors import AniRenderError, quote_exception
 from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
 
 
@@ -35,8 +35,8 @@ def read_official_checkpoints(folder) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, not a checkpoint, unsafe pickle content
             raise AniRenderError(
-                f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}). Download it again."
+                f"{path} is not a readable PyTorch checkpoint ({quote_exception(exc)}). "
+                "Download it again."
             ) from exc
         if not isinstance(state, dict) or not all(
             isinstance(v, torch.Tensor) for v in state.values()

@@ -105,7 +105,8 @@ def detect_portrait_format(path) -> PortraitFormat:
     ext = path.suffix.lower()
     size_mb = path.stat().st_size / 2**20
     if len(head) >= 212 and head[208:212] == b"MAP ":
-        return PortraitFormat("eg3d_mrc", f"EG3D density volume (MRC, {_mrc_shape_text(path)})")
+        nx, ny, nz = check_mrc_sizes(path)
+        return PortraitFormat("eg3d_mrc", f"EG3D density volume (MRC, {nx}x{ny}x{nz})")
     if head.startswith(b"\x93NUMPY"):
         return PortraitFormat("density_grid", f"Density grid (.npy, {_npy_shape_text(path)})")
     if head.startswith(b"PK"):
@@ -139,15 +140,38 @@ def detect_portrait_format(path) -> PortraitFormat:
     )
 
 
-def _mrc_shape_text(path):
-    try:
-        import mrcfile
+#: bytes per voxel of the MRC modes (0 int8, 1 int16, 2 float32, 3 complex int16,
+#: 4 complex float32, 6 uint16, 12 float16)
+_MRC_MODE_BYTES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2}
 
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            h = mrc.header
-            return f"{int(h.nx)}x{int(h.ny)}x{int(h.nz)}"
-    except Exception:  # noqa: BLE001 - description only; the reader gives the real error
-        return "unreadable header"
+
+def check_mrc_sizes(path: Path) -> tuple[int, int, int]:
+    """(nx, ny, nz) of an MRC; refused when its header declares more bytes (extended
+    header, voxels) than the file holds, before mrcfile allocates what the header asks."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header = handle.read(1024)
+    except OSError as exc:
+        raise AniRenderError(f"{path.name}: cannot read the file ({exc.strerror}).") from None
+    if len(header) < 1024:
+        raise AniRenderError(f"{path.name}: not an MRC volume (shorter than its 1024-byte header).")
+    order = ">" if header[212] == 0x11 else "<"  # machine stamp: 0x11 big-endian
+    nx, ny, nz, mode = np.frombuffer(header[:16], dtype=f"{order}i4").tolist()
+    extended = int(np.frombuffer(header[92:96], dtype=f"{order}i4")[0])
+    if extended < 0 or 1024 + extended > size:
+        raise AniRenderError(
+            f"{path.name}: the MRC header declares a {extended}-byte extended header, but the "
+            f"file has {size} bytes. The file is damaged; export it again."
+        )
+    voxel = _MRC_MODE_BYTES.get(mode)
+    if voxel is not None and min(nx, ny, nz) >= 0:
+        if 1024 + extended + nx * ny * nz * voxel > size:
+            raise AniRenderError(
+                f"{path.name}: the MRC header declares a {nx}x{ny}x{nz} volume, more than the "
+                f"{size}-byte file holds (it may be truncated). Export it again."
+            )
+    return nx, ny, nz
 
 
 def _npy_shape_text(path):

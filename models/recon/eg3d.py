@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import AniRenderError
 from .data import LEVEL_SIGMA, PortraitVolume, _check_finite_volume, _require
-from .detect import EG3D_BOX
+from .detect import EG3D_BOX, check_mrc_sizes
 from .memory import _downsampled, check_memory
 
 
@@ -18,6 +18,7 @@ def read_eg3d_mrc(path, box_size=None, downsample=1, memory_limit=None) -> Portr
     import mrcfile
 
     path = Path(path)
+    check_mrc_sizes(path)
     try:
         with warnings.catch_warnings():  # permissive mode warns; we report below instead
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -173,7 +173,16 @@ def finish_portrait(path, mesh: PortraitMesh, options: PortraitImportOptions) ->
     mesh = clean_up(mesh, options)
     if len(mesh.verts) == 0:
         raise AniRenderError(f"{Path(path).name}: nothing left to import (no vertices).")
-    return fit_to_size(source_to_blender(mesh), options.head_width_cm)
+    mesh = fit_to_size(source_to_blender(mesh), options.head_width_cm)
+    with np.errstate(all="ignore"):
+        finite = bool(np.isfinite(mesh.verts).all())
+    if not finite:  # finite but extreme input overflowed on the way (1e308 * a scale)
+        raise AniRenderError(
+            f"{Path(path).name}: its coordinates are too large to import (they overflow "
+            "when centred and scaled); a reconstruction spans a few units. The file is "
+            "corrupted or not a reconstruction."
+        )
+    return mesh
 
 
 # --------------------------------------------------------------------- writing files
