@@ -14,7 +14,8 @@ from anirender.service import protocol
 
 @pytest.fixture
 def http(shader_service):
-    with httpx.Client(base_url=shader_service.url + "/v1", timeout=300) as client:
+    headers = {"Content-Type": protocol.NPZ_TYPE}
+    with httpx.Client(base_url=shader_service.url + "/v1", timeout=300, headers=headers) as client:
         yield client
 
 
@@ -126,7 +127,10 @@ def test_a_copy_that_never_saw_a_guided_sheet_shades_it_guided(tiny_conr_weights
     directory = _Directory()
     queues = [ShadingQueue(SheetShaders(conr, guided)).start() for _ in range(2)]
     apps = [
-        TestClient(create_app(q, portraits=PortraitLibrary(device="cpu"), shared=directory))
+        TestClient(
+            create_app(q, portraits=PortraitLibrary(device="cpu"), shared=directory),
+            headers={"Content-Type": protocol.NPZ_TYPE},
+        )
         for q in queues
     ]
     try:
