@@ -13,6 +13,7 @@ from .addon.core import prefs
 from .addon.core import props as core_props
 from .addon.passes import props as passes_props
 from .addon.pose import props as pose_props
+from .addon.shading import engine as shading_engine
 from .addon.shading import props as shading_props
 from .addon.shading import sheet_paths
 from .ops import anr as anr_ops
@@ -22,7 +23,9 @@ from .ops import portrait as portrait_ops
 from .ops import pose as pose_ops
 from .ops import runtime as runtime_ops
 from .ops import shading as shading_ops
+from .ops import sheets as sheets_ops
 from .panels import anr as anr_panels
+from .panels import engine as engine_panels
 from .panels import menus, sidebar
 from .panels import passes as passes_panels
 from .panels import pose as pose_panels
@@ -33,6 +36,7 @@ CLASSES = (
     pose_props.MorphBinding,
     pose_props.MorphSettings,
     shading_props.CharacterSheetImage,
+    shading_props.SheetViewSettings,
     core_props.CharacterSettings,
     passes_props.PassSettings,
     shading_props.NeuralRenderSettings,
@@ -52,6 +56,12 @@ CLASSES = (
     shading_ops.ANIRENDER_OT_sheet_add_files,
     shading_ops.ANIRENDER_OT_sheet_add_image,
     shading_ops.ANIRENDER_OT_sheet_remove,
+    sheets_ops.ANIRENDER_OT_render_sheet_views,
+    sheets_ops.ANIRENDER_OT_sheet_set_udp,
+    sheets_ops.ANIRENDER_OT_sheet_clear_udp,
+    sheets_ops.ANIRENDER_OT_sheet_export_paint_over,
+    sheets_ops.ANIRENDER_OT_sheet_reload_painted,
+    sheets_ops.ANIRENDER_OT_estimate_sheet_udp,
     pose_ops.ANIRENDER_OT_pose_setup,
     pose_ops.ANIRENDER_OT_pose_keyframe,
     pose_ops.ANIRENDER_OT_pose_reset,
@@ -79,6 +89,9 @@ CLASSES = (
     shading_panels.ANIRENDER_PT_character_sheet,
     shading_panels.ANIRENDER_PT_neural_render,
     anr_panels.ANIRENDER_PT_anr,
+    shading_engine.AniRenderEngine,
+    engine_panels.ANIRENDER_PT_engine_shader,
+    engine_panels.ANIRENDER_PT_engine_characters,
 )
 
 
@@ -88,9 +101,13 @@ def register() -> None:
     core_props.attach()
     menus.add()
     sheet_paths.add_handlers()
+    shading_engine.add_handlers()
+    engine_panels.add_to_blender_panels()
 
 
 def unregister() -> None:
+    engine_panels.remove_from_blender_panels()
+    shading_engine.remove_handlers()
     sheet_paths.remove_handlers()
     menus.remove()
     core_props.detach()

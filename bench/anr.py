@@ -4,7 +4,8 @@ The default model (8-channel 256-texel texture pyramid of 4 levels, U-Nets of wi
 and depth 3, two identities) on 256 x 256 frames. Passes are synthetic (a character-sized
 ellipse of UVs and normals over an empty background): the networks' cost does not depend
 on what the passes show. A training step is one step of ``models.train.anr.train_step``
-(texture and renderer steps alternate, so both are timed); inference is ``ANR.render``.
+under each schedule (``joint``: texture and renderer every step; ``split``: texture-only
+and renderer-only steps alternate, both timed); inference is ``ANR.render``.
 
     .venv/bin/python bench/anr.py [--size 256] [--batch 2] [--threads 1 2] [--steps 6]
 """
@@ -18,6 +19,7 @@ import torch
 
 from anirender.models.anr import ANR
 from anirender.models.train.anr import (
+    SCHEDULES,
     IdentityFrames,
     Optimisers,
     TrainingSet,
@@ -48,19 +50,20 @@ def synthetic_frames(count: int, size: int, seed: int = 0) -> IdentityFrames:
 def bench(size: int, batch: int, threads: int, steps: int) -> dict:
     torch.set_num_threads(threads)
     identities = [synthetic_frames(8, size, seed) for seed in (0, 1)]
-    settings = TrainSettings(data=[], out=".", batch=batch, steps=10_000)
-    model = ANR(settings.model_config([i.name for i in identities])).train()
     data = TrainingSet(identities)
-    optimisers = Optimisers(model, settings)
-    train_step(model, optimisers, data, settings, 0)  # warm-up (allocations)
-    train_step(model, optimisers, data, settings, 1)
-    start = time.perf_counter()
-    for step in range(2, 2 + steps):
-        train_step(model, optimisers, data, settings, step)
-    train_seconds = (time.perf_counter() - start) / steps
+    out = {}
+    for schedule in SCHEDULES:
+        settings = TrainSettings(data=[], out=".", batch=batch, steps=10_000, schedule=schedule)
+        model = ANR(settings.model_config([i.name for i in identities])).train()
+        optimisers = Optimisers(model, settings)
+        train_step(model, optimisers, data, settings, 0)  # warm-up (allocations)
+        train_step(model, optimisers, data, settings, 1)
+        start = time.perf_counter()
+        for step in range(2, 2 + steps):
+            train_step(model, optimisers, data, settings, step)
+        out[f"{schedule}_steps_per_s"] = steps / (time.perf_counter() - start)
     model.eval()
     uv, normal = identities[0].uv, identities[0].normal
-    out = {"train_steps_per_s": 1 / train_seconds}
     for frames in (1, 4):
         model.render(uv[:frames], normal[:frames])
         repeats = max(2, steps // frames)
@@ -83,9 +86,9 @@ def main() -> None:
           f"{args.size} x {args.size}, training batch {args.batch}")  # fmt: skip
     for threads in args.threads:
         r = bench(args.size, args.batch, threads, args.steps)
+        trained = ", ".join(f"{s} {r[s + '_steps_per_s']:.2f}" for s in SCHEDULES)
         print(
-            f"threads {threads}: train {r['train_steps_per_s']:.2f} steps/s "
-            f"({r['train_steps_per_s'] * args.batch:.2f} frames/s), inference "
+            f"threads {threads}: train steps/s {trained}, inference "
             f"{r['inference_fps_batch1']:.2f} fps (batch 1), "
             f"{r['inference_fps_batch4']:.2f} fps (batch 4); {r['parameters']:,} parameters"
         )

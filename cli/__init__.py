@@ -14,7 +14,19 @@ import sys
 from ..errors import AniRenderError
 
 # subcommand modules, in the order ``--help`` lists them
-_COMMANDS = ("demo", "passes", "shade", "weights", "portrait", "dataset", "train", "anr", "serve")
+_COMMANDS = (
+    "demo",
+    "passes",
+    "render",
+    "sheet",
+    "shade",
+    "weights",
+    "portrait",
+    "dataset",
+    "train",
+    "anr",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,9 @@
 """``anirender shade``: paint a folder of UDP frames with CoNR from a character sheet.
 
+``--pose-images DIR`` instead of ``--udp``: drawn or rendered frames of any character;
+the CoNR parser reads each one's UDP (the official ``test_pose_use_parser_udp``) and the
+sheet's character is shaded in those poses, each frame the size of its picture.
+
 Everything is read and checked before the weights load; frames are rendered into a
 temporary folder and moved into ``--out`` only when all of them succeeded.
 """
@@ -16,14 +20,21 @@ from ..errors import AniRenderError
 from ..models import alpha, framing
 from ..models.conr.config import OPAQUE_MEAN_ALPHA
 from ..models.image_files import SHEET_SUFFIXES, UDP_SUFFIXES, read_sheet_image, read_udp
-from ..models.weights import load_conr
+from ..models.sheet_udp import estimate_pose_udp, parser_size, read_pose_image
+from ..models.weights import load_conr, resolve_weights
 from ..words import counted
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("shade", help="render UDP frames with CoNR from a character sheet")
     p.add_argument("--sheet", required=True, type=Path, help="folder of RGBA sheet images")
-    p.add_argument("--udp", required=True, type=Path, help="folder of UDP frames (.npz or .exr)")
+    poses = p.add_mutually_exclusive_group(required=True)
+    poses.add_argument("--udp", type=Path, help="folder of UDP frames (.npz or .exr)")
+    poses.add_argument(
+        "--pose-images",
+        type=Path,
+        help="folder of pictures (PNG) whose poses to take; their UDP comes from the parser",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for the rendered PNGs")
     p.add_argument("--weights", default=None, help="store name, .safetensors or .pth folder")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -56,23 +67,39 @@ def run_shade(args) -> int:
                 f"Sheet image {path.name} has no transparent background; cut the character out."
             )
         sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
-    udp_files = _files(args.udp, UDP_SUFFIXES, "UDP")
+    what = "UDP" if args.pose_images is None else "Pose image"
+    if args.pose_images is not None:
+        udp_files = _files(args.pose_images, SHEET_SUFFIXES, "pose image")
+        pictures = [read_pose_image(p) for p in udp_files]
+        for path, picture in zip(udp_files, pictures, strict=True):
+            if not picture[..., 3].any():
+                raise AniRenderError(f"Pose image {path.name} is fully transparent.")
+    else:
+        udp_files = _files(args.udp, UDP_SUFFIXES, "UDP")
     frames, first = [], None
-    for path in udp_files:
-        udp = read_udp(path)
+    for i, path in enumerate(udp_files):
+        udp = pictures[i] if args.pose_images is not None else read_udp(path)
         if first is None:
             first = (path.name, udp.shape)
-        elif udp.shape != first[1]:
+        elif udp.shape[:2] != first[1][:2]:
             raise AniRenderError(
-                f"UDP {path.name} is {udp.shape[1]}x{udp.shape[0]} but {first[0]} is "
+                f"{what} {path.name} is {udp.shape[1]}x{udp.shape[0]} but {first[0]} is "
                 f"{first[1][1]}x{first[1][0]}; all frames of a sequence must have one size."
             )
-        frames.append(framing.frame_udp(udp, size))
+        if args.pose_images is None:
+            frames.append(framing.frame_udp(udp, size))
     stems = [p.stem for p in udp_files]
     if len(set(stems)) != len(stems):
-        raise AniRenderError(f"{args.udp} has two UDP files with the same name; keep one.")
+        folder = args.udp or args.pose_images
+        raise AniRenderError(f"{folder} has two {what} files with the same name; keep one.")
 
     model = load_conr(args.weights, device=args.device)
+    if args.pose_images is not None:
+        side = parser_size(resolve_weights(args.weights))
+        frames = [
+            estimate_pose_udp(model, image, size, f"Pose image {path.name}", parser_side=side)
+            for image, path in zip(pictures, udp_files, strict=True)
+        ]
     if args.precision != "fp32":
         model.set_precision(args.precision)
     encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)

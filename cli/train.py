@@ -141,7 +141,11 @@ def _add_anr(subparsers) -> None:
     parser.add_argument("--levels", type=int, default=d.levels, help="texture pyramid levels")
     parser.add_argument("--width", type=int, default=d.width, help="renderer U-Net width")
     parser.add_argument("--keyframes", type=int, default=d.keyframes,
-                        help="keyframes per identity (0: chosen by coverage)")  # fmt: skip
+                        help="keyframes per identity for --schedule split "
+                        "(0: chosen by coverage)")  # fmt: skip
+    parser.add_argument("--schedule", choices=anr_training.SCHEDULES, default=d.schedule,
+                        help="joint: texture and renderer every step; split: the paper's "
+                        "alternation (measured worse, see BENCHMARKS.md)")  # fmt: skip
     parser.add_argument("--hold-out", default="", help="frames to leave out, e.g. 5,15,25")
     parser.add_argument("--adversarial", action="store_true", help="add a PatchGAN loss")
     parser.add_argument("--adversarial-weight", type=float, default=d.adversarial_weight)
@@ -163,7 +167,7 @@ def _run_anr(args) -> int:
         data=list(args.data), out=args.out, steps=args.steps, batch=args.batch,
         crop_width=args.crop_width, lr_texture=args.lr_texture, lr_renderer=args.lr_renderer,
         channels=args.channels, texture_size=args.texture_size, levels=args.levels,
-        width=args.width, keyframes=args.keyframes, hold_out=hold_out,
+        width=args.width, keyframes=args.keyframes, schedule=args.schedule, hold_out=hold_out,
         adversarial=args.adversarial, adversarial_weight=args.adversarial_weight,
         seed=args.seed, device=device, threads=args.threads,
         checkpoint_every=args.checkpoint_every, stop_at=args.stop_at,

@@ -1,13 +1,13 @@
 """Shading operators: the character sheet, Neural Render Frame / Animation, and the
 shader service's connection.
 
-Sheet: add Blender images or image files, remove entries. Neural Render: per frame, on
+Sheet: add Blender images or image files, remove entries. Neural Render Frame /
+Animation are thin wrappers over the render engine's per-frame road: per frame, on
 Blender's main thread, the fast pass renderer draws the character's UDP at the scene's
-output resolution; a worker thread frames it the official CoNR way (the centred square
-around the character, resized to the working size, nearest), sends it to the shader (in
-process, local service or remote, as the preferences say) and pastes the answer back at
-the frame's size (``models.framing.shade_in_frame``); the frame is written on the main
-thread. Frames already on disk are skipped, so a run cut short (Esc, service gone)
+output resolution; a worker thread runs ``frame_shading.shade_frame`` (the function the
+AniRender render engine calls for F12 / Ctrl+F12: framing the official CoNR way, the
+shader in process, local service or remote as the preferences say, pasted back at the
+frame's size); the frame is written on the main thread. Frames already on disk are skipped, so a run cut short (Esc, service gone)
 resumes where it stopped. Service: test the connection, start or stop the local service."""
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ from ..addon.core.settings import character_settings, neural_defaults
 from ..addon.passes.renderer import PassRenderer
 from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import connection, shaded_frames
+from ..addon.shading.frame_shading import CharacterFrame, shade_frame, sheet_shader
 from ..addon.shading.local_service import local_service, stop_local_service
 from ..addon.shading.sessions import ShadingSession, settings_from, test_connection
 from ..addon.shading.sheet_paths import relative_to
-from ..addon.shading.sheets import check_sheet_file, check_sheet_pixels, image_rgba, read_sheet
+from ..addon.shading.sheets import (
+    check_sheet_file,
+    check_sheet_pixels,
+    image_rgba,
+    read_sheet,
+    udp_beside,
+)
 from ..errors import AniRenderError
-from ..models.framing import shade_in_frame
 from ..words import counted
 from .common import FrameRangeSettings, rigged_character, take_scene_defaults
 
@@ -88,13 +94,28 @@ class ANIRENDER_OT_sheet_add_files(_SheetOperator, bpy.types.Operator):
             self.report({"ERROR"}, f"Nothing added. {exc}")
             return {"CANCELLED"}
         settings = character_settings(owner)
+        attached, refused = 0, []
         for path in paths:
             entry = settings.sheet.add()
             entry.filepath = (
                 relative_to(path, bpy.data.filepath) if bpy.data.filepath else str(path)
             )
+            udp, estimated, why = udp_beside(path)  # a view rendered with its UDP keeps it
+            if udp is not None:
+                entry.udp_filepath = (
+                    relative_to(udp, bpy.data.filepath) if bpy.data.filepath else str(udp)
+                )
+                entry.udp_estimated, attached = estimated, attached + 1
+            elif why:
+                refused.append(why)
         settings.sheet_index = len(settings.sheet) - 1
-        self.report({"INFO"}, f'{len(paths)} image(s) added to the sheet of "{owner.name}"')
+        for why in refused:
+            self.report({"WARNING"}, why)
+        self.report(
+            {"INFO"},
+            f'{len(paths)} image(s) added to the sheet of "{owner.name}"'
+            + (f", {attached} with the UDP beside it" if attached else ""),
+        )
         return {"FINISHED"}
 
 
@@ -184,6 +205,11 @@ def _udp_renderer(scene, armature, frames, folder) -> PassRenderer:
     return PassRenderer(scene, armature, request)
 
 
+def shade_udp(name: str, session: ShadingSession, udp, size: int):
+    """One character's UDP frame shaded on the engine's road (worker thread)."""
+    return shade_frame([CharacterFrame(name, {"udp": udp}, sheet_shader(session, size))]).rgba
+
+
 class _NeuralRender(ModalJobOperator):
     """Shared checks and settings of both operators."""
 
@@ -230,7 +256,7 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
                 shown.append(guard.keep(image))
                 job.summary = f'Frame {frame} shaded into image "{image.name}"'
 
-            job.submit(shade_in_frame, session.shade, udp, size, then=show)
+            job.submit(shade_udp, character.name, session, udp, size, then=show)
 
         job = Job("Neural Render Frame", steps, total=1)
         return job
@@ -274,7 +300,7 @@ class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bp
             "Neural Render Animation",
             guard,
             lambda frame: renderer.render_frame(frame)["udp"],
-            lambda udps: [shade_in_frame(session.shade, udps[0], size)],
+            lambda udps: [shade_udp(character.name, session, udps[0], size)],
             shaded_frames.FrameWriter((renderer.width, renderer.height)),
             sequence_name=name,
             summary=f"{counted(len(sequence.todo), 'frame')} shaded into {folder}",

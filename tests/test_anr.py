@@ -3,7 +3,10 @@
 One module-scoped run captures the toon-dressed MakeHuman (two outfits = two identities
 sharing one renderer) over the walk at 128 x 128 with Cycles, the coarse body's UV and
 normal passes from the fast renderer, and trains a small ANR for a bounded number of
-steps on the CPU, holding out four frames. The tests judge that one trained model.
+steps on the CPU, holding out four frames. The tests judge that one trained model where
+an artist looks: inside the character's silhouette and per garment (shirt, skirt, skin,
+shoes, hair; the body's garments read from its UV layout, hair above and skirt below
+where only the look covers the frame), each identity against its own outfit.
 """
 
 from __future__ import annotations
@@ -20,20 +23,31 @@ HELD_OUT = [5, 15, 25, 35]
 OUTFITS = {"outfit0": 0, "outfit7": 7}  # toon_look seeds: both with a skirt, different hair
 
 
+STEPS = 400  # the issue's budget for tests: at most 800 steps at 128 px
+
+
 def capture(folder, seed, identity):
+    """Capture one outfit; returns its body's UV corners and the garment each wears."""
     import bpy
 
-    from anirender.addon.anr.capture import CaptureRequest, capture_training_frames
+    from anirender.addon.anr.capture import CaptureRequest, capture_training_frames, coarse_meshes
     from anirender.addon.characters.cache import load_character
-    from anirender.addon.characters.looks import dress_character
+    from anirender.addon.characters.looks import dress_character, garment_labels
 
     armature = load_character("makehuman")
-    dress_character(armature, seed)
+    outfit = dress_character(armature, seed)
     request = CaptureRequest(folder, FRAMES, size=SIZE, identity=identity)
     total, steps = capture_training_frames(bpy.context.scene, armature, request)
     assert total == len(FRAMES)
     for _ in steps:
         pass
+    body = coarse_meshes(armature)[0].data
+    layer = next((uv for uv in body.uv_layers if uv.active_render), body.uv_layers.active)
+    uv = np.empty(len(body.loops) * 2, np.float32)
+    layer.uv.foreach_get("vector", uv)
+    corners = np.empty(len(body.loops), np.int64)
+    body.loops.foreach_get("vertex_index", corners)
+    return uv.reshape(-1, 2), garment_labels(coarse_meshes(armature)[0], outfit)[corners]
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +58,20 @@ def anr_run(tmp_path_factory):
     from anirender.models.train.anr import TrainSettings, train
 
     root = tmp_path_factory.mktemp("anr")
-    folders = []
+    folders, garments = [], []
     for identity, seed in OUTFITS.items():
         folders.append(root / identity)
-        capture(folders[-1], seed, identity)
+        garments.append(capture(folders[-1], seed, identity))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     settings = TrainSettings(
-        data=folders, out=root / "model", steps=400, batch=2, crop_width=64, width=12,
+        data=folders, out=root / "model", steps=STEPS, batch=2, crop_width=64, width=12,
         texture_size=128, hold_out=HELD_OUT, seed=0, threads=1, checkpoint_every=200,
     )  # fmt: skip
     state = train(settings, show_progress=False)
-    return {"data": folders, "out": root / "model", "settings": settings, "state": state}
+    return {
+        "data": folders, "out": root / "model", "settings": settings, "state": state,
+        "garments": garments,
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +96,81 @@ def save_row(path, *images):
 # ------------------------------------------------------------------------- quality
 
 
-def test_held_out_frames_beat_nearest_keyframe_baseline(anr_run, model, artifacts_dir):
-    from anirender.models.train.anr import nearest_uv_baseline, premultiply, psnr
+GARMENTS = ("top", "bottom", "skin", "shoes", "hair")  # = addon.characters.looks.GARMENTS
 
-    data = all_frames(anr_run)
-    keys = [data.frames.index(f) for f in anr_run["state"]["keyframes"]["outfit0"]]
+
+def held_out(anr_run, index):
+    """(frames, passes' indices, premultiplied truth, garment labels) of one identity's
+    held-out frames."""
+    from anirender.models.metrics import pixel_labels, uv_label_map
+    from anirender.models.train.anr import premultiply
+
+    data = all_frames(anr_run, index)
     held = [data.frames.index(f) for f in HELD_OUT]
-    predicted = model.render(data.uv[held], data.normal[held], identity=0)
     truth = premultiply(data.target[held])
-    baseline = np.stack(
-        [nearest_uv_baseline(data.uv[keys], data.target[keys], data.uv[i]) for i in held]
-    )
-    model_psnr = np.mean([psnr(p, t) for p, t in zip(predicted, truth)])
-    base_psnr = np.mean([psnr(b, t) for b, t in zip(baseline, truth)])
-    rows = [np.concatenate([t, p, b], axis=1) for t, p, b in zip(truth, predicted, baseline)]
+    label_map = uv_label_map(*anr_run["garments"][index], SIZE)
+    hair, skirt = GARMENTS.index("hair"), GARMENTS.index("bottom")
+    labels = pixel_labels(data.uv[held], truth[..., 3], label_map, above=hair, below=skirt)
+    return data, held, truth, labels
+
+
+def test_garment_names_match_the_looks():
+    from anirender.addon.characters.looks import GARMENTS as LOOK_GARMENTS
+
+    assert GARMENTS == LOOK_GARMENTS
+
+
+def test_each_identity_beats_nearest_uv_baseline_inside_the_silhouette(
+    anr_run, model, artifacts_dir
+):
+    from anirender.models.metrics import region_colour_errors, silhouette_metrics
+    from anirender.models.train.anr import nearest_uv_baseline, read_identity
+
+    rows = []
+    for index, name in enumerate(OUTFITS):
+        data, held, truth, labels = held_out(anr_run, index)
+        # the strongest form of the baseline: texels from every training frame
+        train = read_identity(anr_run["data"][index], HELD_OUT)
+        baseline = np.stack([nearest_uv_baseline(train.uv, train.target, data.uv[i]) for i in held])
+        predicted = model.render(data.uv[held], data.normal[held], identity=index)
+        ours, base = silhouette_metrics(predicted, truth), silhouette_metrics(baseline, truth)
+        regions = region_colour_errors(predicted, truth, labels, GARMENTS)
+        base_regions = region_colour_errors(baseline, truth, labels, GARMENTS)
+        print(f"{name}: inside the silhouette L1 {ours['l1']:.4f} PSNR {ours['psnr']:.2f} dB, "
+              f"nearest-UV L1 {base['l1']:.4f} PSNR {base['psnr']:.2f} dB")  # fmt: skip
+        print(f"{name}: garment colour errors {regions}, nearest-UV {base_regions}")
+        rows += [np.concatenate([t, p, b], axis=1) for t, p, b in zip(truth, predicted, baseline)]
+        assert ours["l1"] < 0.8 * base["l1"], name
+        assert ours["psnr"] > base["psnr"] + 2.0, name
+        # what the coarse mesh lacks (hair, the skirt) the model paints, the baseline cannot
+        for garment in ("hair", "bottom"):
+            assert regions[garment] < 0.5 * base_regions[garment], (name, garment)
+        # where the baseline copies the same outfit's texels the model keeps the colour
+        for garment in ("top", "skin", "shoes"):
+            assert regions[garment] < 0.03, (name, garment)
     save_row(artifacts_dir / "anr_held_out_truth_model_baseline.png", np.concatenate(rows, 0))
-    print(f"held-out PSNR: ANR {model_psnr:.2f} dB, nearest-UV keyframe {base_psnr:.2f} dB")
-    assert model_psnr > base_psnr
+
+
+def test_each_identity_wears_its_own_outfit_on_the_same_poses(anr_run, model):
+    """Both captures hold the same walk: identity 1 rendered on identity 0's passes must
+    wear outfit7's colours, identity 0 outfit0's. The texture carries the look."""
+    from anirender.models.metrics import region_colour_errors, silhouette_metrics
+
+    first, held, truth0, labels = held_out(anr_run, 0)
+    second, _, truth1, _ = held_out(anr_run, 1)
+    assert np.array_equal(first.uv, second.uv)  # the same poses, the same coarse passes
+    uv, normal = first.uv[held], first.normal[held]
+    for identity, own, other in ((0, truth0, truth1), (1, truth1, truth0)):
+        rendered = model.render(uv, normal, identity=identity)
+        to_own = region_colour_errors(rendered, own, labels, GARMENTS)
+        to_other = region_colour_errors(rendered, other, labels, GARMENTS)
+        own_l1 = silhouette_metrics(rendered, own)["l1"]
+        other_l1 = silhouette_metrics(rendered, other)["l1"]
+        print(f"identity {identity}: silhouette L1 to its own outfit {own_l1:.4f}, to the "
+              f"other {other_l1:.4f}; garments to its own {to_own}, to the other {to_other}")  # fmt: skip
+        assert own_l1 < 0.7 * other_l1, identity
+        for garment in ("top", "bottom"):
+            assert to_own[garment] < 0.3 * to_other[garment], (identity, garment)
 
 
 def test_mask_tracks_the_silhouette(anr_run, model):
@@ -216,6 +291,41 @@ def test_swapped_texture_region_changes_only_that_region(anr_run, model):
     assert change[far].max() < 0.5 * change[in_box].max()
 
 
+def test_swapping_the_shirt_region_moves_only_the_shirt(anr_run, model, tmp_path):
+    """Swap Texture Region with a UV mask of the shirt (from the body's UV layout), the
+    way Blender's operator and ``anirender anr swap --mask`` do: identity 0 then wears
+    outfit7's shirt, and its skirt, shoes and hair stay outfit0's."""
+    from anirender.models.anr import read_anr, swap_anr_file
+    from anirender.models.metrics import region_colour_errors, uv_label_map
+
+    data, held, truth0, labels = held_out(anr_run, 0)
+    _, _, truth1, _ = held_out(anr_run, 1)
+    size = model.config.texture_size
+    shirt = uv_label_map(*anr_run["garments"][0], size) == GARMENTS.index("top")
+    Image.fromarray((shirt * 255).astype(np.uint8)).save(tmp_path / "shirt.png")
+    summary = swap_anr_file(
+        anr_run["out"] / "anr.safetensors", tmp_path / "swapped.safetensors", target=0,
+        source=1, mask=tmp_path / "shirt.png",
+    )  # fmt: skip
+    assert "outfit0 now wears outfit7's texels" in summary
+    swapped = read_anr(tmp_path / "swapped.safetensors")
+    uv, normal = data.uv[held], data.normal[held]
+    before, after = model.render(uv, normal, 0), swapped.render(uv, normal, 0)
+    to_outfit7 = region_colour_errors(after, truth1, labels, GARMENTS)
+    to_outfit0 = region_colour_errors(after, truth0, labels, GARMENTS)
+    moved = region_colour_errors(after, before, labels, GARMENTS)  # mean colour change
+    print(f"after the swap: to outfit7 {to_outfit7}, to outfit0 {to_outfit0}, moved {moved}")
+    assert to_outfit7["top"] < 0.3 * to_outfit0["top"]
+    for garment in ("bottom", "skin", "shoes"):
+        assert moved[garment] < 0.1 * moved["top"], garment
+        assert to_outfit0[garment] < 0.3 * to_outfit7[garment], garment
+    # the hair is not on the coarse body: the renderer paints it from the texels around
+    # the head, the shirt's collar among them, so it follows the shirt a little (measured
+    # 16 % of the shirt's change, BENCHMARKS.md); it must not follow it wholesale
+    assert moved["hair"] < 0.25 * moved["top"]
+    assert np.array_equal(swapped.render(uv, normal, 1), model.render(uv, normal, 1))
+
+
 # ------------------------------------------------------------------- checkpoints
 
 
@@ -254,6 +364,7 @@ def test_cli_with_adversarial_term_pauses_and_resumes(anr_run, tmp_path, capsys)
     args = ["train", "anr", "--data", str(anr_run["data"][0]), "--out", str(out)]
     args += ["--steps", "4", "--batch", "1", "--crop-width", "32", "--width", "4"]
     args += ["--texture-size", "32", "--levels", "2", "--hold-out", "5,15", "--adversarial"]
+    args += ["--schedule", "split"]  # the paper's alternation, kept for comparison
     assert main(args + ["--stop-at", "2"]) == 0
     assert json.loads((out / "state.json").read_text())["step"] == 2
     assert main(args + ["--resume"]) == 0
@@ -261,7 +372,8 @@ def test_cli_with_adversarial_term_pauses_and_resumes(anr_run, tmp_path, capsys)
     assert "keyframes of outfit0:" in printed and "4 steps" in printed
     log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
-    assert all("adversarial" in r for r in log) and any("critic" in r for r in log)
+    assert all("adversarial" in r for r in log)
+    assert [("critic" in r) for r in log] == [False, True, False, True]  # renderer steps
     saved = load_file(str(out / "optimiser.safetensors"))
     assert any(k.startswith("critic/") for k in saved)
     assert any(k.startswith("discriminator/") for k in saved)

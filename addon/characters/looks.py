@@ -136,19 +136,34 @@ def _vertex_regions(obj) -> np.ndarray:
     return np.array([groups[g] if g >= 0 else "skin" for g in dominant], dtype=object)
 
 
-def _colours_for(regions: np.ndarray, outfit: Outfit):
-    garment = {
-        "shoes": outfit.shoes,
-        "hand": outfit.skin,
-        "forearm": outfit.top if outfit.long_sleeves else outfit.skin,
-        "upper_arm": outfit.top,
-        "torso": outfit.top,
-        "hips": outfit.bottom,
-        "thigh": outfit.bottom,
-        "shin": outfit.bottom if outfit.long_legs and not outfit.skirt else outfit.skin,
-        "skin": outfit.skin,
+GARMENTS = ("top", "bottom", "skin", "shoes", "hair")  # what a look's parts are called
+
+
+def _garments(outfit: Outfit) -> dict:
+    """Body region -> the garment (a name in GARMENTS) the outfit puts there."""
+    return {
+        "shoes": "shoes",
+        "hand": "skin",
+        "forearm": "top" if outfit.long_sleeves else "skin",
+        "upper_arm": "top",
+        "torso": "top",
+        "hips": "bottom",
+        "thigh": "bottom",
+        "shin": "bottom" if outfit.long_legs and not outfit.skirt else "skin",
+        "skin": "skin",
     }
-    colours = np.array([garment[r] for r in regions], float)
+
+
+def garment_labels(obj, outfit: Outfit) -> np.ndarray:
+    """Index into GARMENTS of the garment each vertex of a body mesh wears in ``outfit``
+    (the regions an artist judges a look by: shirt, skirt or trousers, skin, shoes)."""
+    garment = _garments(outfit)
+    return np.array([GARMENTS.index(garment[r]) for r in _vertex_regions(obj)], np.int64)
+
+
+def _colours_for(regions: np.ndarray, outfit: Outfit):
+    garment = _garments(outfit)
+    colours = np.array([getattr(outfit, garment[r]) for r in regions], float)
     on_top = {"torso", "upper_arm"} | ({"forearm"} if outfit.long_sleeves else set())
     on_bottom = {"hips", "thigh"} | ({"shin"} if outfit.long_legs else set())
     wanted = {"top": on_top, "bottom": on_bottom, "none": set()}[outfit.pattern_on]

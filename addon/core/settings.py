@@ -2,8 +2,9 @@
 
 ``Scene.anirender`` (``props.SceneSettings``) holds the operators' per-scene defaults:
 ``passes`` (``PassSettings``), ``neural`` (``NeuralRenderSettings``), ``anr``
-(``AnrSettings``). ``Object.anirender`` (``props.CharacterSettings``) holds a character's
-own settings on its armature (or first mesh): ``sheet`` and ``morphs``
+(``AnrSettings``), ``sheet_views`` (``SheetViewSettings``). ``Object.anirender``
+(``props.CharacterSettings``) holds a character's own settings on its armature (or
+first mesh): ``sheet`` (with each view's UDP file), ``paint_over_dir`` and ``morphs``
 (``MorphSettings``). Every getter answers None where the add-on is not registered
 (a script or a test calling the logic directly), so callers fall back to defaults.
 """
@@ -26,6 +27,12 @@ def neural_defaults(scene):
     """``NeuralRenderSettings``: the Neural Render defaults of ``scene``, or None."""
     settings = scene_settings(scene)
     return settings.neural if settings is not None else None
+
+
+def sheet_view_defaults(scene):
+    """``SheetViewSettings``: the Render Sheet Views defaults of ``scene``, or None."""
+    settings = scene_settings(scene)
+    return settings.sheet_views if settings is not None else None
 
 
 def anr_defaults(scene):

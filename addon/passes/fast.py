@@ -4,7 +4,8 @@ Per frame, every visible mesh of the character is evaluated (armature, shape key
 modifiers with their viewport settings), its loop triangles, canonical colours, active
 render UVs and corner normals are read with ``foreach_get``, and ``models.raster`` draws
 them from the camera (pixel-centre samples, perspective-correct, nearest surface wins),
-the same rule Cycles follows with one centred sample per pixel.
+the same rule Cycles follows with one centred sample per pixel. Where this Python has no
+torch (Blender's own), ``models.raster_numpy`` draws them by the same rule.
 """
 
 from __future__ import annotations
@@ -16,10 +17,24 @@ from . import canonical
 from .camera import rigid_inverse
 
 
-class FastBackend:
-    def __init__(self, renderer):
+def _raster_module():
+    """``models.raster`` (torch: CUDA where there is one), else its numpy twin
+    ``models.raster_numpy`` where this Python has no torch (Blender's own)."""
+    try:
         from ...models import raster  # torch lives there; imported only when asked for
+    except ImportError:
+        from ...models import raster_numpy as raster  # numpy only: no torch here
+    return raster
 
+
+def _array(values) -> np.ndarray:
+    """A torch tensor (on any device) or a numpy array, as numpy."""
+    return values.cpu().numpy() if hasattr(values, "cpu") else np.asarray(values)
+
+
+class FastBackend:
+    def __init__(self, renderer, raster=None):
+        raster = raster or _raster_module()
         self.renderer = renderer
         self.raster = raster
         self.device = raster.pick_device()
@@ -53,10 +68,10 @@ class FastBackend:
         threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
         with self.raster.cpu_threads(threads):
             fragments = self.raster.rasterise(clip, height, width, device=self.device)
-            hit = fragments.coverage.cpu().numpy()
-            tri = fragments.triangle.cpu().numpy()
+            hit = _array(fragments.coverage)
+            tri = _array(fragments.triangle)
             if channels:
-                image = fragments.interpolate(np.concatenate(channels, axis=2)).cpu().numpy()
+                image = _array(fragments.interpolate(np.concatenate(channels, axis=2)))
         occupancy = hit[..., None].astype(np.float32)
         images = {}
         for name in passes:

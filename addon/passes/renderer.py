@@ -22,7 +22,8 @@ normals as ``n * 0.5 + 0.5``, depth as near = bright).
 Two renderers give the same images: ``passes.cycles`` (Cycles with one sample
 through override emission materials: anything Blender deforms, render-time modifier
 settings) and ``passes.fast`` (the depsgraph's evaluated meshes rasterised by
-``models.raster``: viewport modifier settings, needs torch). Both render from a
+``models.raster``, or ``models.raster_numpy`` where torch is absent: viewport modifier
+settings). Both render from a
 temporary scene that links the character and the camera, so the user's scene keeps its
 render settings, materials and frame; the temporary scene is removed afterwards.
 Known differences: the fast path ignores the camera's clip start/end (Cycles clips), and
@@ -47,7 +48,7 @@ from ...errors import AniRenderError
 from ..characters.finding import find_character, require_camera
 from ..core.frame_writer import BackgroundWriter
 from . import canonical
-from .camera import rigid_inverse
+from .camera import camera_matrices
 from .cycles import CyclesBackend
 from .fast import FastBackend
 from .files import _file_codec, _npz_writer, _write_whole, preview, set_file_format
@@ -83,14 +84,6 @@ class PassRenderer:
                 f'Armature "{self.armature.name}" deforms no mesh in scene "{scene.name}".'
             )
         request.out_dir = check_output_folder(request.out_dir)
-        if request.fast:
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                raise AniRenderError(
-                    "The fast renderer needs PyTorch, which this Python lacks; "
-                    "untick Fast Renderer to render with Cycles."
-                ) from None
         self.todo = self.frames_to_render()
         self.temp = None
         self._made = []  # temporary data-blocks, removed on exit
@@ -178,20 +171,9 @@ class PassRenderer:
     # camera --------------------------------------------------------------------------
     def camera_matrices(self, depsgraph):
         """(projection @ world-to-camera, camera-to-world) as float64 numpy 4x4."""
-        camera = self.camera.evaluated_get(depsgraph)
         render = self.temp.render
-        projection = camera.calc_matrix_camera(
-            depsgraph,
-            x=self.width,
-            y=self.height,
-            scale_x=render.pixel_aspect_x,
-            scale_y=render.pixel_aspect_y,
-        )
-        to_world = np.array(camera.matrix_world, dtype=np.float64)
-        # unit axes: a scaled camera must not scale normals or depth
-        to_world[:3, :3] /= np.linalg.norm(to_world[:3, :3], axis=0)
-        view = rigid_inverse(to_world)
-        return np.array(projection, dtype=np.float64) @ view, to_world
+        aspect = (render.pixel_aspect_x, render.pixel_aspect_y)
+        return camera_matrices(self.camera, depsgraph, self.width, self.height, aspect)
 
     def set_frame(self, frame: int):
         self.temp.frame_set(frame)

@@ -12,9 +12,13 @@ of the premultiplied image and of the mask, and with ``--adversarial`` a small P
 pretrained weights that cannot be had here (no torchvision, nothing downloadable that
 ships them), so it is left out; ``feature_loss`` stays as the place to add it.
 
-Split optimisation (ANR, section 3.3): keyframes, chosen greedily by how much new texture
-their silhouettes cover, train only the texture; the other frames train only the
-renderer (the texture sampled for them is detached). Steps alternate between the two.
+Schedule: by default every step trains the texture and the renderer together on frames
+drawn from all training frames (``joint``). ``--schedule split`` is the paper's split
+optimisation (ANR, section 3.3): keyframes, chosen greedily by how much new texture their
+silhouettes cover, train only the texture; the other frames train only the renderer (the
+texture sampled for them is detached); steps alternate. Measured on two outfits of the
+MakeHuman walk (BENCHMARKS.md), split needs twice the steps for the same result, and at
+the tests' budget it is what made identity 0 wear identity 1's shirt (``train_step``).
 
 Checkpoints: ``anr.safetensors`` (the model, loadable by the service), the optimiser
 moments in ``optimiser.safetensors`` and ``state.json``; batches come from generators
@@ -72,6 +76,7 @@ class TrainSettings:
     threads: int = 1
     checkpoint_every: int = 100
     stop_at: int = 0  # pause after this step (checkpointed; --resume goes on), 0: run on
+    schedule: str = "joint"  # "joint" or "split" (see train_step)
 
     def model_config(self, names) -> ANRConfig:
         return ANRConfig(
@@ -427,11 +432,41 @@ def train(settings: TrainSettings, resume: bool = False, show_progress: bool = T
     return state
 
 
+SCHEDULES = ("joint", "split")
+
+
 def train_step(model: ANR, optimisers: Optimisers, data: TrainingSet, settings, step) -> dict:
-    """One step: even steps train the texture on keyframes, odd ones the renderer."""
+    """One step of the ``settings.schedule``:
+
+    - ``joint`` (the default): every step draws from all training frames and updates the
+      texture and the renderer together.
+    - ``split`` (the paper's split optimisation): even steps train only the texture, on
+      keyframes; odd steps only the renderer, on the other frames, with the texture
+      detached. Kept to reproduce the comparison in BENCHMARKS.md.
+
+    Why identities bled (issue 21, measured, BENCHMARKS.md): not the index mapping
+    (trained long enough, each identity renders its own outfit, and rendering one
+    identity on the other's poses follows the texture), not a renderer that ignores the
+    texture (swapping identities changes the colours by 0.11-0.15 L1 inside the
+    silhouette), not the keyframe restriction (texture steps on all frames were no
+    better): the split schedule. It gives the texture and the renderer half the updates
+    each, and the renderer spends its half fitting frames through a texture it cannot
+    move, so at the tests' budget it still paints the identities' average look from the
+    coarse geometry and the texture has had too few steps to pull each identity back.
+    Split at 800 steps matches joint at 400; joint at 400 halves split-400's error.
+    """
+    if settings.schedule not in SCHEDULES:
+        raise AniRenderError(
+            f"Unknown ANR training schedule {settings.schedule!r}; use {' or '.join(SCHEDULES)}."
+        )
     rng = np.random.default_rng([settings.seed, step])
-    texture_step = step % 2 == 0
-    pool = data.keys if texture_step else data.others
+    joint = settings.schedule == "joint"
+    texture_step = joint or step % 2 == 0
+    renderer_step = joint or not texture_step
+    if joint:
+        pool = data.keys + data.others
+    else:
+        pool = data.keys if texture_step else data.others
     batch = {k: v.to(settings.device) for k, v in data.batch(
         pool, settings.batch, settings.crop_width, rng).items()}  # fmt: skip
     for optimiser, base in ((optimisers.texture, settings.lr_texture),
@@ -439,8 +474,8 @@ def train_step(model: ANR, optimisers: Optimisers, data: TrainingSet, settings, 
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(base, step, settings.steps)
     renderer = [p for g in optimisers.renderer.param_groups for p in g["params"]]
-    for p in renderer:  # texture steps need no renderer weight gradients
-        p.requires_grad_(not texture_step)
+    for p in renderer:  # texture-only steps need no renderer weight gradients
+        p.requires_grad_(renderer_step)
     features = model.sample_texture(batch["uv"], batch["identity"])
     if not texture_step:
         features = features.detach()
@@ -456,7 +491,7 @@ def train_step(model: ANR, optimisers: Optimisers, data: TrainingSet, settings, 
         real = torch.cat(
             [batch["target"][:, :3] * batch["target"][:, 3:], batch["target"][:, 3:]], 1
         )
-        if not texture_step:
+        if renderer_step:
             critic = ((disc(real) - 1) ** 2).mean() + (disc(fake.detach()) ** 2).mean()
             optimisers.critic.zero_grad(set_to_none=True)
             critic.backward()
@@ -471,11 +506,11 @@ def train_step(model: ANR, optimisers: Optimisers, data: TrainingSet, settings, 
     optimisers.texture.zero_grad(set_to_none=True)
     optimisers.renderer.zero_grad(set_to_none=True)
     total.backward()
-    if texture_step:
-        optimisers.texture.step()
-    else:
+    if renderer_step:
         torch.nn.utils.clip_grad_norm_(renderer, 1.0)
         optimisers.renderer.step()
+    if texture_step:
+        optimisers.texture.step()
     losses["total"] = total
     return {k: v.detach() for k, v in losses.items()}
 
