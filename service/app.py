@@ -96,7 +96,7 @@ def create_app(
     async def too_large(request, exc):
         return error(413, _too_large_message(max_request_bytes))
 
-    async def read_arrays(request: Request, names: tuple[str, ...]) -> dict:
+    async def read_arrays(request: Request, names: tuple[str, ...], optional=()) -> dict:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -106,7 +106,9 @@ def create_app(
         body = b"".join(chunks)
         if not body:
             raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
-        return await asyncio.to_thread(protocol.unpack, body, names, 4 * max_request_bytes)
+        return await asyncio.to_thread(
+            protocol.unpack, body, names, 4 * max_request_bytes, tuple(optional)
+        )
 
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
@@ -127,7 +129,8 @@ def create_app(
             "max_batch": queue.max_batch,
             "queue_depth": queue.depth,
             "sheets": [
-                {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
+                {"sheet_id": s.sheet_id, "views": s.views, "size": s.size, "shader": s.shader}
+                for s in queue.sheets()
             ],
             "stats": dict(queue.stats),
             "reenact": {
@@ -145,21 +148,28 @@ def create_app(
 
     @app.post(f"{API}/sheets", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def upload_sheet(request: Request) -> dict:
-        """Upload a character sheet (``images``); its encoding is cached under the id."""
-        images = protocol.check_sheet((await read_arrays(request, ("images",)))["images"])
-        sheet_id = protocol.sheet_id(images)
-        sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        """Upload a character sheet (``images``, optionally ``udps``: each view's UDP); its
+        encoding is cached under the id. With UDPs the guided shader paints, else CoNR."""
+        arrays = await read_arrays(request, ("images",), optional=("udps",))
+        images = protocol.check_sheet(arrays["images"])
+        udps = arrays.get("udps")
+        if udps is not None:
+            udps = await asyncio.to_thread(protocol.check_sheet_udps, udps, images)
+        sheet_id = protocol.sheet_id(images, udps)
+        sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps))
+        return {**describe_sheet(sheet), "cached": cached}
+
+    def describe_sheet(sheet) -> dict:
         return {
             "sheet_id": sheet.sheet_id,
             "views": sheet.views,
             "size": sheet.size,
-            "cached": cached,
+            "shader": sheet.shader,
         }
 
     @app.get(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
     def get_sheet(sheet_id: str) -> dict:
-        sheet = queue.sheet(sheet_id)
-        return {"sheet_id": sheet.sheet_id, "views": sheet.views, "size": sheet.size}
+        return describe_sheet(queue.sheet(sheet_id))
 
     @app.delete(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
     def delete_sheet(sheet_id: str) -> dict:
@@ -181,6 +191,7 @@ def create_app(
         rgba = await asyncio.wrap_future(future)
         answer = await asyncio.to_thread(npz, rgba=rgba)
         answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
+        answer.headers[protocol.SHADER] = sheet.shader
         return answer
 
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)

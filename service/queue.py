@@ -7,8 +7,10 @@ goes back to the request it came from. Sheet encodings (the parser's work) are c
 sheet id, least recently used evicted first.
 
 The model is anything with ``encode_sheet(uint8 (V,H,W,4)) -> encoding`` and
-``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; this module never imports
-torch.
+``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; a sheet uploaded with its
+views' UDPs is encoded by ``encode_sheet(images, udps)`` (``service.sheet_shaders``), and
+an encoding's ``shader`` attribute names the shader that paints with it (CoNR when it
+has none). This module never imports torch.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Sheet:
     views: int
     size: int
     encoding: object
+    shader: str = "conr"  # "guided" when the sheet's views carry their UDPs
 
 
 @dataclass
@@ -61,6 +64,7 @@ class _Encode:
     sheet_id: str
     images: np.ndarray
     future: Future
+    udps: np.ndarray | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class SequenceJob:
     state: str = "running"  # running, done, cancelled, failed
     error: str = ""
     created: float = field(default_factory=time.monotonic)
+    shader: str = "conr"
 
     @property
     def total(self) -> int:
@@ -88,6 +93,7 @@ class SequenceJob:
             "done": len(self.results),
             "total": self.total,
             "error": self.error,
+            "shader": self.shader,
         }
 
 
@@ -150,7 +156,9 @@ class ShadingQueue:
             if self._sheets.pop(sheet_id) is None:
                 raise UnknownSheet(f"Unknown character sheet '{sheet_id}'.")
 
-    def add_sheet(self, sheet_id: str, images: np.ndarray) -> Future:
+    def add_sheet(
+        self, sheet_id: str, images: np.ndarray, udps: np.ndarray | None = None
+    ) -> Future:
         """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
         future: Future = Future()
         with self._lock:
@@ -158,7 +166,7 @@ class ShadingQueue:
             if cached is not None:
                 future.set_result((cached, True))
                 return future
-            self._put(_Encode(sheet_id, images, future))
+            self._put(_Encode(sheet_id, images, future, udps))
         return future
 
     # frames -----------------------------------------------------------------------------
@@ -194,7 +202,7 @@ class ShadingQueue:
     # jobs -------------------------------------------------------------------------------
     def submit_job(self, sheet_id: str, udp: np.ndarray, frames: np.ndarray) -> SequenceJob:
         sheet = self.sheet(sheet_id)
-        job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size)
+        job = SequenceJob(uuid.uuid4().hex, sheet_id, frames, sheet.size, shader=sheet.shader)
 
         def deliver(i, rgba, exc, seconds):
             if job.state != "running":
@@ -285,11 +293,15 @@ class ShadingQueue:
 
     def _encode(self, item: _Encode) -> None:
         try:
-            encoding = self.model.encode_sheet(item.images)
+            if item.udps is None:
+                encoding = self.model.encode_sheet(item.images)
+            else:
+                encoding = self.model.encode_sheet(item.images, item.udps)
         except Exception as exc:
             item.future.set_exception(exc)
             return
-        sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding)
+        shader = getattr(encoding, "shader", "conr")
+        sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding, shader)
         with self._lock:
             self._sheets.put(item.sheet_id, sheet)
             self.stats["sheets_encoded"] += 1

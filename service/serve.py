@@ -21,6 +21,7 @@ from ..models.weights import load_conr, resolve_weights
 from . import protocol
 from .portraits import PortraitLibrary
 from .queue import ShadingQueue
+from .sheet_shaders import SheetShaders
 
 
 def is_loopback(host: str) -> bool:
@@ -67,7 +68,15 @@ def build_queue(weights: str | None, device: str, max_batch: int):
         },
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    return ShadingQueue(model, max_batch=max_batch).start(), info
+    # torch: the guided shader's module, with the model it serves
+    from ..models.guided import SHIPPED_GUIDED, load_guided
+
+    info["models"]["guided"] = {
+        "weights": SHIPPED_GUIDED.name,
+        "used_for": "sheets uploaded with each view's UDP",
+    }
+    shaders = SheetShaders(model, load_guided=lambda: load_guided(device=device))
+    return ShadingQueue(shaders, max_batch=max_batch).start(), info
 
 
 def serve(
