@@ -29,7 +29,7 @@ from bpy_extras import anim_utils
 from PIL import Image, ImageDraw
 
 from ..models.alpha import over_white, premultiplied, to_straight_uint8
-from ..models.framing import frame_sheet_image, frame_udp, paste_back
+from ..models.framing import frame_sheet_image, frame_udp, paste_back, shade_in_frame
 from ..models.metrics import flicker, image_metrics
 from ..models.paint_over import paint_over
 from ..models.shade_baselines import nearest_udp_baseline
@@ -174,6 +174,23 @@ def _take_character(seed, folder: Path, walk, size, truth_frames) -> CharacterTa
         rgba = _render_rgba(scene, folder / "truth" / f"frame_{frame:04d}.png")
         truths[frame] = premultiplied(rgba)
     return CharacterTake(np.stack(sheet_images), np.stack(sheet_udps), np.stack(udps), truths)
+
+
+def _shade_guided(sheet_images, sheet_udps, udps, weights=None) -> np.ndarray:
+    """The main road: the guided shader, the sheet's own UDPs, at the full frame size,
+    framed the official way (centred square around the character, pasted back)."""
+
+    # torch: the guided shader loads when the demo shades, not when Blender starts
+    from ..models.guided import frame_sheet_view, load_guided
+
+    size = udps.shape[1]
+    shader = load_guided(weights)
+    views = [
+        frame_sheet_view(image, udp, size, name=f"Sheet view {i}")
+        for i, (image, udp) in enumerate(zip(sheet_images, sheet_udps, strict=True))
+    ]
+    sheet = shader.encode_sheet(np.stack([v[0] for v in views]), np.stack([v[1] for v in views]))
+    return np.stack([shade_in_frame(lambda u: shader.render(sheet, u), udp, size) for udp in udps])
 
 
 def _shade_conr(sheet_images, udps, weights) -> np.ndarray:
