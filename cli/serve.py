@@ -1,14 +1,18 @@
-"""``anirender serve``: the neural shader service on HTTP (``service.serve``).
+"""``anirender serve``: the neural shader service on HTTP (``service.serve``), or with
+``--ray`` the same app as Ray Serve replicas on a Ray cluster (``service.ray_serve``).
 
 The token is read from ``$ANIRENDER_SERVICE_TOKEN`` (preferred: a ``--token`` on the
-command line shows in ``ps``)."""
+command line shows in ``ps``). Ray is optional: it is imported only for ``--ray``."""
 
 from __future__ import annotations
 
 import os
 
+from ..errors import AniRenderError
 from ..service import protocol
 from ..service.serve import serve
+
+RAY_INSTALL = 'pip install "anirender[ray]"  (or: pip install "ray[serve]==2.60.0")'
 
 
 def add_parser(subparsers) -> None:
@@ -32,11 +36,31 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--exit-with-stdin", action="store_true", help="stop when stdin closes (add-on use)"
     )
+    ray = parser.add_argument_group('Ray Serve (optional extra: pip install "anirender[ray]")')
+    ray.add_argument(
+        "--ray", action="store_true", help="serve as Ray Serve replicas on a Ray cluster"
+    )
+    ray.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (HOST:6379, ray://HOST:10001, or 'auto' for the one "
+        "`ray start` began here); default: $RAY_ADDRESS, else a new local cluster",
+    )
+    ray.add_argument(
+        "--replicas", default="1", help="number of replicas, or 'auto' to scale with the load"
+    )
+    ray.add_argument(
+        "--gpus-per-replica", type=float, default=0.0, help="GPUs each replica reserves"
+    )
     parser.set_defaults(func=_serve_command)
 
 
 def _serve_command(args) -> int:
     token = args.token or os.environ.get(protocol.TOKEN_ENV) or None
+    if args.ray:
+        return _serve_with_ray(args, token)
+    if args.address or args.replicas != "1" or args.gpus_per_replica:
+        raise AniRenderError("--address, --replicas and --gpus-per-replica go with --ray.")
     serve(
         host=args.host,
         port=args.port,
@@ -47,5 +71,33 @@ def _serve_command(args) -> int:
         max_batch=args.max_batch,
         exit_with_stdin=args.exit_with_stdin,
         reenact_weights=args.reenact_weights,
+    )
+    return 0
+
+
+def _serve_with_ray(args, token) -> int:
+    try:
+        # Ray: optional, loaded only for --ray
+        from ..service.ray_serve import serve_with_ray
+    except ImportError as exc:
+        if not (exc.name or "").startswith("ray"):
+            raise
+        raise AniRenderError(
+            f"--ray needs Ray Serve, which this Python lacks. Install it with {RAY_INSTALL}, "
+            "or leave out --ray to serve from this machine alone."
+        ) from None
+    serve_with_ray(
+        address=args.address,
+        exit_with_stdin=args.exit_with_stdin,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        token=token,
+        weights=args.weights,
+        max_request_mb=args.max_request_mb,
+        max_batch=args.max_batch,
+        reenact_weights=args.reenact_weights,
+        replicas=args.replicas,
+        gpus_per_replica=args.gpus_per_replica,
     )
     return 0

@@ -4,6 +4,13 @@ Every request passes two gates before a handler sees it: the Bearer token (when 
 service has one) and the size limit (413 past ``max_request_bytes``, checked on the
 declared length and again while the body streams in). Handlers validate arrays with
 ``protocol`` (400 with a message) and hand frames to the ``ShadingQueue``.
+
+When several copies of the app serve one address (Ray Serve replicas,
+``service.ray_serve``), a ``shared`` directory makes what a client uploaded to one copy
+(a sheet, an ANR model, a portrait) usable on all: uploads are published there by kind
+and id, and a copy that has not prepared one yet fetches it from there and prepares it
+(encodes the sheet, loads the model, prepares the portrait) before using it. Without one
+(the plain service) an unknown id is a 404 and the client uploads it again.
 """
 
 from __future__ import annotations
@@ -43,9 +50,18 @@ def create_app(
     max_request_bytes: int = 256 << 20,
     info: dict | None = None,
     portraits: PortraitLibrary | None = None,
+    shared=None,
+    jobs_refused: str = "",
 ) -> FastAPI:
     """The FastAPI app around a started ``ShadingQueue`` (and a ``PortraitLibrary`` for
-    reenactment: the shipped weights, loaded on first use, unless one is given)."""
+    reenactment: the shipped weights, loaded on first use, unless one is given).
+
+    ``shared``: optional, with ``async publish(kind, key, payload) -> bool`` (True: it was
+    there already, so the upload counts as cached), ``async fetch(kind,
+    key) -> payload | None`` and ``async forget(kind, key) -> bool`` (kinds: "sheet",
+    "anr", "portrait"); what every copy of the app can read (the module's contract).
+    ``jobs_refused``: when set, ``POST /v1/jobs`` answers 400 with this message (several
+    copies of the app: a job would live on one copy, and polls reach any)."""
     app = FastAPI(
         title="AniRender neural shader service",
         version=str(protocol.VERSION),
@@ -113,6 +129,22 @@ def create_app(
     def npz(**arrays) -> Response:
         return Response(protocol.pack(**arrays), media_type=protocol.NPZ_TYPE)
 
+    async def known_sheet(sheet_id: str):
+        """The cached sheet; else, from the shared directory, encoded here first."""
+        try:
+            return queue.sheet(sheet_id)
+        except UnknownSheet:
+            images = await shared.fetch("sheet", sheet_id) if shared else None
+            if images is None:
+                raise
+            udps = None
+            if protocol.sheet_id(images) != sheet_id:  # uploaded with its views' UDPs
+                udps = await shared.fetch("sheet-udps", sheet_id)
+                if udps is None:
+                    raise
+        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps))
+        return sheet
+
     # ------------------------------------------------------------------ endpoints
     @app.get(f"{API}/health", responses={401: _ERROR})
     def health() -> dict:
@@ -157,6 +189,10 @@ def create_app(
             udps = await asyncio.to_thread(protocol.check_sheet_udps, udps, images)
         sheet_id = protocol.sheet_id(images, udps)
         sheet, cached = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps))
+        if shared:
+            if udps is not None:
+                await shared.publish("sheet-udps", sheet_id, udps)
+            cached = await shared.publish("sheet", sheet_id, images) or cached
         return {**describe_sheet(sheet), "cached": cached}
 
     def describe_sheet(sheet) -> dict:
@@ -168,12 +204,19 @@ def create_app(
         }
 
     @app.get(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
-    def get_sheet(sheet_id: str) -> dict:
-        return describe_sheet(queue.sheet(sheet_id))
+    async def get_sheet(sheet_id: str) -> dict:
+        return describe_sheet(await known_sheet(sheet_id))
 
     @app.delete(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
-    def delete_sheet(sheet_id: str) -> dict:
-        queue.forget_sheet(sheet_id)
+    async def delete_sheet(sheet_id: str) -> dict:
+        known = await shared.forget("sheet", sheet_id) if shared else False
+        if shared:
+            await shared.forget("sheet-udps", sheet_id)
+        try:
+            queue.forget_sheet(sheet_id)
+        except UnknownSheet:
+            if not known:
+                raise
         return {"sheet_id": sheet_id, "deleted": True}
 
     @app.post(
@@ -184,7 +227,7 @@ def create_app(
     )
     async def shade(sheet_id: str, request: Request) -> Response:
         """Shade ``udp`` frames with a sheet; answers ``rgba`` (premultiplied)."""
-        sheet = queue.sheet(sheet_id)
+        sheet = await known_sheet(sheet_id)
         udp = (await read_arrays(request, ("udp",)))["udp"]
         udp = await asyncio.to_thread(protocol.check_udp, udp, sheet.size)
         future = queue.shade(sheet_id, udp)
@@ -197,7 +240,9 @@ def create_app(
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def submit_job(request: Request, sheet_id: str = Query(...)) -> dict:
         """Submit a whole sequence (``udp`` + ``frames``); poll it, fetch results, cancel."""
-        sheet = queue.sheet(sheet_id)
+        if jobs_refused:
+            raise AniRenderError(jobs_refused)
+        sheet = await known_sheet(sheet_id)
         arrays = await read_arrays(request, ("udp", "frames"))
         udp = await asyncio.to_thread(protocol.check_udp, arrays["udp"], sheet.size)
         frames = protocol.check_frames(arrays["frames"], len(udp))
@@ -240,11 +285,16 @@ def create_app(
             app.state.anr = AnrLibrary(device=static_info.get("device", "cpu"))
         return app.state.anr
 
-    def anr_model(model_id: str) -> dict:
+    async def anr_model(model_id: str) -> dict:
+        """The loaded model's description; else, from the shared directory, loaded here."""
         try:
             return anr_library().describe(model_id)
         except KeyError:
-            raise UnknownSheet(f"Unknown ANR model '{model_id}'; upload it again.") from None
+            weights = await shared.fetch("anr", model_id) if shared else None
+            if weights is None:
+                raise UnknownSheet(f"Unknown ANR model '{model_id}'; upload it again.") from None
+        await asyncio.to_thread(anr_library().add, weights)
+        return anr_library().describe(model_id)
 
     @app.post(f"{API}/anr", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def upload_anr(request: Request) -> dict:
@@ -253,6 +303,8 @@ def create_app(
         if weights.dtype != np.uint8 or weights.ndim != 1:
             raise protocol.WireError("ANR 'weights' are the file's bytes: a 1-D uint8 array.")
         key, model, cached = await asyncio.to_thread(anr_library().add, weights.tobytes())
+        if shared:
+            cached = await shared.publish("anr", key, weights.tobytes()) or cached
         return {"model_id": key, "identities": model.config.names(), "cached": cached}
 
     @app.post(
@@ -265,7 +317,7 @@ def create_app(
         model_id: str, request: Request, identity: int = Query(0, ge=0, le=1024)
     ) -> Response:
         """Shade ``uv`` + ``normal`` passes with an ANR model; answers ``rgba``."""
-        anr_model(model_id)
+        await anr_model(model_id)
         arrays = await read_arrays(request, ("uv", "normal"))
         try:
             rgba = await asyncio.to_thread(
@@ -284,20 +336,38 @@ def create_app(
             **extra,
         }
 
+    async def known_portrait(portrait_id: str):
+        """The prepared portrait; else, from the shared directory, prepared here first."""
+        try:
+            return portraits.portrait(portrait_id)
+        except UnknownPortrait:
+            image = await shared.fetch("portrait", portrait_id) if shared else None
+            if image is None:
+                raise
+        portrait, _ = await asyncio.wrap_future(portraits.add(image))
+        return portrait
+
     @app.post(f"{API}/portraits", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def upload_portrait(request: Request) -> dict:
         """Upload a portrait (``portrait``: uint8 H x W x 4); cached under its content id."""
         image = protocol.check_portrait((await read_arrays(request, ("portrait",)))["portrait"])
         portrait, cached = await asyncio.wrap_future(portraits.add(image))
+        if shared:
+            cached = await shared.publish("portrait", portrait.portrait_id, image) or cached
         return portrait_info(portrait, cached=cached)
 
     @app.get(f"{API}/portraits/{{portrait_id}}", responses=_ERRORS)
-    def get_portrait(portrait_id: str) -> dict:
-        return portrait_info(portraits.portrait(portrait_id))
+    async def get_portrait(portrait_id: str) -> dict:
+        return portrait_info(await known_portrait(portrait_id))
 
     @app.delete(f"{API}/portraits/{{portrait_id}}", responses=_ERRORS)
-    def delete_portrait(portrait_id: str) -> dict:
-        portraits.forget(portrait_id)
+    async def delete_portrait(portrait_id: str) -> dict:
+        known = await shared.forget("portrait", portrait_id) if shared else False
+        try:
+            portraits.forget(portrait_id)
+        except UnknownPortrait:
+            if not known:
+                raise
         return {"portrait_id": portrait_id, "deleted": True}
 
     @app.post(
@@ -309,7 +379,7 @@ def create_app(
     async def reenact(portrait_id: str, request: Request) -> Response:
         """Reenact a portrait with ``poses`` (float32 N x 20); answers ``rgba``
         (premultiplied, the portrait's size)."""
-        portrait = portraits.portrait(portrait_id)
+        portrait = await known_portrait(portrait_id)
         poses = (await read_arrays(request, ("poses",)))["poses"]
         poses = protocol.check_poses(poses, portrait.width * portrait.height)
         rgba = await asyncio.wrap_future(portraits.reenact(portrait_id, poses))

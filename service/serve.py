@@ -43,6 +43,15 @@ def pick_device(name: str) -> str:
     return name
 
 
+def refuse_open_host_without_token(host: str, token: str | None) -> None:
+    """The service binds off loopback only with a token (plain and Ray Serve alike)."""
+    if not is_loopback(host) and not token:
+        raise AniRenderError(
+            f"Refusing to listen on {host} without a token: anyone on the network could use "
+            f"it. Pass --token (or set {protocol.TOKEN_ENV}), or use --host 127.0.0.1."
+        )
+
+
 def build_queue(weights: str | None, device: str, max_batch: int):
     """Load the model and start a ``ShadingQueue`` around it; also the info it reports."""
     import numpy as np
@@ -55,6 +64,7 @@ def build_queue(weights: str | None, device: str, max_batch: int):
     info = {
         "service": "anirender",
         "device": device,
+        "torch_threads": torch.get_num_threads(),
         "models": {
             "conr": {
                 "weights": path.name,
@@ -95,11 +105,7 @@ def serve(
     # fastapi: the app is built when serving starts, not for --help
     from .app import create_app
 
-    if not is_loopback(host) and not token:
-        raise AniRenderError(
-            f"Refusing to listen on {host} without a token: anyone on the network could use "
-            f"it. Pass --token (or set {protocol.TOKEN_ENV}), or use --host 127.0.0.1."
-        )
+    refuse_open_host_without_token(host, token)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -137,7 +143,11 @@ def serve(
     print(f"{protocol.PORT_LINE}{bound}", flush=True)
     print(f"anirender service on http://{host}:{bound} ({info['device']})", flush=True)
     if exit_with_stdin:
-        threading.Thread(target=_exit_on_eof, args=(server,), daemon=True).start()
+
+        def stop():
+            server.should_exit = True
+
+        threading.Thread(target=exit_on_eof, args=(stop,), daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
@@ -146,11 +156,11 @@ def serve(
         sock.close()
 
 
-def _exit_on_eof(server) -> None:
-    """Stop when the parent closes our stdin (or dies): no orphaned services."""
+def exit_on_eof(stop) -> None:
+    """Call ``stop()`` when the parent closes our stdin (or dies): no orphaned services."""
     try:
         while sys.stdin.buffer.read(4096):
             pass
     except (OSError, ValueError):
         pass
-    server.should_exit = True
+    stop()

@@ -121,8 +121,8 @@ def start_service(
 
 
 @contextlib.contextmanager
-def running_service(weights: Path, *args: str, env: dict | None = None):
-    service = start_service(weights, *args, env=env)
+def running_service(weights: Path, *args: str, env: dict | None = None, timeout=120):
+    service = start_service(weights, *args, env=env, timeout=timeout)
     try:
         yield service
     finally:

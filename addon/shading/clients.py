@@ -11,7 +11,10 @@ Behind it:
 - ``HttpClient``: a running service (``anirender serve``), local or remote, Bearer token,
   the numpy-only wire format of ``service.protocol``. Standard library HTTP only, since
   Blender's Python has no httpx. If the service forgot a sheet (it restarted), the
-  client uploads it again and retries once.
+  client uploads it again and retries once. A ``shade`` request that failed inside the
+  service (a 5xx answer, or the connection dropped mid-request: a Ray Serve replica that
+  died) is sent again a few times, since shading the same frames twice gives the same
+  frames; a service that does not answer at all is reported at once.
 - ``LocalService``: starts ``python -m anirender.cli serve --port 0`` with the
   interpreter from the preferences, reads the port it prints, hands out an
   ``HttpClient`` with a fresh token, and stops the process when Blender quits (atexit)
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -41,6 +45,10 @@ from ...service.sheet_shaders import SheetShaders
 
 class ServiceUnavailable(AniRenderError):
     """The service cannot be reached (not started, stopped, killed, wrong URL)."""
+
+
+class _FailedMidRequest(ServiceUnavailable):
+    """A 5xx answer or a connection dropped mid-request: another try may succeed."""
 
 
 class ShaderClient:
@@ -209,6 +217,9 @@ class InProcessClient(ShaderClient):
 
 
 class HttpClient(ShaderClient):
+    #: seconds to wait before each new try of a ``shade`` request that failed mid-request
+    retry_waits = (0.5, 1.0, 2.0)
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 600.0):
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
@@ -242,6 +253,11 @@ class HttpClient(ShaderClient):
             raise self._service_error(exc) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (ConnectionResetError, BrokenPipeError)):
+                # also http.client.RemoteDisconnected: the service went away mid-request
+                raise _FailedMidRequest(
+                    f"The service at {self.url} dropped the connection mid-request ({reason})."
+                ) from None
             raise ServiceUnavailable(
                 f"The neural shader service at {self.url} does not answer ({reason}). Start it "
                 "(AniRender preferences > Start Local Service, or `anirender serve`) and try "
@@ -261,7 +277,7 @@ class HttpClient(ShaderClient):
         if exc.code == 404:
             return _NotFound(str(message))
         if exc.code >= 500:
-            return ServiceUnavailable(f"The service at {self.url} failed: {message}")
+            return _FailedMidRequest(f"The service at {self.url} failed: {message}")
         return AniRenderError(f"The service at {self.url} refused the request: {message}")
 
     def _json(self, method: str, path: str, body: bytes | None = None, timeout=None) -> dict:
@@ -295,16 +311,26 @@ class HttpClient(ShaderClient):
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
         udp = protocol.check_udp(np.asarray(udp, dtype=np.float32))
         body = protocol.pack(udp=udp)
+        for wait in (*self.retry_waits, None):
+            try:
+                rgba = self._shade_once(sheet_id, body)
+                break
+            except _FailedMidRequest:
+                if wait is None:
+                    raise
+                time.sleep(wait)
+        return protocol.check_rgba(rgba, len(udp), udp.shape[1])
+
+    def _shade_once(self, sheet_id: str, body: bytes) -> np.ndarray:
         try:
-            rgba = self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
+            return self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
         except _NotFound:
             if sheet_id not in self._sheets:
                 raise AniRenderError(
                     f"The service does not know sheet '{sheet_id}'; upload it first."
                 ) from None
             self.upload_sheet(*self._sheets[sheet_id])  # the service restarted
-            rgba = self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
-        return protocol.check_rgba(rgba, len(udp), udp.shape[1])
+            return self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
 
     # whole sequences as service-side jobs -------------------------------------------------
     def submit_sequence(self, sheet_id: str, udp: np.ndarray, frames) -> str:
