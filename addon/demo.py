@@ -1,19 +1,26 @@
 """``anirender demo``: the main job, end to end on the MakeHuman character.
 
-1. Build the MakeHuman character with a toon outfit (``addon.characters.looks``).
-2. Render a 4-view character sheet of it in its A-pose (front, left, back, right).
-3. Render the walk cycle's UDP passes (looped to ``--frames`` frames) with the fast path.
-4. Shade them with the shipped CoNR model in this process (``addon.shading.clients``), framed
-   the official way (centred square, working size, pasted back).
-5. Render the same frames with Cycles as ground truth, and write ``out/demo/``: the
-   shaded frames as straight-alpha PNG, an MP4 made with Blender's FFmpeg output, and a
-   contact sheet (sheet | UDP | neural frame | Cycles truth). Print PSNR against the
-   truth, next to the nearest-UDP baseline's.
+1. Build the MakeHuman character with a toon outfit (``addon.characters.looks``) and render
+   a 4-view character sheet of it in its A-pose (front, left, back, right), each view with
+   its exact UDP: the sheet knows where each of its pixels sits on the body.
+2. Render the walk cycle's UDP passes (looped to ``--frames`` frames) with the fast path,
+   and the same frames with Cycles as ground truth.
+3. Shade the walk three ways at the full frame size and score each against the truth
+   (``out/demo/scores.json``: L1, PSNR, SSIM on white and flicker): the guided shader
+   (sheet UDPs known), the image-only CoNR road (at its working size, framed the official
+   way), and the non-neural copy baseline (each pixel takes the sheet pixel of nearest UDP).
+4. A second character: another outfit whose sheet is a 2D paint-over of its renders (flat
+   cels, ink lines; ``models.paint_over``), shaded by the guided shader in the same walk:
+   a look Cycles of the same rig does not give.
+5. Write the guided frames as straight-alpha PNG, an MP4 made with Blender's FFmpeg
+   output, and a contact sheet with labelled columns.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
@@ -22,8 +29,9 @@ from bpy_extras import anim_utils
 from PIL import Image, ImageDraw
 
 from ..models.alpha import over_white, premultiplied, to_straight_uint8
-from ..models.framing import frame_sample, frame_sheet_image, frame_udp, paste_back
-from ..models.metrics import image_metrics
+from ..models.framing import frame_sheet_image, frame_udp, paste_back, shade_in_frame
+from ..models.metrics import flicker, image_metrics
+from ..models.paint_over import paint_over
 from ..models.shade_baselines import nearest_udp_baseline
 from .characters.cache import load_character
 from .characters.finding import meshes_deformed_by
@@ -36,26 +44,97 @@ from .shading.clients import InProcessClient
 
 SHEET_AZIMUTHS = (0.0, 90.0, 180.0, -90.0)
 OUTFIT_SEED = 11
-WORKING_SIZE = 128  # the shipped model was trained on 128 x 128 framed samples
+PAINTED_OUTFIT_SEED = 3  # the second character, whose sheet is painted over
+WORKING_SIZE = 128  # the shipped CoNR model was trained on 128 x 128 framed samples
+CONTACT_ROWS = (0, 12, 24, 36)
+
+
+@dataclass
+class CharacterTake:
+    """One character's sheet (images + exact UDPs), walk UDPs and Cycles frames."""
+
+    sheet_images: np.ndarray  # uint8 straight RGBA (V, S, S, 4)
+    sheet_udps: np.ndarray  # float32 (V, S, S, 4)
+    udps: np.ndarray  # float32 (F, S, S, 4)
+    truths: dict = field(default_factory=dict)  # frame -> premultiplied float RGBA
 
 
 def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict:
+    """Run the main job into ``out``; return paths, scores and timings (``scores.json``)."""
 
     started = time.perf_counter()
     out = Path(out).resolve()
-    frames_dir = out / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
+    walk = list(range(frames))
+    rows = sorted({min(r, frames - 1) for r in CONTACT_ROWS})
 
-    armature = load_character("makehuman")
+    own = _take_character(OUTFIT_SEED, out / "own", walk, size, truth_frames=walk)
+    truth = np.stack([own.truths[f] for f in walk])
+    shaded = {
+        "guided": _shade_guided(own.sheet_images, own.sheet_udps, own.udps),
+        "conr": _shade_conr(own.sheet_images, own.udps, weights),
+        "copy": np.stack(
+            [nearest_udp_baseline(own.sheet_images, own.sheet_udps, u) for u in own.udps]
+        ),
+    }
+    scores = {name: _scores(frames_, truth) for name, frames_ in shaded.items()}
+    scores["frames"], scores["size"], scores["conr_working_size"] = frames, size, WORKING_SIZE
+    (out / "scores.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+    painted_take = _take_character(PAINTED_OUTFIT_SEED, out / "painted", walk, size, rows)
+    painted_sheet = np.stack(
+        [paint_over(image, seed=i) for i, image in enumerate(painted_take.sheet_images)]
+    )
+    for i, image in enumerate(painted_sheet):
+        _save_png(image, out / "painted" / "sheet" / f"view_{i}_painted.png")
+    painted = _shade_guided(painted_sheet, painted_take.sheet_udps, painted_take.udps)
+
+    frames_dir = _write_frames(out / "frames", walk, shaded["guided"])
+    painted_dir = _write_frames(out / "painted" / "frames", walk, painted)
+    movie = write_movie(frames_dir, walk, out / "walk.mp4", size)
+    contact = write_contact_sheet(
+        out / "contact_sheet.png",
+        [
+            ("own look", own.sheet_images, own.udps, shaded, own.truths),
+            (
+                "painted sheet",
+                painted_sheet,
+                painted_take.udps,
+                {"guided": painted},
+                painted_take.truths,
+            ),
+        ],
+        rows,
+    )
+    return {
+        "frames_dir": frames_dir,
+        "painted_dir": painted_dir,
+        "movie": movie,
+        "contact_sheet": contact,
+        "scores_file": out / "scores.json",
+        "scores": scores,
+        "count": len(walk),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _scores(shaded: np.ndarray, truth: np.ndarray) -> dict:
+    scores = image_metrics(shaded, truth)
+    scores["flicker"] = flicker(shaded, truth) if len(truth) > 1 else 0.0
+    return scores
+
+
+def _take_character(seed, folder: Path, walk, size, truth_frames) -> CharacterTake:
+    """Open the MakeHuman character, dress it, render its sheet, walk UDPs and truths."""
+
+    armature = load_character("makehuman")  # a fresh file: one character at a time
     scene = bpy.context.scene
-    dress_character(armature, OUTFIT_SEED, scene)
+    dress_character(armature, seed, scene)
     canonical.set_canonical_pose(armature, "A_POSE", scene)
     meshes = meshes_deformed_by(armature)
     camera = setup_look_render(scene, size)
-    client = InProcessClient(weights, device="auto")  # None: the shipped model
-    working = WORKING_SIZE
 
-    # 1. the character sheet, A-pose, four views --------------------------------------
+    # the character sheet: rest pose (A-pose), four views, each with its exact UDP
     action = armature.animation_data.action
     armature.animation_data.action = None
     for bone in armature.pose.bones:
@@ -63,9 +142,8 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
         bone.location = (0.0, 0.0, 0.0)
     scene.frame_set(0)
     low, high = character_bounds(meshes, bpy.context.evaluated_depsgraph_get())
-    sheet_images, sheet_udps = [], []
     request = PassRequest(
-        out_dir=out / "passes",
+        out_dir=folder / "passes",
         frames=[0],
         passes=("udp",),
         formats=("npz",),
@@ -73,78 +151,68 @@ def run_demo(out: Path, frames: int = 48, size: int = 256, weights=None) -> dict
         size=(size, size),
         overwrite=True,
     )
+    sheet_images, sheet_udps = [], []
     aim_camera(camera, low, high, 0.0, 5.0, fill=0.95)
     with PassRenderer(scene, armature, request) as renderer:
         for azimuth in SHEET_AZIMUTHS:
             aim_camera(camera, low, high, azimuth, 5.0, fill=0.95)
             sheet_udps.append(renderer.render_frame(0)["udp"])
-            sheet_images.append(
-                _render_rgba(scene, out / "sheet" / f"view_{len(sheet_images)}.png")
-            )
+            path = folder / "sheet" / f"view_{len(sheet_images)}.png"
+            sheet_images.append(_render_rgba(scene, path))
 
-    # 2. the walk: UDP passes and Cycles truth from one camera --------------------------
+    # the walk, from one camera: UDP passes (fast path) and Cycles frames
     armature.animation_data.action = action
     loop_action(action)
-    walk = list(range(frames))
     low, high = _walk_bounds(scene, meshes, walk, character_bounds)
     aim_camera(camera, low, high, 25.0, 8.0, fill=0.98)
     request.frames = walk
-    udps, truths = [], []
     with PassRenderer(scene, armature, request) as renderer:
-        for frame in walk:
-            udps.append(renderer.render_frame(frame)["udp"])
-    for frame in walk:
+        udps = [renderer.render_frame(frame)["udp"] for frame in walk]
+    truths = {}
+    for frame in truth_frames:
         scene.frame_set(frame)
-        truths.append(_render_rgba(scene, out / "truth" / f"frame_{frame:04d}.png"))
+        rgba = _render_rgba(scene, folder / "truth" / f"frame_{frame:04d}.png")
+        truths[frame] = premultiplied(rgba)
+    return CharacterTake(np.stack(sheet_images), np.stack(sheet_udps), np.stack(udps), truths)
 
-    # 3. shade in this process, framed the official way --------------------------------
+
+def _shade_guided(sheet_images, sheet_udps, udps, weights=None) -> np.ndarray:
+    """The main road: the guided shader, the sheet's own UDPs, at the full frame size,
+    framed the official way (centred square around the character, pasted back)."""
+
+    # torch: the guided shader loads when the demo shades, not when Blender starts
+    from ..models.guided import frame_sheet_view, load_guided
+
+    size = udps.shape[1]
+    shader = load_guided(weights)
+    views = [
+        frame_sheet_view(image, udp, size, name=f"Sheet view {i}")
+        for i, (image, udp) in enumerate(zip(sheet_images, sheet_udps, strict=True))
+    ]
+    sheet = shader.encode_sheet(np.stack([v[0] for v in views]), np.stack([v[1] for v in views]))
+    return np.stack([shade_in_frame(lambda u: shader.render(sheet, u), udp, size) for udp in udps])
+
+
+def _shade_conr(sheet_images, udps, weights) -> np.ndarray:
+    """The image-only road: shipped CoNR in this process, framed the official way."""
+
+    size = udps.shape[1]
+    client = InProcessClient(weights, device="auto")  # None: the shipped model
     sheet_id = client.upload_sheet(
-        np.stack([frame_sheet_image(im, working) for im in sheet_images])
+        np.stack([frame_sheet_image(im, WORKING_SIZE) for im in sheet_images])
     )
-    framed = [frame_udp(u, working) for u in udps]
+    framed = [frame_udp(u, WORKING_SIZE) for u in udps]
     shaded = client.shade(sheet_id, np.stack([f[0] for f in framed]))
-    neural = np.stack(
+    return np.stack(
         [paste_back(rgba, crop, size, size) for rgba, (_, crop) in zip(shaded, framed, strict=True)]
     )
-    for frame, rgba in zip(walk, neural, strict=True):
-        _save_png(to_straight_uint8(rgba), frames_dir / f"frame_{frame:04d}.png")
 
-    # 4. numbers, movie, contact sheet --------------------------------------------------
-    truth = np.stack([premultiplied(t) for t in truths])
-    baseline = np.stack(
-        [nearest_udp_baseline(np.stack(sheet_images), np.stack(sheet_udps), u) for u in udps]
-    )
-    # the same baseline through the model's framing and working size, for a like-for-like
-    # comparison (the full-size one sees four times the pixels the model does)
-    small = [frame_sample(im, u, working) for im, u in zip(sheet_images, sheet_udps, strict=True)]
-    small_images, small_udps = np.stack([s[0] for s in small]), np.stack([s[1] for s in small])
-    baseline_working = np.stack(
-        [
-            paste_back(nearest_udp_baseline(small_images, small_udps, u), crop, size, size)
-            for u, crop in framed
-        ]
-    )
-    scores = image_metrics(neural, truth)
-    base_scores = image_metrics(baseline, truth)
-    working_scores = image_metrics(baseline_working, truth)
-    movie = write_movie(frames_dir, walk, out / "walk.mp4", size)
-    contact = write_contact_sheet(
-        out / "contact_sheet.png", sheet_images, udps, neural, truth, rows=(0, 12, 24, 36)
-    )
-    armature.animation_data.action = action
-    return {
-        "frames_dir": frames_dir,
-        "movie": movie,
-        "contact_sheet": contact,
-        "psnr": scores["psnr"],
-        "ssim": scores["ssim"],
-        "baseline_psnr": base_scores["psnr"],
-        "baseline_ssim": base_scores["ssim"],
-        "baseline_working_psnr": working_scores["psnr"],
-        "working_size": working,
-        "count": len(walk),
-        "seconds": time.perf_counter() - started,
-    }
+
+def _write_frames(folder: Path, walk, frames) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame, rgba in zip(walk, frames, strict=True):
+        _save_png(to_straight_uint8(rgba), folder / f"frame_{frame:04d}.png")
+    return folder
 
 
 def loop_action(action) -> None:
@@ -218,36 +286,58 @@ def write_movie(frames_dir: Path, frames: list[int], path: Path, size: int) -> P
     return path
 
 
-def write_contact_sheet(path: Path, sheet_images, udps, neural, truth, rows) -> Path:
-    """Rows of (character sheet | UDP | neural frame | Cycles truth), all on white."""
+COLUMNS = (
+    ("sheet", "character sheet"),
+    ("udp", "UDP (target pose)"),
+    ("guided", "guided shader"),
+    ("conr", "CoNR, image only"),
+    ("copy", "copy (nearest UDP)"),
+    ("truth", "Cycles"),
+)
 
-    size = udps[0].shape[0]
+
+def write_contact_sheet(path: Path, characters, rows) -> Path:
+    """One block of rows per character, one labelled column per shader, all on white.
+
+    ``characters``: (label, sheet images, UDPs, {shader: frames}, {frame: truth}); a
+    shader a character was not shaded with, or a frame without a Cycles render, is left
+    grey so no cell pretends to be what it is not.
+    """
+
+    size = characters[0][2].shape[1]
     half = size // 2
-    sheet = np.ones((size, size, 3))
-    for i, image in enumerate(sheet_images[:4]):
-        small = np.asarray(Image.fromarray(image).resize((half, half), Image.LANCZOS))
-        r, c = divmod(i, 2)
-        sheet[r * half : (r + 1) * half, c * half : (c + 1) * half] = over_white(
-            premultiplied(small)
-        )
-    header = 24
-    columns = ("character sheet", "UDP", "neural (CoNR)", "Cycles truth")
-    canvas = np.ones((header + size * len(rows), size * 4, 3))
-    for r, frame in enumerate(rows):
-        frame = min(frame, len(udps) - 1)
-        top = header + r * size
-        udp = udps[frame]
-        cells = (
-            sheet,
-            udp[..., :3] * udp[..., 3:4],
-            over_white(neural[frame]),
-            over_white(truth[frame]),
-        )
-        for c, cell in enumerate(cells):
-            canvas[top : top + size, c * size : (c + 1) * size] = cell
+    header, band = 24, 18
+    height = header + len(characters) * (band + size * len(rows))
+    canvas = np.ones((height, size * len(COLUMNS), 3))
+    labels = []
+    top = header
+    for label, sheet_images, udps, shaded, truths in characters:
+        labels.append((top + 3, label))
+        top += band
+        sheet = np.ones((size, size, 3))
+        for i, image in enumerate(sheet_images[:4]):
+            small = np.asarray(Image.fromarray(image).resize((half, half), Image.LANCZOS))
+            r, c = divmod(i, 2)
+            sheet[r * half : (r + 1) * half, c * half : (c + 1) * half] = over_white(
+                premultiplied(small)
+            )
+        for frame in rows:
+            cells = {
+                "sheet": sheet,
+                "udp": udps[frame][..., :3] * udps[frame][..., 3:4],
+                "truth": over_white(truths[frame]) if frame in truths else None,
+            }
+            for name, frames in shaded.items():
+                cells[name] = over_white(frames[frame])
+            for c, (key, _) in enumerate(COLUMNS):
+                cell = cells.get(key)
+                canvas[top : top + size, c * size : (c + 1) * size] = 0.85 if cell is None else cell
+            top += size
     picture = Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
-    for c, title in enumerate(columns):
-        draw.text((c * size + 8, 6), title, fill=(0, 0, 0))
+    for c, (_, title) in enumerate(COLUMNS):
+        draw.text((c * size + 6, 6), title, fill=(0, 0, 0))
+    for y, label in labels:
+        draw.text((6, y), label, fill=(160, 0, 40))
     picture.save(path)
     return path

@@ -24,6 +24,7 @@ _COMMANDS = (
     "portrait",
     "dataset",
     "train",
+    "eval",
     "anr",
     "serve",
 )

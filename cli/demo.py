@@ -18,15 +18,22 @@ def _run(args) -> int:
     from ..addon.demo import run_demo  # bpy: loaded when the command runs, not for --help
 
     report = run_demo(args.out, frames=args.frames, size=args.size, weights=args.weights)
-    print(f"frames:        {report['frames_dir']}")
+    print(f"guided frames: {report['frames_dir']}")
+    print(f"painted sheet: {report['painted_dir']}")
     print(f"movie:         {report['movie']}")
     print(f"contact sheet: {report['contact_sheet']}")
-    print(
-        f"PSNR vs Cycles truth: neural {report['psnr']:.2f} dB (shaded at "
-        f"{report['working_size']} px), nearest-UDP baseline "
-        f"{report['baseline_working_psnr']:.2f} dB at the same size, "
-        f"{report['baseline_psnr']:.2f} dB at full size "
-        f"(mean over {report['count']} frames, on white)"
-    )
+    print(f"scores:        {report['scores_file']}")
+    scores = report["scores"]
+    print(f"against the Cycles frames, {report['count']} frames at {args.size} px, on white:")
+    for name, label in (
+        ("guided", "guided shader (sheet UDPs)"),
+        ("conr", f"CoNR image-only ({scores['conr_working_size']} px)"),
+        ("copy", "copy, nearest UDP"),
+    ):
+        s = scores[name]
+        print(
+            f"  {label:<28} PSNR {s['psnr']:6.2f} dB  SSIM {s['ssim']:.3f}  "
+            f"L1 {s['l1']:.4f}  flicker {s['flicker']:.4f}"
+        )
     print(f"time: {report['seconds']:.1f} s")
     return 0

@@ -1,4 +1,8 @@
-"""``anirender shade``: paint a folder of UDP frames with CoNR from a character sheet.
+"""``anirender shade``: paint a folder of UDP frames from a character sheet.
+
+One road, two shaders: when every sheet image has its UDP beside it (``<stem>.udp.npz``,
+key ``i``, or ``<stem>.udp.exr``), the guided shader paints (``models.guided``); else
+the image-only CoNR. ``--shader`` forces one; the command says which it used.
 
 ``--pose-images DIR`` instead of ``--udp``: drawn or rendered frames of any character;
 the CoNR parser reads each one's UDP (the official ``test_pose_use_parser_udp``) and the
@@ -26,7 +30,9 @@ from ..words import counted
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("shade", help="render UDP frames with CoNR from a character sheet")
+    p = subparsers.add_parser(
+        "shade", help="render UDP frames from a character sheet (guided shader or CoNR)"
+    )
     p.add_argument("--sheet", required=True, type=Path, help="folder of RGBA sheet images")
     poses = p.add_mutually_exclusive_group(required=True)
     poses.add_argument("--udp", type=Path, help="folder of UDP frames (.npz or .exr)")
@@ -36,7 +42,16 @@ def add_parser(subparsers) -> None:
         help="folder of pictures (PNG) whose poses to take; their UDP comes from the parser",
     )
     p.add_argument("--out", required=True, type=Path, help="folder for the rendered PNGs")
-    p.add_argument("--weights", default=None, help="store name, .safetensors or .pth folder")
+    p.add_argument(
+        "--weights", default=None, help="CoNR weights: store name, .safetensors or .pth folder"
+    )
+    p.add_argument(
+        "--shader",
+        default="auto",
+        choices=("auto", "guided", "conr"),
+        help="auto: guided when every sheet image has its <stem>.udp.npz, else CoNR",
+    )
+    p.add_argument("--guided-weights", default=None, help="guided shader .safetensors")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="working size")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -55,18 +70,67 @@ def _files(folder: Path, suffixes, what: str) -> list[Path]:
     return files
 
 
+def sheet_udp_path(image_path: Path) -> Path | None:
+    """The UDP saved beside a sheet image (``<stem>.udp.npz`` or ``.udp.exr``), if any."""
+    for suffix in UDP_SUFFIXES:
+        candidate = image_path.with_name(f"{image_path.stem}.udp{suffix}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def choose_shader(wanted: str, image_paths: list[Path]) -> tuple[str, str, list]:
+    """("guided" | "conr", why, the views' UDP paths)."""
+    udps = [sheet_udp_path(p) for p in image_paths]
+    missing = [p.name for p, u in zip(image_paths, udps) if u is None]
+    if wanted == "conr":
+        return "conr", "asked for with --shader conr", udps
+    if not missing:
+        return "guided", "every sheet view has its UDP", udps
+    if wanted == "guided":
+        raise AniRenderError(
+            f"--shader guided needs each sheet image's UDP beside it (<stem>.udp.npz); "
+            f"missing for {', '.join(missing)}."
+        )
+    why = (
+        "no sheet view has a UDP"
+        if len(missing) == len(udps)
+        else (f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no UDP")
+    )
+    return "conr", why, udps
+
+
 def run_shade(args) -> int:
     from tqdm import tqdm
 
     size = args.size
-    sheet = []
-    for path in _files(args.sheet, SHEET_SUFFIXES, "sheet image"):
+    image_paths = [
+        p for p in _files(args.sheet, SHEET_SUFFIXES, "sheet image") if not p.stem.endswith(".udp")
+    ]
+    shader, why, udp_paths = choose_shader(args.shader, image_paths)
+    sheet, sheet_udps = [], []
+    for path, udp_path in zip(image_paths, udp_paths):
         image = read_sheet_image(path)
         if image[..., 3].mean() / 255.0 >= OPAQUE_MEAN_ALPHA:
             raise AniRenderError(
                 f"Sheet image {path.name} has no transparent background; cut the character out."
             )
-        sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
+        if shader == "guided":
+            # torch: loaded only when the guided shader is used
+            from ..models.guided import frame_sheet_view
+
+            view, view_udp = frame_sheet_view(
+                image, read_udp(udp_path), size, name=f"Sheet view {path.name}"
+            )
+            sheet.append(view)
+            sheet_udps.append(view_udp)
+        else:
+            sheet.append(framing.frame_sheet_image(image, size, name=f"Sheet image {path.name}"))
+    if shader == "guided":
+        # torch: loaded only when the guided shader is used
+        from ..models.guided import check_sheet
+
+        check_sheet(np.stack(sheet), np.stack(sheet_udps))
     what = "UDP" if args.pose_images is None else "Pose image"
     if args.pose_images is not None:
         udp_files = _files(args.pose_images, SHEET_SUFFIXES, "pose image")
@@ -93,23 +157,35 @@ def run_shade(args) -> int:
         folder = args.udp or args.pose_images
         raise AniRenderError(f"{folder} has two {what} files with the same name; keep one.")
 
-    model = load_conr(args.weights, device=args.device)
+    print(f"shader: {shader} ({why})")
+    conr = None
+    if shader == "conr" or args.pose_images is not None:
+        conr = load_conr(args.weights, device=args.device)
     if args.pose_images is not None:
         side = parser_size(resolve_weights(args.weights))
         frames = [
-            estimate_pose_udp(model, image, size, f"Pose image {path.name}", parser_side=side)
+            estimate_pose_udp(conr, image, size, f"Pose image {path.name}", parser_side=side)
             for image, path in zip(pictures, udp_files, strict=True)
         ]
-    if args.precision != "fp32":
-        model.set_precision(args.precision)
-    encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)
+    if shader == "guided":
+        # torch: loaded only when the guided shader is used
+        from ..models.guided import load_guided
+
+        model = load_guided(args.guided_weights, device=args.device)
+        encoding = model.encode_sheet(np.stack(sheet), np.stack(sheet_udps))
+        step = 8
+    else:
+        model = conr
+        if args.precision != "fp32":
+            model.set_precision(args.precision)
+        encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)
+        step = model.frames_per_chunk(encoding)
 
     args.out.mkdir(parents=True, exist_ok=True)
     height, width = first[1][:2]
-    step = model.frames_per_chunk(encoding)
     with tempfile.TemporaryDirectory(prefix=".shade-", dir=args.out) as tmp:
         written = []
-        with tqdm(total=len(frames), unit="frame", desc="shade") as bar:
+        with tqdm(total=len(frames), unit="frame", desc=f"shade ({shader})") as bar:
             for start in range(0, len(frames), step):
                 batch = frames[start : start + step]
                 rgba = model.render(encoding, np.stack([f[0] for f in batch]))
@@ -126,7 +202,7 @@ def run_shade(args) -> int:
                 bar.update(len(batch))
         for name in written:
             os.replace(Path(tmp) / name, args.out / name)
-    print(f"wrote {counted(len(written), 'frame')} to {args.out}")
+    print(f"wrote {counted(len(written), 'frame')} to {args.out} with the {shader} shader")
     return 0
 
 

@@ -3,6 +3,7 @@
 anirender train conr --data DIR --out DIR       CoNR-architecture shader
 anirender train anr --data CAPTURE... --out DIR ANR neural texture + renderer
 anirender train reenact --data DIR --out DIR    pose-driven head reenactment
+anirender train guided --data DIR... --out DIR  UDP-guided shader
 """
 
 import json
@@ -12,14 +13,16 @@ import torch
 
 from ..models.train import anr as anr_training
 from ..models.train import conr as conr_training
+from ..models.train import guided as guided_training
 from ..models.train import reenact as reenact_training
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a network (conr, reenact, anr)")
+    parser = subparsers.add_parser("train", help="train a network (conr, guided, reenact, anr)")
     sub = parser.add_subparsers(dest="model", metavar="MODEL")
     sub.required = True
     _add_conr(sub)
+    _add_guided(sub)
     _add_reenact(sub)
     _add_anr(sub)
 
@@ -119,6 +122,52 @@ def _run_conr(args) -> int:
             f"{b['psnr']:.2f} dB, SSIM {b['ssim']:.3f}, L1 {b['l1']:.4f}"
         )
     print(f"model: {args.out / conr_training.MODEL_FILE}")
+    return 0
+
+
+def _add_guided(subparsers) -> None:
+    d = guided_training.TrainSettings(data=[], out=Path("."))
+    parser = subparsers.add_parser(
+        "guided", help="train the UDP-guided shader (sheets whose views carry their UDPs)"
+    )
+    parser.add_argument("--data", type=Path, nargs="+", required=True,
+                        help="dataset folders from `anirender dataset conr`")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="folder for the weights")
+    parser.add_argument("--size", type=int, default=d.size, help="working size")
+    parser.add_argument("--views", type=int, default=d.views, help="sheet views per example")
+    parser.add_argument("--characters", type=int, default=d.characters,
+                        help="characters per step")  # fmt: skip
+    parser.add_argument("--targets", type=int, default=d.targets,
+                        help="targets per character and step")  # fmt: skip
+    parser.add_argument("--crop", type=int, default=d.crop, help="training crop side")
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: all)")
+    parser.add_argument("--minutes", type=float, default=d.minutes,
+                        help="stop after this long (0: run all steps)")  # fmt: skip
+    parser.set_defaults(func=_run_guided)
+
+
+def _run_guided(args) -> int:
+    settings = guided_training.TrainSettings(
+        data=list(args.data), out=args.out, size=args.size, views=args.views,
+        characters=args.characters, targets=args.targets, crop=args.crop, steps=args.steps,
+        lr=args.lr, seed=args.seed, threads=args.threads, minutes=args.minutes,
+    )  # fmt: skip
+    state = guided_training.train(settings)
+    val = state.get("validation")
+    if val:
+        s, c, m = val["shader"], val["copy"], val["median8"]
+        print(
+            f"validation ({val['examples']} held-out examples): guided PSNR {s['psnr']:.2f} dB, "
+            f"SSIM {s['ssim']:.3f}, L1 {s['l1']:.4f} | copy {c['psnr']:.2f} dB | "
+            f"median-of-8 {m['psnr']:.2f} dB"
+        )
+    print(
+        f"model: {args.out / guided_training.MODEL_FILE} ({state['steps']} steps, "
+        f"{state['seconds']:.0f} s, sha256 {state['sha256'][:12]})"
+    )
     return 0
 
 

@@ -26,13 +26,18 @@ from ..addon.passes.request import PassRequest, check_output_folder
 from ..addon.shading import connection, shaded_frames
 from ..addon.shading.frame_shading import CharacterFrame, shade_frame, sheet_shader
 from ..addon.shading.local_service import local_service, stop_local_service
-from ..addon.shading.sessions import ShadingSession, settings_from, test_connection
+from ..addon.shading.sessions import (
+    SHADER_WORDS,
+    ShadingSession,
+    settings_from,
+    test_connection,
+)
 from ..addon.shading.sheet_paths import relative_to
 from ..addon.shading.sheets import (
     check_sheet_file,
     check_sheet_pixels,
     image_rgba,
-    read_sheet,
+    read_sheet_for_shading,
     udp_beside,
 )
 from ..errors import AniRenderError
@@ -221,12 +226,13 @@ class _NeuralRender(ModalJobOperator):
     )
 
     def _prepare(self, context):
-        """(character, sheet images, service settings), checked before anything changes."""
+        """(character, (sheet images, their UDPs or None), service settings), checked
+        before anything changes. With UDPs on every view the guided shader paints."""
         require_camera(context.scene)
         character = rigged_character(context, " to render it with the neural shader")
-        images = read_sheet(character.owner, int(self.size))
+        sheet = read_sheet_for_shading(character.owner, int(self.size))
         settings = settings_from(preferences(context))
-        return character, images, settings
+        return character, sheet, settings
 
 
 class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
@@ -238,11 +244,11 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
 
     def make_job(self, context, guard):
         take_scene_defaults(self, neural_defaults(context.scene), ("size",))
-        character, images, settings = self._prepare(context)
+        character, sheet, settings = self._prepare(context)
         scene, size, frame = context.scene, int(self.size), context.scene.frame_current
         folder = Path(bpy.app.tempdir or "/tmp")
         renderer = _udp_renderer(scene, character.armature, [frame], folder)
-        session = ShadingSession(settings, images)
+        session = ShadingSession(settings, *sheet)
         name = f"{character.name} Neural Frame"
         shown = []
 
@@ -254,7 +260,7 @@ class ANIRENDER_OT_neural_render_frame(_NeuralRender, bpy.types.Operator):
             def show(rgba):
                 image = shaded_frames.show_frame(name, rgba, context)
                 shown.append(guard.keep(image))
-                job.summary = f'Frame {frame} shaded into image "{image.name}"'
+                job.summary = f'Frame {frame} shaded into image "{image.name}" ({SHADER_WORDS[session.shader]})'
 
             job.submit(shade_udp, character.name, session, udp, size, then=show)
 
@@ -282,14 +288,14 @@ class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bp
         scene = context.scene
         take_scene_defaults(self, neural_defaults(scene), _FROM_SCENE)
         frames = self.frames(scene)
-        character, images, settings = self._prepare(context)
+        character, sheet, settings = self._prepare(context)
         size = int(self.size)
         folder = check_output_folder(self.output_dir, "shaded frames")
         sequence = shaded_frames.SequenceRender(folder, character.name, frames, self.overwrite)
         renderer = _udp_renderer(
             scene, character.armature, sequence.todo or sequence.frames, folder
         )
-        session = ShadingSession(settings, images)
+        session = ShadingSession(settings, *sheet)
         name = f"{character.name} Neural"
 
         def add_strip(image):
@@ -303,7 +309,10 @@ class ANIRENDER_OT_neural_render_animation(FrameRangeSettings, _NeuralRender, bp
             lambda udps: [shade_udp(character.name, session, udps[0], size)],
             shaded_frames.FrameWriter((renderer.width, renderer.height)),
             sequence_name=name,
-            summary=f"{counted(len(sequence.todo), 'frame')} shaded into {folder}",
+            summary=(
+                f"{counted(len(sequence.todo), 'frame')} shaded into {folder} "
+                f"({SHADER_WORDS[session.shader]})"
+            ),
             when_unavailable=lambda kept: (
                 f"The {counted(kept, 'frame')} shaded so far stay in {folder}; "
                 "run Neural Render Animation again to shade the rest."

@@ -150,7 +150,7 @@ def create_app(
     async def too_large(request, exc):
         return error(413, _too_large_message(max_request_bytes))
 
-    async def read_arrays(request: Request, names: tuple[str, ...]) -> dict:
+    async def read_arrays(request: Request, names: tuple[str, ...], optional=()) -> dict:
         from starlette.requests import ClientDisconnect
 
         chunks, size = [], 0
@@ -165,7 +165,9 @@ def create_app(
         body = b"".join(chunks)
         if not body:
             raise protocol.WireError(f"The request needs an .npz body with {', '.join(names)}.")
-        return await asyncio.to_thread(protocol.unpack, body, names, 4 * max_request_bytes)
+        return await asyncio.to_thread(
+            protocol.unpack, body, names, 4 * max_request_bytes, tuple(optional)
+        )
 
     def client_of(request: Request) -> str:
         """Whose work this is, for the queue's turns: the client's own name when it sends
@@ -198,7 +200,11 @@ def create_app(
             images = await shared.fetch("sheet", sheet_id) if shared else None
             if images is None:
                 raise
-        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images))
+        udps = None
+        if isinstance(images, bytes):  # published with its views' UDPs (upload_sheet)
+            arrays = protocol.unpack(images, ("images", "udps"), 4 * len(images))
+            images, udps = arrays["images"], arrays["udps"]
+        sheet, _ = await asyncio.wrap_future(queue.add_sheet(sheet_id, images, udps=udps))
         return sheet
 
     # ------------------------------------------------------------------ endpoints
@@ -218,7 +224,8 @@ def create_app(
             "queue_depth": queue.depth,
             "sheet_cache": {"bytes": queue.sheet_bytes, "max_bytes": queue.max_sheet_bytes},
             "sheets": [
-                {"sheet_id": s.sheet_id, "views": s.views, "size": s.size} for s in queue.sheets()
+                {"sheet_id": s.sheet_id, "views": s.views, "size": s.size, "shader": s.shader}
+                for s in queue.sheets()
             ],
             "stats": {**queue.stats, "requests_abandoned": abandoned["requests"]},
             "reenact": {
@@ -236,24 +243,33 @@ def create_app(
 
     @app.post(f"{API}/sheets", openapi_extra=_NPZ_BODY, responses=_ERRORS)
     async def upload_sheet(request: Request) -> dict:
-        """Upload a character sheet (``images``); its encoding is cached under the id."""
-        images = protocol.check_sheet((await read_arrays(request, ("images",)))["images"])
-        sheet_id = protocol.sheet_id(images)
-        future = queue.add_sheet(sheet_id, images, client_of(request))
+        """Upload a character sheet (``images``, optionally ``udps``: each view's UDP); its
+        encoding is cached under the id. With UDPs the guided shader paints, else CoNR."""
+        arrays = await read_arrays(request, ("images",), optional=("udps",))
+        images = protocol.check_sheet(arrays["images"])
+        udps = arrays.get("udps")
+        if udps is not None:
+            udps = await asyncio.to_thread(protocol.check_sheet_udps, udps, images)
+        sheet_id = protocol.sheet_id(images, udps)
+        future = queue.add_sheet(sheet_id, images, client_of(request), udps=udps)
         sheet, cached = await asyncio.wrap_future(future)
         if shared:
-            cached = await shared.publish("sheet", sheet_id, images) or cached
+            # a sheet with UDPs travels as one .npz (a sized payload for the directory)
+            payload = images if udps is None else protocol.pack(images=images, udps=udps)
+            cached = await shared.publish("sheet", sheet_id, payload) or cached
+        return {**describe_sheet(sheet), "cached": cached}
+
+    def describe_sheet(sheet) -> dict:
         return {
             "sheet_id": sheet.sheet_id,
             "views": sheet.views,
             "size": sheet.size,
-            "cached": cached,
+            "shader": sheet.shader,
         }
 
     @app.get(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
     async def get_sheet(sheet_id: str) -> dict:
-        sheet = await known_sheet(sheet_id)
-        return {"sheet_id": sheet.sheet_id, "views": sheet.views, "size": sheet.size}
+        return describe_sheet(await known_sheet(sheet_id))
 
     @app.delete(f"{API}/sheets/{{sheet_id}}", responses=_ERRORS)
     async def delete_sheet(sheet_id: str) -> dict:
@@ -280,6 +296,7 @@ def create_app(
         rgba = await while_connected(request, future)
         answer = await asyncio.to_thread(npz, rgba=rgba)
         answer.headers[protocol.SHADING_SECONDS] = f"{future.shading_seconds:.6f}"
+        answer.headers[protocol.SHADER] = sheet.shader
         return answer
 
     @app.post(f"{API}/jobs", openapi_extra=_NPZ_BODY, responses=_ERRORS)

@@ -1,6 +1,7 @@
 """The wire format between Blender (``addon.shading``) and the shader service: numpy only.
 
-Version 1, shared by both ends (this module imports numpy and nothing heavy):
+Version 2, shared by both ends (this module imports numpy and nothing heavy). Version 2
+added ``udps`` to a sheet upload; a version 1 client (images only) is answered as before.
 
 - Arrays travel as a NumPy ``.npz`` archive (``numpy.savez``, uncompressed) with the
   content type ``application/x-npz``. Both ends read it with ``allow_pickle=False``, so an
@@ -20,6 +21,8 @@ Arrays (H = W = the working size, a multiple of 128):
 name            dtype, shape                meaning
 ==============  ==========================  ==========================================
 ``images``      uint8 (V, H, W, 4)          character sheet, straight RGBA, V views
+``udps``        float32 (V, H, W, 4)        optional: each sheet view's own UDP; with
+                                            it the guided shader paints, else CoNR
 ``udp``         float32 (B, H, W, 4)        target poses: X, Y, Z, V in [0, 1]
 ``frames``      int64 (B,)                  scene frame numbers of a job's ``udp``
 ``rgba``        float32 (B, H, W, 4)        shaded frames, premultiplied RGBA in [0, 1]
@@ -34,7 +37,9 @@ side); their reenactments come back as ``rgba`` at the portrait's size, premulti
 
 Endpoints (all under ``/v1``, Bearer token when the service has one):
 ``GET health``, ``GET info``, ``POST sheets`` (``images`` -> ``{"sheet_id", ...}``),
-``GET|DELETE sheets/{id}``, ``POST sheets/{id}/shade`` (``udp`` -> ``rgba``),
+``GET|DELETE sheets/{id}`` (both answer ``"shader"``: ``"guided"`` when the upload carried
+``udps``, else ``"conr"``), ``POST sheets/{id}/shade`` (``udp`` -> ``rgba``, with the
+``X-AniRender-Shader`` header naming the shader),
 ``POST jobs?sheet_id=`` (``udp``, ``frames`` -> ``{"job_id", ...}``), ``GET jobs/{id}``
 (progress), ``GET jobs/{id}/results?start=&limit=`` (``index``, ``frames``, ``rgba`` of
 the finished frames in that range), ``DELETE jobs/{id}`` (cancel), ``POST portraits``
@@ -55,7 +60,7 @@ from ..errors import AniRenderError
 from ..models import pose_vector
 from ..models.udp import check_udp as udp_rule
 
-VERSION = 1
+VERSION = 2
 NPZ_TYPE = "application/x-npz"
 PORT_LINE = "ANIRENDER_SERVICE_PORT="
 DEFAULT_PORT = 8765
@@ -64,6 +69,8 @@ TOKEN_ENV = "ANIRENDER_SERVICE_TOKEN"
 CLIENT_HEADER = "X-AniRender-Client"
 #: response header of ``shade``: seconds the model spent on the request's frames
 SHADING_SECONDS = "X-AniRender-Shading-Seconds"
+#: response header of ``shade``: which shader painted the frames (guided or conr)
+SHADER = "X-AniRender-Shader"
 SIZE_MULTIPLE = 128
 MAX_SIZE = 1024
 MAX_VIEWS = 16
@@ -90,8 +97,11 @@ WIRE_KINDS = "biuf"
 MAX_NDIM = 8
 
 
-def unpack(data: bytes, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
-    """``.npz`` bytes -> the named arrays; anything else is a ``WireError``.
+def unpack(
+    data: bytes, names: tuple[str, ...], limit: int, optional: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """``.npz`` bytes -> the named arrays (and those of ``optional`` that are present);
+    anything else is a ``WireError``.
 
     Members must be stored, not compressed (``numpy.savez``), so nothing unpacks to more
     than the body's own size; each name appears once (``udp`` and ``udp.npy`` together
@@ -114,6 +124,7 @@ def unpack(data: bytes, names: tuple[str, ...], limit: int) -> dict[str, np.ndar
     missing = [n for n in names if n not in found]
     if missing:
         raise WireError(f"The .npz archive lacks {', '.join(missing)} (it has {sorted(found)}).")
+    names = tuple(names) + tuple(n for n in optional if n in found)
     extra = sorted(set(found) - set(names))
     if extra:
         raise WireError(f"Unexpected arrays in the .npz archive: {', '.join(extra)}.")
@@ -186,6 +197,31 @@ def check_sheet(images: np.ndarray) -> np.ndarray:
         raise WireError(f"A character sheet has 1 to {MAX_VIEWS} views; got {views}.")
     _check_side(h, w, "The character sheet")
     return np.ascontiguousarray(images)
+
+
+def check_sheet_udps(udps: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """The sheet views' own UDPs: float32 (V, H, W, 4), one per image, the images' size,
+    values checked (``models.udp``), each with at least one character pixel."""
+    if udps.dtype != np.float32:
+        raise WireError(f"Sheet UDPs must be float32; got {udps.dtype}.")
+    if udps.ndim != 4 or udps.shape[-1] != 4:
+        raise WireError(f"Sheet UDPs are (views, H, W, 4) XYZV; got shape {udps.shape}.")
+    if len(udps) != len(images):
+        raise WireError(
+            f"The sheet has {len(images)} images but {len(udps)} UDPs; send one UDP per view."
+        )
+    if udps.shape[1:3] != images.shape[1:3]:
+        raise WireError(
+            f"The sheet images are {images.shape[2]}x{images.shape[1]} but their UDPs "
+            f"{udps.shape[2]}x{udps.shape[1]}; frame each view and its UDP together."
+        )
+    udps = udp_rule(udps, name="The sheet UDPs", error=WireError)
+    empty = [str(i + 1) for i in range(len(udps)) if not (udps[i, ..., 3] > 0.5).any()]
+    if empty:
+        raise WireError(
+            f"Sheet view {', '.join(empty)}: its UDP has no character pixel (V is 0 everywhere)."
+        )
+    return udps
 
 
 def check_udp(udp: np.ndarray, size: int | None = None) -> np.ndarray:
@@ -292,10 +328,14 @@ def portrait_id(portrait: np.ndarray) -> str:
     return "p" + sheet_id(portrait)[:23]
 
 
-def sheet_id(images: np.ndarray) -> str:
-    """Content id of a sheet: the same images give the same id (and cached encoding)."""
+def sheet_id(images: np.ndarray, udps: np.ndarray | None = None) -> str:
+    """Content id of a sheet: the same images (and UDPs) give the same id (and cached
+    encoding); a sheet without UDPs keeps the id it had in version 1."""
     digest = hashlib.sha256(str(images.shape).encode())
     digest.update(np.ascontiguousarray(images).data)
+    if udps is not None:
+        digest.update(b"udps")
+        digest.update(np.ascontiguousarray(udps).data)
     return digest.hexdigest()[:24]
 
 

@@ -13,8 +13,10 @@ Sheet encodings (the parser's work) are cached by sheet id, bounded by count and
 bytes in memory (``max_sheet_bytes``), least recently used evicted first.
 
 The model is anything with ``encode_sheet(uint8 (V,H,W,4)) -> encoding`` and
-``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; this module never imports
-torch.
+``render(encoding, float32 (B,H,W,4)) -> float32 (B,H,W,4)``; a sheet uploaded with its
+views' UDPs is encoded by ``encode_sheet(images, udps)`` (``service.sheet_shaders``), and
+an encoding's ``shader`` attribute names the shader that paints with it (CoNR when it
+has none). This module never imports torch.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Sheet:
     views: int
     size: int
     encoding: object
+    shader: str = "conr"  # "guided" when the sheet's views carry their UDPs
 
 
 @dataclass
@@ -69,6 +72,7 @@ class _Encode:
     sheet_id: str
     images: np.ndarray
     future: Future
+    udps: np.ndarray | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ class SequenceJob:
     state: str = "running"  # running, done, cancelled, failed
     error: str = ""
     created: float = field(default_factory=time.monotonic)
+    shader: str = "conr"
 
     @property
     def total(self) -> int:
@@ -96,6 +101,7 @@ class SequenceJob:
             "done": len(self.results),
             "total": self.total,
             "error": self.error,
+            "shader": self.shader,
         }
 
 
@@ -185,7 +191,9 @@ class ShadingQueue:
             if self._sheets.pop(sheet_id) is None:
                 raise UnknownSheet(f"Unknown character sheet '{sheet_id}'.")
 
-    def add_sheet(self, sheet_id: str, images: np.ndarray, client: str = "") -> Future:
+    def add_sheet(
+        self, sheet_id: str, images: np.ndarray, client: str = "", udps: np.ndarray | None = None
+    ) -> Future:
         """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
         future: Future = Future()
         with self._lock:
@@ -193,7 +201,7 @@ class ShadingQueue:
             if cached is not None:
                 future.set_result((cached, True))
                 return future
-            self._put(_Encode(client, sheet_id, images, future))
+            self._put(_Encode(client, sheet_id, images, future, udps))
         return future
 
     # frames -----------------------------------------------------------------------------
@@ -243,7 +251,9 @@ class ShadingQueue:
         self, sheet_id: str, udp: np.ndarray, frames: np.ndarray, client: str = ""
     ) -> SequenceJob:
         sheet = self.sheet(sheet_id)
-        job = SequenceJob(f"{self.run_id}-{uuid.uuid4().hex}", sheet_id, frames, sheet.size)
+        job = SequenceJob(
+            f"{self.run_id}-{uuid.uuid4().hex}", sheet_id, frames, sheet.size, shader=sheet.shader
+        )
 
         def deliver(i, rgba, exc, seconds):
             if job.state != "running":
@@ -367,11 +377,15 @@ class ShadingQueue:
 
     def _encode(self, item: _Encode) -> None:
         try:
-            encoding = self.model.encode_sheet(item.images)
+            if item.udps is None:
+                encoding = self.model.encode_sheet(item.images)
+            else:
+                encoding = self.model.encode_sheet(item.images, item.udps)
         except Exception as exc:
             item.future.set_exception(exc)
             return
-        sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding)
+        shader = getattr(encoding, "shader", "conr")
+        sheet = Sheet(item.sheet_id, item.images.shape[0], item.images.shape[1], encoding, shader)
         with self._lock:
             self._sheets.put(item.sheet_id, sheet)
             self.stats["sheets_encoded"] += 1

@@ -21,6 +21,7 @@ from ..models.weights import load_conr, resolve_weights
 from . import protocol
 from .portraits import PortraitLibrary
 from .queue import ShadingQueue
+from .sheet_shaders import SheetShaders
 
 
 def is_loopback(host: str) -> bool:
@@ -79,7 +80,15 @@ def build_queue(
         },
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    queue = ShadingQueue(model, max_batch=max_batch, max_sheet_bytes=max_cache_bytes)
+    # torch: the guided shader's module, with the model it serves
+    from ..models.guided import SHIPPED_GUIDED, load_guided
+
+    info["models"]["guided"] = {
+        "weights": SHIPPED_GUIDED.name,
+        "used_for": "sheets uploaded with each view's UDP",
+    }
+    shaders = SheetShaders(model, load_guided=lambda: load_guided(device=device))
+    queue = ShadingQueue(shaders, max_batch=max_batch, max_sheet_bytes=max_cache_bytes)
     return queue.start(), info
 
 

@@ -112,7 +112,13 @@ def test_two_replicas_shade_like_the_plain_service(on_ray, plain, tiny_model):
     assert upload(plain, images) == sheet_id
     for _ in range(4):  # whichever replica takes it: the service has the sheet already
         again = on_ray.post("/sheets", content=protocol.pack(images=images)).json()
-        assert again == {"sheet_id": sheet_id, "views": 2, "size": SIZE, "cached": True}
+        assert again == {
+            "sheet_id": sheet_id,
+            "views": 2,
+            "size": SIZE,
+            "shader": "conr",
+            "cached": True,
+        }
     expected = reference_frames(tiny_model, images, udp)
     np.testing.assert_allclose(shade(on_ray, sheet_id, udp), expected, atol=1e-3)
     np.testing.assert_allclose(shade(on_ray, sheet_id, udp), shade(plain, sheet_id, udp), atol=1e-3)

@@ -55,7 +55,13 @@ def test_shaded_frames_are_the_model_output(http, tiny_model):
     images, udp = sheet_images(), udp_frames(3)
     sheet_id = upload(http, images)
     again = http.post("/sheets", content=protocol.pack(images=images)).json()
-    assert again == {"sheet_id": sheet_id, "views": 2, "size": SIZE, "cached": True}
+    assert again == {
+        "sheet_id": sheet_id,
+        "views": 2,
+        "size": SIZE,
+        "shader": "conr",
+        "cached": True,
+    }
     rgba = shade(http, sheet_id, udp)
     expected = reference_frames(tiny_model, images, udp)
     assert rgba.shape == (3, SIZE, SIZE, 4) and rgba.dtype == np.float32

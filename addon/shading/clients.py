@@ -41,6 +41,7 @@ from ...models.weights import load_conr
 from ...service import protocol
 from ...service.portraits import PortraitLibrary
 from ...service.queue import ShadingQueue
+from ...service.sheet_shaders import SheetShaders
 
 
 class ServiceUnavailable(AniRenderError):
@@ -59,7 +60,9 @@ class ShaderClient:
     def info(self) -> dict:
         raise NotImplementedError
 
-    def upload_sheet(self, images: np.ndarray) -> str:
+    def upload_sheet(self, images: np.ndarray, udps: np.ndarray | None = None) -> str:
+        """A character sheet (uint8 (V, H, W, 4)); with ``udps`` (float32 (V, H, W, 4), each
+        view's own UDP) the guided shader paints it, else the image-only CoNR."""
         raise NotImplementedError
 
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
@@ -121,7 +124,11 @@ class InProcessClient(ShaderClient):
                 device = self._torch_device("Running the networks")
 
                 self._device = device
-                self._queue = ShadingQueue(load_conr(self.weights, device=device)).start()
+                shaders = SheetShaders(
+                    load_conr(self.weights, device=device),
+                    load_guided=lambda: _load_guided(device),
+                )
+                self._queue = ShadingQueue(shaders).start()
             return self._queue
 
     def info(self) -> dict:
@@ -134,9 +141,12 @@ class InProcessClient(ShaderClient):
             "stats": dict(queue.stats),
         }
 
-    def upload_sheet(self, images: np.ndarray) -> str:
+    def upload_sheet(self, images: np.ndarray, udps: np.ndarray | None = None) -> str:
         images = protocol.check_sheet(np.asarray(images))
-        sheet, _ = self._shading_queue().add_sheet(protocol.sheet_id(images), images).result()
+        if udps is not None:
+            udps = protocol.check_sheet_udps(np.asarray(udps, dtype=np.float32), images)
+        sheet_id = protocol.sheet_id(images, udps)
+        sheet, _ = self._shading_queue().add_sheet(sheet_id, images, udps=udps).result()
         return sheet.sheet_id
 
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
@@ -295,10 +305,13 @@ class HttpClient(ShaderClient):
     def info(self) -> dict:
         return self._json("GET", "info", timeout=10)
 
-    def upload_sheet(self, images: np.ndarray) -> str:
+    def upload_sheet(self, images: np.ndarray, udps: np.ndarray | None = None) -> str:
         images = protocol.check_sheet(np.asarray(images))
-        answer = self._json("POST", "sheets", protocol.pack(images=images))
-        self._sheets[answer["sheet_id"]] = images
+        arrays = {"images": images}
+        if udps is not None:
+            arrays["udps"] = np.asarray(udps, dtype=np.float32)
+        answer = self._json("POST", "sheets", protocol.pack(**arrays))
+        self._sheets[answer["sheet_id"]] = (images, arrays.get("udps"))
         return answer["sheet_id"]
 
     def shade(self, sheet_id: str, udp: np.ndarray) -> np.ndarray:
@@ -322,7 +335,7 @@ class HttpClient(ShaderClient):
                 raise AniRenderError(
                     f"The service does not know sheet '{sheet_id}'; upload it first."
                 ) from None
-            self.upload_sheet(self._sheets[sheet_id])  # the service restarted
+            self.upload_sheet(*self._sheets[sheet_id])  # the service restarted
             return self._arrays("POST", f"sheets/{sheet_id}/shade", ("rgba",), body)["rgba"]
 
     # whole sequences as service-side jobs -------------------------------------------------
@@ -403,6 +416,13 @@ class HttpClient(ShaderClient):
                 )
             parts.append(rgba)
         return np.concatenate(parts)
+
+
+def _load_guided(device: str):
+    # torch: the guided shader loads with the first sheet whose views carry UDPs
+    from ...models.guided import load_guided
+
+    return load_guided(device=device)
 
 
 def pose_batch(poses) -> np.ndarray:

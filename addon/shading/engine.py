@@ -62,7 +62,7 @@ from .frame_shading import (
 from .preview import PreviewWorker, preview_inputs, preview_size
 from .sessions import settings_from
 from .sheet_paths import resolve_sheet_path
-from .sheets import read_sheet
+from .sheets import read_sheet_for_shading
 
 ENGINE_ID = "ANIRENDER"
 
@@ -150,14 +150,14 @@ def working_size(scene) -> int:
     return int(neural.size) if neural is not None else 256
 
 
-def cached_sheet(owner, size: int) -> np.ndarray:
+def cached_sheet(owner, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The character's sheet at ``size``, read again only when an entry changed (another
     image, a file saved anew). Read on the main thread ahead of a render where possible
     (``warm_sheets``), since reading a file goes through a temporary Blender image."""
     key = (owner.name, size, tuple(_entry_key(e) for e in character_settings(owner).sheet))
     if key not in _sheets:
         try:
-            sheet = read_sheet(owner, size)
+            sheet = read_sheet_for_shading(owner, size)
         except AniRenderError as exc:
             message = str(exc)
             if "has no character sheet" in message:
@@ -173,14 +173,21 @@ def cached_sheet(owner, size: int) -> np.ndarray:
 
 
 def _entry_key(entry):
+    """What a sheet entry's reading depends on: its image (or file) and its UDP file."""
+    udp = (entry.udp_filepath, _file_stamp(entry.udp_filepath))
     image = entry.image
     if image is not None:
-        return (image.name, image.filepath, image.is_dirty, tuple(image.size))
+        return (image.name, image.filepath, image.is_dirty, tuple(image.size), udp)
+    return (entry.filepath, _file_stamp(entry.filepath), udp)
+
+
+def _file_stamp(path: str):
+    if not path:
+        return None
     try:
-        stamp = resolve_sheet_path(entry.filepath).stat().st_mtime_ns
+        return resolve_sheet_path(path).stat().st_mtime_ns
     except (AniRenderError, OSError):
-        stamp = None  # read_sheet says what is wrong with it
-    return (entry.filepath, stamp)
+        return None  # reading the sheet says what is wrong with it
 
 
 def plan_frame(depsgraph, scene, need_camera: bool = True) -> FramePlan:
@@ -221,7 +228,7 @@ def plan_frame(depsgraph, scene, need_camera: bool = True) -> FramePlan:
     sheets = [cached_sheet(c.owner, size) for c in characters]
     for character, sheet in zip(characters, sheets):
         check_canonical(character.owner, character.meshes)
-        shader = sheet_shader(session_for(settings, sheet), size)
+        shader = sheet_shader(session_for(settings, *sheet), size)
         plan.draws.append((character.meshes, DRAWN, shader))
     return plan
 

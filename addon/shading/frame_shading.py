@@ -7,7 +7,7 @@ operators all call ``shade_frame``. Each character is shaded by its own shader:
 - ``sheet_shader``: its UDP is framed the official CoNR way (the centred square around
   the character, resized to the working size, nearest), sent through its
   ``ShadingSession`` (whatever client the settings chose: in process, local service,
-  remote; the guided shader for sheets with UDPs is to sit behind the same client), and
+  remote; the guided shader when every sheet view carries its UDP, else CoNR), and
   the answer pasted back at the frame's size;
 - ``anr_shader``: its UV and normal passes (of the ANR model's coarse meshes), padded to
   multiples of 32, go through an ``AnrSession``.
@@ -54,7 +54,8 @@ class CharacterFrame:
 
 
 def sheet_shader(session: ShadingSession, size: int) -> Callable[[dict], np.ndarray]:
-    """CoNR from a sheet's images (the session's client), framed at the working ``size``."""
+    """The sheet's shader through the session's client (guided when the sheet's views
+    carry their UDPs, else image-only CoNR), framed at the working ``size``."""
     return lambda passes: shade_in_frame(session.shade, passes["udp"], size)
 
 
@@ -148,16 +149,20 @@ _sessions: dict[tuple, ShadingSession] = {}
 _sessions_lock = threading.Lock()
 
 
-def session_for(settings: dict, images: np.ndarray) -> ShadingSession:
-    """The ``ShadingSession`` for a sheet under these settings, reused from frame to
-    frame and render to render (the engine is made anew for every frame)."""
-    key = (tuple(sorted((k, str(v)) for k, v in settings.items())), protocol.sheet_id(images))
+def session_for(
+    settings: dict, images: np.ndarray, udps: np.ndarray | None = None
+) -> ShadingSession:
+    """The ``ShadingSession`` for a sheet (and its views' UDPs, when it has them: the
+    guided shader) under these settings, reused from frame to frame and render to render
+    (the engine is made anew for every frame)."""
+    settings_key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+    key = (settings_key, protocol.sheet_id(images, udps))
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
             if len(_sessions) > 32:
                 _sessions.clear()
-            session = _sessions[key] = ShadingSession(settings, images)
+            session = _sessions[key] = ShadingSession(settings, images, udps)
         return session
 
 

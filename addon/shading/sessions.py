@@ -69,6 +69,13 @@ def test_connection(settings: dict) -> dict:
     return info
 
 
+#: how a report names the shader a session paints with
+SHADER_WORDS = {
+    "guided": "guided shader: every sheet view has its UDP",
+    "conr": "image-only CoNR: not every sheet view has a UDP",
+}
+
+
 class ShadingSession:
     """One character sheet, shaded frame after frame from worker threads.
 
@@ -76,9 +83,11 @@ class ShadingSession:
     ``shade`` call, in a worker thread, so the operator never blocks Blender for it.
     """
 
-    def __init__(self, settings: dict, images: np.ndarray):
+    def __init__(self, settings: dict, images: np.ndarray, udps: np.ndarray | None = None):
         self.settings = dict(settings)
         self.images = images
+        self.udps = udps  # the views' own UDPs: the guided shader paints; None: CoNR
+        self.shader = "guided" if udps is not None else "conr"
         self.client: ShaderClient | None = None
         self.sheet_id: str | None = None
         self._lock = threading.Lock()
@@ -89,7 +98,7 @@ class ShadingSession:
                 settings = dict(self.settings)
                 self.client = client_for(settings.pop("mode"), **settings)
             if self.sheet_id is None:
-                self.sheet_id = self.client.upload_sheet(self.images)
+                self.sheet_id = self.client.upload_sheet(self.images, self.udps)
         return self.client.shade(self.sheet_id, udp)
 
 

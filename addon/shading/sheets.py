@@ -70,6 +70,15 @@ def read_sheet(owner, size: int) -> np.ndarray:
     return np.stack([frame_view(read_entry(e), size, entry_label(e)) for e in used_entries(owner)])
 
 
+def read_sheet_for_shading(owner, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the shading road sends: (framed images, framed UDPs) when every view carries
+    its UDP (the guided shader paints), else (framed images, None) (image-only CoNR)."""
+    if not sheet_has_udps(owner):
+        return read_sheet(owner, size), None
+    images, udps = read_framed_sheet(owner, size)
+    return images, np.stack(udps).astype(np.float32)
+
+
 def read_entry_udp(entry, image: np.ndarray | None = None) -> tuple[np.ndarray | None, bool]:
     """(UDP or None, estimated) of one entry; checked against its image when given."""
     if not entry.udp_filepath:

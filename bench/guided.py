@@ -1,0 +1,98 @@
+"""Shading speed on CPU: the UDP-guided shader beside the image-only CoNR, same frames.
+
+A real character: the first character of a dataset from ``anirender dataset conr``
+(``--data``; its first ``--views`` samples the sheet, the next ``--frames`` the targets),
+at the working size. Contenders, interleaved, fastest of ``--repeats`` runs kept:
+
+- ``guided``: the shipped guided shader (``assets/guided.safetensors``), frames batched;
+  the time covers the correspondence search and the network, not the sheet's index
+  (built once per sheet, reported apart);
+- ``conr``: the shipped image-only CoNR (``assets/conr_toon.safetensors``), the road taken
+  when the sheet has no UDPs, ``CoNR.render`` with the sheet encoded beforehand.
+
+    .venv/bin/python bench/guided.py --data DIR [--size 256] [--views 4] [--frames 8]
+"""
+
+import argparse
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from anirender.models.guided import load_guided
+from anirender.models.train.conr_data import load_split
+from anirender.models.weights import SHIPPED_CONR, load_conr
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def best(repeats, paths):
+    times = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    characters = load_split(args.data, "val", args.size)
+    character = next(c for c in characters if len(c.images) >= args.views + args.frames)
+    images, udps = character.images[: args.views], character.udps[: args.views]
+    targets = character.udps[args.views : args.views + args.frames]
+
+    guided = load_guided()
+    start = time.perf_counter()
+    sheet = guided.encode_sheet(images, udps)
+    index_seconds = time.perf_counter() - start
+    conr = load_conr(str(SHIPPED_CONR))
+    encoding = conr.encode_sheet(images)
+    step = conr.frames_per_chunk(encoding)
+
+    def run_conr():
+        for i in range(0, len(targets), step):
+            conr.render(encoding, targets[i : i + step])
+
+    paths = {"guided": lambda: guided.render(sheet, targets), "conr": run_conr}
+    for fn in paths.values():  # warm-up
+        fn()
+    seconds = best(args.repeats, paths)
+    print(
+        f"# guided vs CoNR, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, "
+        f"{args.views} views, {len(targets)} frames per call, best of {args.repeats}"
+    )
+    print("| shader | frames/s | s/frame | vs CoNR |")
+    print("|---|---|---|---|")
+    for name in ("guided", "conr"):
+        fps = len(targets) / seconds[name]
+        ratio = seconds["conr"] / seconds[name]
+        print(f"| {name} | {fps:.2f} | {seconds[name] / len(targets):.3f} | {ratio:.2f}x |")
+    print(f"sheet index (once per sheet, guided): {index_seconds:.3f} s")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    print(f"load average during the run: {' '.join(load)}")
+
+
+if __name__ == "__main__":
+    main()
