@@ -57,6 +57,12 @@ def add_parser(subparsers) -> None:
         "$RAY_ADDRESS, else a new local cluster",
     )
     ray.add_argument(
+        "--gpus-per-chunk",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves for each chunk's worker, which then sees only those (default 0)",
+    )
+    ray.add_argument(
         "--retries", type=int, default=3, help="times a failed chunk is run again (default 3)"
     )
     parser.set_defaults(func=run_render)
@@ -65,8 +71,8 @@ def add_parser(subparsers) -> None:
 def run_render(args) -> int:
     if args.ray:
         return _render_with_ray(args)
-    if args.address:
-        raise AniRenderError("--address goes with --ray.")
+    if args.address or args.gpus_per_chunk:
+        raise AniRenderError("--address and --gpus-per-chunk go with --ray.")
     from tqdm import tqdm
 
     # bpy: loaded when the command runs, not for --help (farm imports it)
@@ -144,7 +150,13 @@ def _render_with_ray(args) -> int:
                 bar.update(len(chunk))
 
             rendered = render_chunks_on_ray(
-                args.blend, chunks, out, args.scene, chunk_done, retries=args.retries
+                args.blend,
+                chunks,
+                out,
+                args.scene,
+                chunk_done,
+                retries=args.retries,
+                gpus=args.gpus_per_chunk,
             )
     finally:
         if started:
