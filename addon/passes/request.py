@@ -11,6 +11,7 @@ from pathlib import Path
 import bpy
 
 from ...errors import AniRenderError
+from ...service.render_chunks import parse_frames  # noqa: F401 (shared, Blender-free)
 
 PASSES = ("udp", "uv", "normal", "depth", "occupancy")
 
@@ -36,28 +37,6 @@ class PassRequest:
     def done(self, frame: int) -> bool:
         """Every requested file of ``frame`` is already on disk."""
         return all(self.path(p, frame, f).is_file() for p in self.passes for f in self.formats)
-
-
-def parse_frames(text: str) -> list[int]:
-    """``"1-48"``, ``"5"``, ``"1-10,20,30-32"`` -> sorted frame numbers."""
-    frames = set()
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
-        try:
-            if "-" in part[1:]:
-                cut = part.index("-", 1)
-                first, last = int(part[:cut]), int(part[cut + 1 :])
-                if last < first:
-                    raise ValueError
-                frames.update(range(first, last + 1))
-            else:
-                frames.add(int(part))
-        except ValueError:
-            raise AniRenderError(
-                f"Cannot read the frame range {text!r}; write it like 1-48 or 1-10,20."
-            ) from None
-    if not frames:
-        raise AniRenderError("No frames to render; give a range such as 1-48.")
-    return sorted(frames)
 
 
 def parse_choices(text, allowed, what: str) -> tuple[str, ...]:

@@ -72,11 +72,17 @@ def frames_visited(scene, frames: list[int]) -> list[int]:
 
 
 def render_frames(
-    scene, frames: list[int], out: str | None = None, on_frame: Callable[[int], None] = None
+    scene,
+    frames: list[int],
+    out: str | None = None,
+    on_frame: Callable[[int], None] = None,
+    resume: bool = False,
 ) -> tuple[list[int], str]:
     """Render ``frames`` of ``scene`` through Blender's animation render; returns the
     frames rendered (the others were on disk or claimed by another worker) and the
-    output path they were written to."""
+    output path they were written to. ``resume``: these frames are this render's alone
+    (a chunk of ``anirender render --chunk``): frames on disk are kept (Overwrite off for
+    this render) and the empty placeholders an interrupted attempt left are rendered."""
     if scene.render.engine != ENGINE_ID:
         raise AniRenderError(
             f'Scene "{scene.name}" renders with {scene.render.engine}, not AniRender. Choose '
@@ -91,11 +97,17 @@ def render_frames(
                 on_frame(rendered_scene.frame_current)
 
     render = scene.render
-    kept = (scene.frame_start, scene.frame_end, render.filepath)
+    kept = (scene.frame_start, scene.frame_end, render.filepath, render.use_overwrite)
     pattern = output_pattern(scene, out)
     bpy.app.handlers.render_post.append(done)
     try:
         render.filepath = pattern
+        if resume:
+            render.use_overwrite = False
+            for frame in frames:
+                path = Path(bpy.path.abspath(render.frame_path(frame=frame)))
+                if path.is_file() and path.stat().st_size == 0:
+                    path.unlink()  # a placeholder: its render never finished
         for first, last in runs(sorted(set(frames))):
             scene.frame_start, scene.frame_end = first, last
             try:
@@ -106,5 +118,57 @@ def render_frames(
                 raise AniRenderError(message) from None
     finally:
         bpy.app.handlers.render_post.remove(done)
-        scene.frame_start, scene.frame_end, render.filepath = kept
+        scene.frame_start, scene.frame_end, render.filepath, render.use_overwrite = kept
     return rendered, bpy.path.abspath(pattern)
+
+
+def write_movie(scene, frames: list[int], out: str | None, movie: Path) -> Path:
+    """Encode the frames ``render_frames`` wrote for ``frames`` (to ``out``, else the
+    scene's output path) as an H.264 MP4 at ``movie``, over black, at the scene's frame
+    rate and output size, with Blender's FFmpeg output. Frames missing on disk (or still
+    an empty placeholder) stop it, naming the first one."""
+    render = scene.render
+    kept = render.filepath
+    try:
+        render.filepath = output_pattern(scene, out)
+        paths = [Path(bpy.path.abspath(render.frame_path(frame=f))) for f in sorted(frames)]
+    finally:
+        render.filepath = kept
+    missing = [p for p in paths if not p.is_file() or p.stat().st_size == 0]
+    if missing:
+        raise AniRenderError(
+            f"Cannot make the movie: frame file {missing[0]} is missing or empty "
+            f"({len(missing)} of {len(paths)}). Render those frames again, then add --movie."
+        )
+    folders = {p.parent for p in paths}
+    if len(folders) != 1:
+        raise AniRenderError("Cannot make the movie: the frames are in more than one folder.")
+    clip = bpy.data.scenes.new("AniRender movie")
+    try:
+        clip.render.fps, clip.render.fps_base = render.fps, render.fps_base
+        clip.render.resolution_x = render.resolution_x * render.resolution_percentage // 100
+        clip.render.resolution_y = render.resolution_y * render.resolution_percentage // 100
+        clip.render.resolution_percentage = 100
+        clip.frame_start, clip.frame_end = 1, len(paths)
+        editor = clip.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+        black = strips.new_effect("Black", "COLOR", channel=1, frame_start=1, length=len(paths))
+        black.color = (0.0, 0.0, 0.0)
+        image = strips.new_image("Frames", str(paths[0]), channel=2, frame_start=1)
+        for path in paths[1:]:
+            image.elements.append(path.name)
+        image.blend_type = "ALPHA_OVER"
+        settings = clip.render.image_settings
+        if hasattr(settings, "media_type"):
+            settings.media_type = "VIDEO"
+        settings.file_format = "FFMPEG"
+        clip.render.ffmpeg.format = "MPEG4"
+        clip.render.ffmpeg.codec = "H264"
+        clip.render.ffmpeg.constant_rate_factor = "HIGH"
+        movie.parent.mkdir(parents=True, exist_ok=True)
+        clip.render.filepath = str(movie)
+        clip.render.use_file_extension = False
+        bpy.ops.render.render(animation=True, scene=clip.name)
+    finally:
+        bpy.data.scenes.remove(clip)
+    return movie
