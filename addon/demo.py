@@ -36,6 +36,7 @@ from ..models.shade_baselines import nearest_udp_baseline
 from .characters.cache import load_character
 from .characters.finding import meshes_deformed_by
 from .characters.looks import dress_character
+from .core.movie import encode_movie
 from .datasets.conr import aim_camera, character_bounds, setup_look_render
 from .passes import canonical
 from .passes.renderer import PassRenderer
@@ -257,33 +258,8 @@ def _save_png(pixels, path: Path) -> None:
 def write_movie(frames_dir: Path, frames: list[int], path: Path, size: int) -> Path:
     """Encode the PNG frames over white as an H.264 MP4 with Blender's FFmpeg output."""
 
-    scene = bpy.data.scenes.new("AniRender demo movie")
-    try:
-        scene.render.resolution_x = scene.render.resolution_y = size
-        scene.render.resolution_percentage = 100
-        scene.frame_start, scene.frame_end = 1, len(frames)
-        editor = scene.sequence_editor_create()
-        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-        white = strips.new_effect("Paper", "COLOR", channel=1, frame_start=1, length=len(frames))
-        white.color = (1.0, 1.0, 1.0)
-        first = frames_dir / f"frame_{frames[0]:04d}.png"
-        image = strips.new_image("Neural frames", str(first), channel=2, frame_start=1)
-        for frame in frames[1:]:
-            image.elements.append(f"frame_{frame:04d}.png")
-        image.blend_type = "ALPHA_OVER"
-        settings = scene.render.image_settings
-        if hasattr(settings, "media_type"):
-            settings.media_type = "VIDEO"
-        settings.file_format = "FFMPEG"
-        scene.render.ffmpeg.format = "MPEG4"
-        scene.render.ffmpeg.codec = "H264"
-        scene.render.ffmpeg.constant_rate_factor = "HIGH"
-        scene.render.filepath = str(path)
-        scene.render.use_file_extension = False
-        bpy.ops.render.render(animation=True, scene=scene.name)
-    finally:
-        bpy.data.scenes.remove(scene)
-    return path
+    paths = [frames_dir / f"frame_{frame:04d}.png" for frame in frames]
+    return encode_movie(paths, path, (size, size), background=(1.0, 1.0, 1.0))
 
 
 COLUMNS = (

@@ -17,6 +17,7 @@ from pathlib import Path
 import bpy
 
 from ...errors import AniRenderError
+from ..core.movie import encode_movie
 from ..core.prefs import ADDON_ID
 from .engine import ENGINE_ID, AniRenderEngine
 
@@ -143,32 +144,6 @@ def write_movie(scene, frames: list[int], out: str | None, movie: Path) -> Path:
     folders = {p.parent for p in paths}
     if len(folders) != 1:
         raise AniRenderError("Cannot make the movie: the frames are in more than one folder.")
-    clip = bpy.data.scenes.new("AniRender movie")
-    try:
-        clip.render.fps, clip.render.fps_base = render.fps, render.fps_base
-        clip.render.resolution_x = render.resolution_x * render.resolution_percentage // 100
-        clip.render.resolution_y = render.resolution_y * render.resolution_percentage // 100
-        clip.render.resolution_percentage = 100
-        clip.frame_start, clip.frame_end = 1, len(paths)
-        editor = clip.sequence_editor_create()
-        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-        black = strips.new_effect("Black", "COLOR", channel=1, frame_start=1, length=len(paths))
-        black.color = (0.0, 0.0, 0.0)
-        image = strips.new_image("Frames", str(paths[0]), channel=2, frame_start=1)
-        for path in paths[1:]:
-            image.elements.append(path.name)
-        image.blend_type = "ALPHA_OVER"
-        settings = clip.render.image_settings
-        if hasattr(settings, "media_type"):
-            settings.media_type = "VIDEO"
-        settings.file_format = "FFMPEG"
-        clip.render.ffmpeg.format = "MPEG4"
-        clip.render.ffmpeg.codec = "H264"
-        clip.render.ffmpeg.constant_rate_factor = "HIGH"
-        movie.parent.mkdir(parents=True, exist_ok=True)
-        clip.render.filepath = str(movie)
-        clip.render.use_file_extension = False
-        bpy.ops.render.render(animation=True, scene=clip.name)
-    finally:
-        bpy.data.scenes.remove(clip)
-    return movie
+    width = render.resolution_x * render.resolution_percentage // 100
+    height = render.resolution_y * render.resolution_percentage // 100
+    return encode_movie(paths, movie, (width, height), (render.fps, render.fps_base))
