@@ -13,6 +13,7 @@ during the path's runs (Linux VmHWM, includes the ~1.5 GB of fp32 + bf16 weights
 |fast - reference| and the bf16 PSNR against fp32.
 
     .venv/bin/python bench/conr.py [--sizes 256 512] [--views 1 4] [--frames 2]
+    python3 bench/conr.py --device cuda    # bench/gpu.sh: peak memory is torch's on the GPU
 """
 
 import argparse
@@ -57,7 +58,14 @@ def udp_frames(frames, size, seed=2):
     return udp
 
 
+DEVICE = "cpu"
+
+
 def reset_peak():
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -65,6 +73,9 @@ def reset_peak():
 
 
 def peak_mib():
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -103,19 +114,26 @@ def main():
     parser.add_argument("--reference-frames", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs, best kept")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
 
-    model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare("cpu")
+    model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare(args.device)
     # a separate bf16 copy: converting back to fp32 would not restore the lost bits
     low = copy.deepcopy(model).set_precision("bf16")
     parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
-    reference = ReferenceCoNR(parts)
+    reference = ReferenceCoNR(parts, device=args.device)
+    where = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     print(
-        f"# CoNR bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"# CoNR bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {where}, "
+        f"torch {torch.__version__}"
     )
     # one small warm-up of each path
     warm = sheet_images(1, 256)
@@ -124,7 +142,8 @@ def main():
     model.render(model.encode_sheet(warm), udp_frames(1, 256))
     low.render(low.encode_sheet(warm), udp_frames(1, 256))
 
-    print("| size | views | path | fps | speed-up | peak RSS MiB | check |")
+    memory = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(f"| size | views | path | fps | speed-up | {memory} | check |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for views in args.views:

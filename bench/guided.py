@@ -11,6 +11,10 @@ at the working size. Contenders, interleaved, fastest of ``--repeats`` runs kept
   when the sheet has no UDPs, ``CoNR.render`` with the sheet encoded beforehand.
 
     .venv/bin/python bench/guided.py --data DIR [--size 256] [--views 4] [--frames 8]
+    python3 bench/guided.py --synthetic --device cuda   # bench/gpu.sh (speed only)
+
+``--synthetic``: no dataset; seeded blob sheets and UDPs of the size asked for (speed
+only: the pictures mean nothing, the work per pixel is the same).
 """
 
 import argparse
@@ -36,6 +40,38 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def synthetic_inputs(views: int, frames: int, size: int):
+    """Seeded sheet views (an ellipse body with striped colours) with their UDPs, and
+    target UDPs of the same body shifted and turned a little."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:size, :size] / (size - 1)
+
+    def body(dx, turn):
+        inside = ((xx - 0.5 - dx) / 0.22) ** 2 + ((yy - 0.5) / 0.42) ** 2 < 1
+        udp = np.zeros((size, size, 4), np.float32)
+        udp[..., 0] = np.clip(0.5 + (xx - 0.5 - dx) * np.cos(turn), 0, 1)
+        udp[..., 1] = yy
+        udp[..., 2] = np.clip(0.5 + (xx - 0.5 - dx) * np.sin(turn), 0, 1)
+        udp[..., 3] = 1
+        udp[~inside] = 0
+        return udp, inside
+
+    images, udps = [], []
+    for v in range(views):
+        udp, inside = body(0.0, v * 2 * np.pi / views)
+        rgb = (
+            np.stack([np.sin(9 * udp[..., 0]), np.cos(7 * udp[..., 1]), udp[..., 2]], -1) + 1
+        ) / 2
+        rgba = np.concatenate([rgb, inside[..., None]], -1)
+        rgba[..., :3] += 0.03 * rng.standard_normal((size, size, 3))
+        images.append((np.clip(rgba, 0, 1) * 255).astype(np.uint8))
+        udps.append(udp)
+    targets = [body(0.02 * f, 0.3 * f)[0] for f in range(frames)]
+    return np.stack(images), np.stack(udps), np.stack(targets)
+
+
 def best(repeats, paths):
     times = {name: [] for name in paths}
     for _ in range(repeats):
@@ -48,7 +84,9 @@ def best(repeats, paths):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="a dataset from anirender dataset conr")
+    parser.add_argument("--synthetic", action="store_true", help="seeded inputs, no dataset")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8)
@@ -57,16 +95,21 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    characters = load_split(args.data, "val", args.size)
-    character = next(c for c in characters if len(c.images) >= args.views + args.frames)
-    images, udps = character.images[: args.views], character.udps[: args.views]
-    targets = character.udps[args.views : args.views + args.frames]
+    if args.synthetic:
+        images, udps, targets = synthetic_inputs(args.views, args.frames, args.size)
+    elif args.data is None:
+        parser.error("give --data DIR (a dataset from anirender dataset conr) or --synthetic")
+    else:
+        characters = load_split(args.data, "val", args.size)
+        character = next(c for c in characters if len(c.images) >= args.views + args.frames)
+        images, udps = character.images[: args.views], character.udps[: args.views]
+        targets = character.udps[args.views : args.views + args.frames]
 
-    guided = load_guided()
+    guided = load_guided(device=args.device)
     start = time.perf_counter()
     sheet = guided.encode_sheet(images, udps)
     index_seconds = time.perf_counter() - start
-    conr = load_conr(str(SHIPPED_CONR))
+    conr = load_conr(str(SHIPPED_CONR), device=args.device)
     encoding = conr.encode_sheet(images)
     step = conr.frames_per_chunk(encoding)
 
@@ -77,9 +120,12 @@ def main():
     paths = {"guided": lambda: guided.render(sheet, targets), "conr": run_conr}
     for fn in paths.values():  # warm-up
         fn()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
     seconds = best(args.repeats, paths)
+    where = torch.cuda.get_device_name() if args.device == "cuda" else cpu_model()
     print(
-        f"# guided vs CoNR, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+        f"# guided vs CoNR, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {where}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, "
         f"{args.views} views, {len(targets)} frames per call, best of {args.repeats}"
     )

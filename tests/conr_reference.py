@@ -67,8 +67,8 @@ def _warp(inp, flow):
     g = flow.shape[1] // 2
     inp = inp.reshape(n * g, c // g, h, w)
     flow = flow.reshape(n * g, 2, h, w)
-    gx = torch.linspace(-1.0, 1.0, w).view(1, 1, 1, w).expand(n * g, 1, h, w)
-    gy = torch.linspace(-1.0, 1.0, h).view(1, 1, h, 1).expand(n * g, 1, h, w)
+    gx = torch.linspace(-1.0, 1.0, w, device=flow.device).view(1, 1, 1, w).expand(n * g, 1, h, w)
+    gy = torch.linspace(-1.0, 1.0, h, device=flow.device).view(1, 1, h, 1).expand(n * g, 1, h, w)
     flow = torch.cat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], 1)
     grid = (torch.cat([gx, gy], 1) + flow).permute(0, 2, 3, 1)
     out = F.grid_sample(inp, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -203,9 +203,10 @@ def rgba_decoder(x, sd):
 class ReferenceCoNR:
     """Per-frame, per-view fp32 CoNR from ``{sub-network: state dict}``."""
 
-    def __init__(self, parts, flows=32):
+    def __init__(self, parts, flows=32, device="cpu"):
+        self.device = torch.device(device)
         self.parts = {
-            n: {k: v.detach().float().contiguous() for k, v in sd.items()}
+            n: {k: v.detach().float().contiguous().to(self.device) for k, v in sd.items()}
             for n, sd in parts.items()
         }
         self.flows = flows
@@ -215,8 +216,9 @@ class ReferenceCoNR:
         """uint8 (V, H, W, 4) -> cached parser features (the reference's parser_ckpt)."""
         a = images[..., 3:4]
         rgb = (images[..., :3] * (a / 255.0)).clip(0, 255).astype(np.uint8)
-        rgb = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()[None] / 255.0
+        rgb = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()[None].to(self.device) / 255.0
         a = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()[None] / 255.0
+        a = a.to(self.device)
         with torch.no_grad():
             feats, _ = resnet_unet((rgb[0] - 0.6) / 0.2970, self.parts["udpparsernet"], decode=True)
         self.features = [f[None] for f in feats]  # (1, V, C, h, w)
@@ -227,7 +229,7 @@ class ReferenceCoNR:
         label = torch.from_numpy(np.ascontiguousarray(udp, dtype=np.float32)).permute(2, 0, 1)[None]
         mask = (udp[..., 3:4] * 255).clip(0, 255).astype(np.uint8)
         mask = torch.from_numpy(mask).permute(2, 0, 1)[None].float() / 255.0
-        x = torch.cat([label[:, :3] * mask, mask], 1)
+        x = torch.cat([label[:, :3] * mask, mask], 1).to(self.device)
         with torch.no_grad():
             tfeats, _ = resnet_unet(
                 (x - 0.6) / 0.2970, self.parts["target_pose_encoder"], decode=False
@@ -235,4 +237,4 @@ class ReferenceCoNR:
             msg = cinn(self.parts["shader"], tfeats, self.x_reference, self.features, self.flows)
             out = rgba_decoder(msg, self.parts["rgbadecodernet"])
         rgba = torch.cat([out[:, :3] * out[:, 3:4], out[:, 3:4]], 1)
-        return rgba[0].permute(1, 2, 0).numpy()
+        return rgba[0].permute(1, 2, 0).cpu().numpy()
