@@ -286,19 +286,25 @@ class CoNR(nn.Module):
 
     def detect_udp(self, images: np.ndarray) -> np.ndarray:
         """UDP estimate (B, H, W, 4) from uint8 RGB or RGBA images (B, H, W, 3|4)."""
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.dtype != np.uint8:
-            raise AniRenderError(
-                f"detect_udp wants uint8 (B, H, W, 3|4) images; got {images.dtype} {images.shape}."
-            )
-        _check_size(images.shape[1], images.shape[2], "The pose image")
-        rgb = premultiply_official(images)[..., :3] if images.shape[-1] == 4 else images
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
+        x = pose_image_batch(images)
         with torch.inference_mode():
             _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
         return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def pose_image_batch(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB or RGBA pictures (B, H, W, 3|4), or one (H, W, 3|4), checked -> the
+    parser's input: float (B, 3, H, W) in [0, 1], RGB premultiplied the official way."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.dtype != np.uint8:
+        raise AniRenderError(
+            f"detect_udp wants uint8 (B, H, W, 3|4) images; got {images.dtype} {images.shape}."
+        )
+    _check_size(images.shape[1], images.shape[2], "The pose image")
+    rgb = premultiply_official(images)[..., :3] if images.shape[-1] == 4 else images
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def randomize_weights(

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from ...errors import AniRenderError
-from ..alpha import premultiply_official
 from ..weights import resolve_weights
 from .config import INPUT_MEAN, INPUT_STD, OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
 from .encoders import udp_parser_net
-from .model import _check_size
+from .model import pose_image_batch
 
 PART = "udpparsernet"
 
@@ -48,16 +47,7 @@ class UDPParser(nn.Module):
 
     def detect_udp(self, images: np.ndarray) -> np.ndarray:
         """UDP estimate (B, H, W, 4) from uint8 RGB or RGBA images (B, H, W, 3|4)."""
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.dtype != np.uint8:
-            raise AniRenderError(
-                f"detect_udp wants uint8 (B, H, W, 3|4) images; got {images.dtype} {images.shape}."
-            )
-        _check_size(images.shape[1], images.shape[2], "The pose image")
-        rgb = premultiply_official(images)[..., :3] if images.shape[-1] == 4 else images
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 255.0
+        x = pose_image_batch(images)
         with torch.inference_mode():
             x = ((x.to(self.device) - INPUT_MEAN) / INPUT_STD).contiguous(
                 memory_format=torch.channels_last
