@@ -45,6 +45,7 @@ from torch import nn
 from ..errors import AniRenderError
 from .framing import frame_sample
 from .udp import check_udp
+from .weight_files import write_weights
 from .weights import resolve_weights
 
 SAFETENSORS_FORMAT = "anirender-guided-1"
@@ -356,24 +357,9 @@ class GuidedShader(nn.Module):
 
     def save_safetensors(self, path, metadata: dict | None = None) -> None:
         """Write the weights atomically, the config in the metadata."""
-        import os
-        import tempfile
-
-        from safetensors.torch import save_file
-
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {"format": SAFETENSORS_FORMAT, "config": self.config.to_json()}
-        meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_weights(tensors, path, {**meta, **(metadata or {})})
 
     @property
     def device(self) -> torch.device:

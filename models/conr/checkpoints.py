@@ -7,11 +7,10 @@ The released files are the only pickle-based files read, through
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ...errors import AniRenderError, quote_exception
+from ..weight_files import write_weights
 from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
 
 
@@ -80,21 +79,9 @@ def read_conr_safetensors(path):
 
 def write_conr_safetensors(model, path, metadata: dict | None = None) -> None:
     """Write all four sub-networks into one safetensors file (atomically)."""
-    from safetensors.torch import save_file
-
     tensors = {}
     for name in OFFICIAL_FILES:
         for key, t in getattr(model, name).state_dict().items():
             tensors[f"{name}.{key}"] = t.detach().cpu().contiguous()
     meta = {"format": SAFETENSORS_FORMAT, "config": model.config.to_json()}
-    meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_weights(tensors, path, {**meta, **(metadata or {})})
