@@ -45,7 +45,7 @@ from torch import nn
 from ..errors import AniRenderError
 from .framing import frame_sample
 from .udp import check_udp
-from .weight_files import write_weights
+from .weight_files import read_weights, write_weights
 from .weights import resolve_weights
 
 SAFETENSORS_FORMAT = "anirender-guided-1"
@@ -331,15 +331,8 @@ class GuidedShader(nn.Module):
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_safetensors(cls, path, device="cpu") -> GuidedShader:
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise AniRenderError(f"{path} is not a readable safetensors file ({exc}).") from exc
+        meta, tensors = read_weights(path)
         if meta.get("format") != SAFETENSORS_FORMAT:
             raise AniRenderError(
                 f"{path} holds no guided-shader weights (format {meta.get('format')!r}); "

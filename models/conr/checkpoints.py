@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import AniRenderError, quote_exception
-from ..weight_files import write_weights
+from ..weight_files import read_weights, write_weights
 from .config import OFFICIAL_FILES, SAFETENSORS_FORMAT, CoNRConfig
 
 
@@ -49,17 +49,8 @@ def read_official_checkpoints(folder) -> dict:
 
 def read_conr_safetensors(path):
     """(CoNRConfig, {sub-network: state dict}) from a file written by ``save_safetensors``."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise AniRenderError(f"Weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AniRenderError(f"{path} is not a readable safetensors file ({exc}).") from exc
+    meta, tensors = read_weights(path)
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise AniRenderError(
             f"{path} is not a CoNR weights file (metadata format={meta.get('format')!r})."
