@@ -105,11 +105,14 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     triangle = torch.full((pixels,), -1, dtype=torch.int64, device=device)
     bary = torch.zeros((pixels, 3), dtype=torch.float32, device=device)
 
-    # (component, corner, triangle) layout: every operation below runs on contiguous rows
+    # (component, corner, triangle) layout: every operation below runs on contiguous rows;
+    # rows are picked with index_select (torch's general ``x[index]`` is several times
+    # slower on the CPU)
     corners = clip.permute(2, 1, 0).contiguous()
     keep = (corners[3] > near_w).all(dim=0)
     tri_ids = torch.nonzero(keep).squeeze(1)
-    corners = corners[:, :, tri_ids]
+    if tri_ids.numel() < keep.numel():
+        corners = corners.index_select(2, tri_ids)
     inv_w = 1.0 / corners[3]
     # screen space: x to the right, y downwards, in pixels; pixel centres at +0.5
     sx = (corners[0] * inv_w + 1.0) * (0.5 * width)
@@ -127,81 +130,89 @@ def _rasterise(clip, height, width, near_w, device) -> Fragments:
     visible = torch.nonzero((area > 0) & (double_area.abs() > 1e-12)).squeeze(1)
     if visible.numel() == 0:
         return _fragments(triangle, bary, zbuffer, height, width)
-    tri_ids, area = tri_ids[visible], area[visible]
+    tri_ids, area = tri_ids.index_select(0, visible), area.index_select(0, visible)
     # depth key, affine in screen space, smaller is nearer: -1/w in perspective (exact in
     # float32 whatever the clip planes), NDC z for an orthographic camera (w == 1)
     orthographic = bool((corners[3] == 1.0).all())
     key = corners[2] * inv_w if orthographic else -inv_w
-    # what the inside test needs, one row per triangle: a single gather per batch
-    geometry = torch.cat([sx, sy, torch.stack([col0, row0, box_w, double_area.sign()])], dim=0)[
-        :, visible
-    ].T.contiguous()
+    # what the inside test needs, one row per quantity and a column per triangle
+    geometry = torch.cat(
+        [sx, sy, torch.stack([col0, row0, box_w, double_area.sign()])], dim=0
+    ).index_select(1, visible)
     # and what only the pixels inside need: depth key and 1/w per corner
-    depth_terms = torch.cat([key, inv_w], dim=0)[:, visible].T.contiguous()
-    order = torch.arange(visible.numel(), device=device)
+    depth_terms = torch.cat([key, inv_w], dim=0).index_select(1, visible)
 
     # batches of whole triangles, each with at most _PAIRS_PER_BATCH candidate pixels
-    counts = area[order]
-    ends = torch.cumsum(counts, 0)
+    ends = torch.cumsum(area, 0)
+    total = int(ends[-1])
     start = 0
-    while start < order.numel():
-        base = ends[start - 1] if start > 0 else torch.zeros((), dtype=ends.dtype, device=device)
-        stop = int(torch.searchsorted(ends, base + _PAIRS_PER_BATCH, right=True))
-        stop = max(stop, start + 1)
-        _draw_batch(order[start:stop], counts[start:stop], geometry, depth_terms, tri_ids,
+    while start < visible.numel():
+        base = int(ends[start - 1]) if start > 0 else 0
+        if total - base <= _PAIRS_PER_BATCH:
+            stop = visible.numel()
+        else:
+            stop = int(torch.searchsorted(ends, base + _PAIRS_PER_BATCH, right=True))
+            stop = max(stop, start + 1)
+        _draw_batch(start, stop, area, ends, base, geometry, depth_terms, tri_ids,
                     width, zbuffer, triangle, bary)  # fmt: skip
         start = stop
     return _fragments(triangle, bary, zbuffer, height, width)
 
 
-def _draw_batch(batch, counts, geometry, depth_terms, tri_ids, width, zbuffer, triangle, bary):
-    device = batch.device
-    position = torch.repeat_interleave(counts)  # which triangle of the batch, per pair
-    t = batch[position]
-    first = torch.cumsum(counts, 0) - counts
-    local = (torch.arange(t.numel(), device=device) - first[position]).to(torch.float32)
-    rows = geometry[t]
+def _draw_batch(start, stop, area, ends, base, geometry, depth_terms, tri_ids, width,
+                zbuffer, triangle, bary):  # fmt: skip
+    """Triangles ``start:stop`` (columns of ``geometry``) against every pixel centre of
+    their boxes: one (triangle, pixel) pair per element, each quantity a contiguous row."""
+    device = geometry.device
+    counts = area[start:stop]
+    pairs = int(ends[stop - 1]) - base
+    t = torch.repeat_interleave(
+        torch.arange(start, stop, device=device), counts, output_size=pairs
+    )  # which triangle, per pair
+    first = torch.repeat_interleave(ends[start:stop] - counts, counts, output_size=pairs)
+    local = (torch.arange(base, base + pairs, device=device) - first).to(torch.float32)
+    g = geometry.index_select(1, t)
     # pixel within the box, in float32 (exact for these small integers, and vectorised
     # where integer division is not)
-    box_w = rows[:, 8]
+    box_w = g[8]
     down = torch.floor((local + 0.5) / box_w)
-    col = rows[:, 6] + (local - down * box_w)
-    row = rows[:, 7] + down
+    col = g[6] + (local - down * box_w)
+    row = g[7] + down
     # edge functions, each from the pixel centre to the two corners of one edge: a shared
     # edge gives exactly opposite values in its two triangles, so no centre falls through
-    dx = rows[:, 0:3] - (col + 0.5)[:, None]
-    dy = rows[:, 3:6] - (row + 0.5)[:, None]
-    edges = (
-        torch.stack(
-            [
-                dx[:, 1] * dy[:, 2] - dx[:, 2] * dy[:, 1],
-                dx[:, 2] * dy[:, 0] - dx[:, 0] * dy[:, 2],
-                dx[:, 0] * dy[:, 1] - dx[:, 1] * dy[:, 0],
-            ],
-            dim=1,
-        )
-        * rows[:, 9:10]
-    )  # oriented so that inside is >= 0 for either winding
-    inside = torch.nonzero((edges >= 0).all(dim=1)).squeeze(1)
+    cx, cy = col + 0.5, row + 0.5
+    dx0, dx1, dx2 = g[0] - cx, g[1] - cx, g[2] - cx
+    dy0, dy1, dy2 = g[3] - cy, g[4] - cy, g[5] - cy
+    sign = g[9]  # oriented so that inside is >= 0 for either winding
+    e0 = (dx1 * dy2 - dx2 * dy1) * sign
+    e1 = (dx2 * dy0 - dx0 * dy2) * sign
+    e2 = (dx0 * dy1 - dx1 * dy0) * sign
+    inside = torch.nonzero((e0 >= 0) & (e1 >= 0) & (e2 >= 0)).squeeze(1)
     if inside.numel() == 0:
         return
-    t, edges = t[inside], edges[inside]
-    pixel = row[inside].to(torch.int64) * width + col[inside].to(torch.int64)
-    terms = depth_terms[t]
-    screen = edges / edges.sum(dim=1, keepdim=True)
-    depth = (screen * terms[:, 0:3]).sum(dim=1)
-    persp = screen * terms[:, 3:6]
-    persp = persp / persp.sum(dim=1, keepdim=True)
+    t = t.index_select(0, inside)
+    e0, e1, e2 = e0.index_select(0, inside), e1.index_select(0, inside), e2.index_select(0, inside)
+    pixel = (row.index_select(0, inside).to(torch.int64) * width
+             + col.index_select(0, inside).to(torch.int64))  # fmt: skip
+    terms = depth_terms.index_select(1, t)
+    total = e0 + e1 + e2
+    s0, s1, s2 = e0 / total, e1 / total, e2 / total
+    depth = s0 * terms[0] + s1 * terms[1] + s2 * terms[2]
+    persp = torch.stack([s0 * terms[3], s1 * terms[4], s2 * terms[5]], dim=1)
+    persp = persp / (persp[:, 0] + persp[:, 1] + persp[:, 2])[:, None]
 
-    before = zbuffer[pixel]
+    before = zbuffer.index_select(0, pixel)
     zbuffer.scatter_reduce_(0, pixel, depth, reduce="amin", include_self=True)
-    win = torch.nonzero((depth == zbuffer[pixel]) & (depth < before)).squeeze(1)
-    pixel, ids, persp = pixel[win], tri_ids[t[win]], persp[win]
+    win = torch.nonzero((depth == zbuffer.index_select(0, pixel)) & (depth < before))
+    win = win.squeeze(1)
+    pixel = pixel.index_select(0, win)
+    ids = tri_ids.index_select(0, t.index_select(0, win))
+    persp = persp.index_select(0, win)
     # equal depths on one pixel: the higher triangle index wins, deterministically
     triangle.index_fill_(0, pixel, -1)
     triangle.scatter_reduce_(0, pixel, ids, reduce="amax", include_self=True)
-    final = torch.nonzero(triangle[pixel] == ids).squeeze(1)
-    bary[pixel[final]] = persp[final]
+    final = torch.nonzero(triangle.index_select(0, pixel) == ids).squeeze(1)
+    bary.index_copy_(0, pixel.index_select(0, final), persp.index_select(0, final))
 
 
 def _fragments(triangle, bary, zbuffer, height, width) -> Fragments:
