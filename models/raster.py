@@ -42,19 +42,27 @@ class Fragments:
         """(H, W) bool: a triangle covers the pixel centre."""
         return self.triangle >= 0
 
-    def interpolate(self, corner_values) -> torch.Tensor:
-        """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""
+    def hits(self) -> torch.Tensor:
+        """Flat indices (row * W + col) of the covered pixels, in order."""
+        return torch.nonzero(self.triangle.reshape(-1) >= 0).squeeze(1)
+
+    def interpolate_at(self, corner_values, hits: torch.Tensor) -> torch.Tensor:
+        """(T, 3, C) per-corner values interpolated at the covered pixels ``hits`` (flat
+        indices from ``hits()``): (N, C)."""
         values = torch.as_tensor(corner_values, device=self.triangle.device)
         values = values.to(self.barycentric.dtype)
+        weights = self.barycentric.reshape(-1, 3).index_select(0, hits)
+        corners = values.index_select(0, self.triangle.reshape(-1).index_select(0, hits))
+        return (weights[:, :, None] * corners).sum(dim=1)
+
+    def interpolate(self, corner_values) -> torch.Tensor:
+        """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""
+        hits = self.hits()
+        inside = self.interpolate_at(corner_values, hits)
         height, width = self.triangle.shape
-        channels = values.shape[-1]
-        out = torch.zeros(height * width, channels, dtype=values.dtype, device=values.device)
-        triangle = self.triangle.reshape(-1)
-        hit = torch.nonzero(triangle >= 0).squeeze(1)
-        weights = self.barycentric.reshape(-1, 3).index_select(0, hit)
-        corners = values.index_select(0, triangle.index_select(0, hit))
-        out.index_copy_(0, hit, (weights[:, :, None] * corners).sum(dim=1))
-        return out.view(height, width, channels)
+        out = torch.zeros(height * width, inside.shape[1], dtype=inside.dtype, device=inside.device)
+        out.index_copy_(0, hits, inside)
+        return out.view(height, width, inside.shape[1])
 
 
 def pick_device() -> torch.device:

@@ -32,15 +32,23 @@ class Fragments:
     def coverage(self) -> np.ndarray:
         return self.triangle >= 0
 
+    def hits(self) -> np.ndarray:
+        """Flat indices (row * W + col) of the covered pixels, in order."""
+        return np.flatnonzero(self.triangle.reshape(-1) >= 0)
+
+    def interpolate_at(self, corner_values, hits: np.ndarray) -> np.ndarray:
+        """(T, 3, C) per-corner values interpolated at the covered pixels ``hits``: (N, C)."""
+        values = np.asarray(corner_values, np.float32)
+        weights = self.barycentric.reshape(-1, 3)[hits]
+        return (weights[:, :, None] * values[self.triangle.reshape(-1)[hits]]).sum(axis=1)
+
     def interpolate(self, corner_values) -> np.ndarray:
         """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""
-        values = np.asarray(corner_values, np.float32)
+        hits = self.hits()
+        inside = self.interpolate_at(corner_values, hits)
         height, width = self.triangle.shape
-        out = np.zeros((height * width, values.shape[-1]), np.float32)
-        triangle = self.triangle.reshape(-1)
-        hit = np.flatnonzero(triangle >= 0)
-        weights = self.barycentric.reshape(-1, 3)[hit]
-        out[hit] = (weights[:, :, None] * values[triangle[hit]]).sum(axis=1)
+        out = np.zeros((height * width, inside.shape[1]), np.float32)
+        out[hits] = inside
         return out.reshape(height, width, -1)
 
 

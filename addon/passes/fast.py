@@ -50,9 +50,10 @@ class FastBackend:
         if surface is None:
             return {name: np.zeros((height, width, 4), np.float32) for name in passes}
 
-        corners = surface["corners"]
+        vertices, tris = surface["vertices"], surface["tris"]
         to_clip = to_clip.astype(np.float32)
-        clip = _affine(corners, to_clip[:, :3], to_clip[:, 3])
+        # projected once per vertex, then spread to the triangles' corners
+        clip = _affine(vertices, to_clip[:, :3], to_clip[:, 3])[tris]
         view = rigid_inverse(to_world)
         rotation = view[:3, :3]
         # only the corner values the requested passes need are interpolated
@@ -64,33 +65,37 @@ class FastBackend:
         if "normal" in passes:
             columns["normal"] = _add(channels, _affine(surface["normal"], rotation))
         if "normal" in passes or "depth" in passes:
-            columns["position"] = _add(channels, _affine(corners, rotation, view[:3, 3]))
+            position = _affine(vertices, rotation, view[:3, 3])[tris]
+            columns["position"] = _add(channels, position)
         threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
         with self.raster.cpu_threads(threads):
             fragments = self.raster.rasterise(clip, height, width, device=self.device)
-            hit = _array(fragments.coverage)
-            tri = _array(fragments.triangle)
+            hits = fragments.hits()  # the covered pixels, flat indices
+            values = None
             if channels:
-                image = _array(fragments.interpolate(np.concatenate(channels, axis=2)))
-        occupancy = hit[..., None].astype(np.float32)
+                values = _array(fragments.interpolate_at(np.concatenate(channels, axis=2), hits))
+            tri = _array(fragments.triangle.reshape(-1)[hits]) if "normal" in passes else None
+            hits = _array(hits)
+        # every image is background 0 but at the covered pixels: colour and occupancy 1
         images = {}
         for name in passes:
+            covered = np.ones((hits.size, 4), np.float32)
             if name == "udp":
-                rgb = image[..., columns["udp"]]
+                covered[:, :3] = values[:, columns["udp"]]
             elif name == "uv":
-                rgb = np.pad(image[..., columns["uv"]], ((0, 0), (0, 0), (0, 1)))
+                covered[:, :2] = values[:, columns["uv"]]
+                covered[:, 2] = 0.0
             elif name == "normal":
                 ortho = renderer.camera.data.type == "ORTHO"
-                rgb = _facing_normals(
-                    image[..., columns["normal"]], image[..., columns["position"]],
-                    tri, hit, surface["face"], rotation, ortho,
+                covered[:, :3] = _facing_normals(
+                    values[:, columns["normal"]], values[:, columns["position"]],
+                    tri, surface["face"], rotation, ortho,
                 )  # fmt: skip
             elif name == "depth":
-                rgb = np.repeat(0.0 - image[..., columns["position"]][..., 2:3], 3, axis=2)
-            else:
-                rgb = np.repeat(occupancy, 3, axis=2)
-            # interpolation leaves 0 where nothing is hit, so rgb is already background 0
-            images[name] = np.concatenate([rgb, occupancy], axis=2, dtype=np.float32)
+                covered[:, :3] = 0.0 - values[:, columns["position"]][:, 2:3]
+            image = np.zeros((height * width, 4), np.float32)
+            image[hits] = covered
+            images[name] = image.reshape(height, width, 4)
         return images
 
     def wrote_exr(self, name: str, frame: int) -> bool:
@@ -100,20 +105,19 @@ class FastBackend:
         pass
 
 
-def _facing_normals(normal, position, tri, hit, geometric, rotation, orthographic):
-    """Unit shading normals turned towards the camera where the face looks away (Cycles)."""
-    out = np.zeros_like(normal)
-    n = normal[hit]
+def _facing_normals(normal, position, tri, geometric, rotation, orthographic):
+    """Unit shading normals (N, 3) at covered pixels, turned towards the camera where the
+    face looks away (Cycles)."""
+    n = normal.copy()
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    face = geometric[tri[hit]] @ rotation.T  # camera space geometric normals
+    face = geometric[tri] @ rotation.T  # camera space geometric normals
     if orthographic:
         ray = np.broadcast_to([0.0, 0.0, -1.0], face.shape)
     else:
-        ray = position[hit]  # from the camera (origin) to the surface
+        ray = position  # from the camera (origin) to the surface
     back = (face * ray).sum(axis=1) > 0
     n[back] *= -1.0
-    out[hit] = n
-    return out
+    return n
 
 
 def _affine(points: np.ndarray, linear: np.ndarray, offset=None) -> np.ndarray:
@@ -133,15 +137,17 @@ def _add(channels: list, values: np.ndarray) -> slice:
 
 
 def _gather(depsgraph, meshes, passes, cache=None):
-    """Per-corner arrays (T, 3, C) of all evaluated ``meshes``: world ``corners`` always;
-    ``canonical`` colours, ``uv``, world ``normal`` and per-face world ``face`` normals
-    only when a requested pass needs them. None when there are no triangles.
+    """What the passes need of all evaluated ``meshes``: world ``vertices`` (V, 3) and the
+    triangles ``tris`` (T, 3) indexing them, always; per-corner (T, 3, C) ``canonical``
+    colours, ``uv``, world ``normal`` and per-face world ``face`` normals (T, 3) only when
+    a requested pass needs them. None when there are no triangles.
 
     ``cache`` (a dict kept between frames) holds what does not move: triangles, canonical
     colours and UVs per mesh, reused while the mesh keeps its vertex/loop/triangle counts.
     """
     cache = {} if cache is None else cache
     parts = []
+    first_vertex = 0
     for mesh_obj in meshes:
         evaluated = mesh_obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
@@ -162,18 +168,21 @@ def _gather(depsgraph, meshes, passes, cache=None):
             evaluated.to_mesh_clear()
         matrix = np.array(evaluated.matrix_world, dtype=np.float32)
         world = positions @ matrix[:3, :3].T + matrix[:3, 3]
-        corners = world[static["tris"]]
-        out = {"corners": corners}
+        out = {"vertices": world, "tris": static["tris"] + first_vertex}
+        first_vertex += len(world)
         for name in ("canonical", "uv"):
             if name in static:
                 out[name] = static[name]
         if normals is not None:
+            corners = world[static["tris"]]
             normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
             out["normal"] = (normals @ normal_matrix.T)[static["loops"]]
             out["face"] = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
         parts.append(out)
     if not parts:
         return None
+    if len(parts) == 1:
+        return parts[0]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
