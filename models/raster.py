@@ -51,9 +51,10 @@ class Fragments:
         indices from ``hits()``): (N, C)."""
         values = torch.as_tensor(corner_values, device=self.triangle.device)
         values = values.to(self.barycentric.dtype)
-        weights = self.barycentric.reshape(-1, 3).index_select(0, hits)
+        w = self.barycentric.reshape(-1, 3).index_select(0, hits)
         corners = values.index_select(0, self.triangle.reshape(-1).index_select(0, hits))
-        return (weights[:, :, None] * corners).sum(dim=1)
+        # the three products summed in corner order (what ``.sum(dim=1)`` does, faster)
+        return w[:, 0:1] * corners[:, 0] + w[:, 1:2] * corners[:, 1] + w[:, 2:3] * corners[:, 2]
 
     def interpolate(self, corner_values) -> torch.Tensor:
         """Interpolate (T, 3, C) per-corner values to an (H, W, C) image (0 where empty)."""

@@ -52,8 +52,9 @@ class FastBackend:
 
         vertices, tris = surface["vertices"], surface["tris"]
         to_clip = to_clip.astype(np.float32)
-        # projected once per vertex, then spread to the triangles' corners
-        clip = _affine(vertices, to_clip[:, :3], to_clip[:, 3])[tris]
+        # projected once per vertex, then spread to the triangles' corners (``np.take``
+        # is several times faster than ``array[tris]``)
+        clip = np.take(_affine(vertices, to_clip[:, :3], to_clip[:, 3]), tris, axis=0)
         view = rigid_inverse(to_world)
         rotation = view[:3, :3]
         # only the corner values the requested passes need are interpolated
@@ -65,7 +66,7 @@ class FastBackend:
         if "normal" in passes:
             columns["normal"] = _add(channels, _affine(surface["normal"], rotation))
         if "normal" in passes or "depth" in passes:
-            position = _affine(vertices, rotation, view[:3, 3])[tris]
+            position = np.take(_affine(vertices, rotation, view[:3, 3]), tris, axis=0)
             columns["position"] = _add(channels, position)
         threads = 1 if self.device.type == "cpu" else None  # see models.raster.rasterise
         with self.raster.cpu_threads(threads):
@@ -174,9 +175,9 @@ def _gather(depsgraph, meshes, passes, cache=None):
             if name in static:
                 out[name] = static[name]
         if normals is not None:
-            corners = world[static["tris"]]
+            corners = np.take(world, static["tris"], axis=0)
             normal_matrix = np.array(evaluated.matrix_world.to_3x3().inverted_safe()).T
-            out["normal"] = (normals @ normal_matrix.T)[static["loops"]]
+            out["normal"] = np.take(normals @ normal_matrix.T, static["loops"], axis=0)
             out["face"] = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
         parts.append(out)
     if not parts:
