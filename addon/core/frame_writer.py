@@ -1,7 +1,7 @@
 """Write finished frames' files on a worker thread while the next frame renders.
 
-The OpenEXR, zlib and PNG encoders release the GIL, so on a machine with a spare core a
-file write costs the render loop nothing. At most ``depth`` frames wait to be written
+The EXR (numpy + zlib) and PNG encoders release the GIL for their heavy parts, so on a
+machine with a spare core a file write costs the render loop nothing. At most ``depth`` frames wait to be written
 (bounded memory). A failed write surfaces as an artist's error at the next submit or at
 ``flush``; nothing here touches ``bpy``.
 """

@@ -1,5 +1,5 @@
-"""Pass images on disk: the writers (EXR through OpenEXR, the official CoNR ``.npz``, an
-8-bit PNG preview), the readers Blender-side code uses, and Blender's own file-format
+"""Pass images on disk: the writers (EXR by ``models.exr``'s numpy + zlib encoder, the
+official CoNR ``.npz``, an 8-bit PNG preview), the readers Blender-side code uses, and Blender's own file-format
 settings for the Cycles path.
 
 Files are written beside their final name and then renamed, so a frame on disk is always
@@ -85,12 +85,11 @@ def _npz_writer(path, pixels):
 
 
 def _file_codec(fmt: str):
-    """A writer ``(path, pixels)`` from OpenEXR / Pillow, or None when they are missing."""
+    """A writer ``(path, pixels)``: EXR always (numpy + zlib, no OpenEXR needed), PNG
+    through Pillow, or None when Pillow is missing (Blender's own writer then)."""
+    if fmt == "exr":
+        return write_exr
     try:
-        if fmt == "exr":
-            import OpenEXR  # noqa: F401
-
-            return write_exr
         from PIL import Image
     except ImportError:
         return None

@@ -216,7 +216,7 @@ class PassRenderer:
 
     def write_frame(self, frame: int, images: dict[str, np.ndarray]) -> None:
         """Write the frame's files: in the background where no ``bpy`` is needed (numpy,
-        OpenEXR and Pillow writers), else here. ``flush`` waits for them."""
+        EXR and Pillow writers), else here. ``flush`` waits for them."""
         for name, pixels in images.items():
             for fmt in self.request.formats:
                 if fmt == "exr" and self._backend.wrote_exr(name, frame):
@@ -237,8 +237,8 @@ class PassRenderer:
     def write_image(self, path: Path, pixels: np.ndarray, fmt: str) -> None:
         """Write float32 (H, W, 4): EXR float32 ZIP or 8-bit RGB PNG.
 
-        Uses OpenEXR / Pillow when this Python has them (half the CPU time of Blender's
-        writer), else a Blender image, which is what a plain Blender install offers.
+        EXR through ``models.exr`` (numpy + zlib, any Python), PNG through Pillow when
+        this Python has it, else a Blender image, which is what a plain Blender offers.
         """
         codec = _file_codec(fmt)
         if codec is not None:
