@@ -119,7 +119,7 @@ def _zip_rows(band: np.ndarray, blocks: int) -> list[bytes]:
     planar = np.ascontiguousarray(band[:, :, ::-1].transpose(0, 2, 1)).reshape(blocks, -1)
     # the low byte of each 16-bit half of a little-endian float sits at an even offset:
     # split the halves' low and high bytes to get the even bytes first, then the odd ones
-    halves = planar.view(np.uint16)
+    halves = planar.view("<u2")
     shuffled = np.empty((blocks, 2, halves.shape[1]), np.uint8)
     np.bitwise_and(halves, 0xFF, out=shuffled[:, 0], casting="unsafe")
     np.right_shift(halves, 8, out=shuffled[:, 1], casting="unsafe")
