@@ -184,7 +184,8 @@ class CoNR(nn.Module):
         """
         feats = self.udpparsernet.features(self._as_input(rgb))
         udp = self.udpparsernet.decode(feats).float().clamp(0, 1) if with_udp else None
-        return [f.float() for f in feats], udp
+        # NCHW fp32: the shader warps them every frame, and warping wants that layout
+        return [f.to(torch.float32, memory_format=torch.contiguous_format) for f in feats], udp
 
     def encode_pose(self, udp: torch.Tensor) -> list[torch.Tensor]:
         """Target encoder on (F, 4, H, W) UDP in [0,1] (XYZ, V); input is cat(XYZ*V, V)."""
