@@ -366,6 +366,12 @@ class TunedShader:
     execution: Execution | None = None
 
     def set_execution(self, execution: Execution):
+        """Run ``render`` as ``execution`` says from now on; nothing is timed any more."""
+        self._use_execution(execution)
+        self._pinned = execution
+        return self
+
+    def _use_execution(self, execution: Execution):
         fmt = torch.channels_last if execution.channels_last else torch.contiguous_format
         self.to(memory_format=fmt)
         if execution.threads and execution.device == "cpu":
@@ -386,15 +392,20 @@ class TunedShader:
 
     def tuned(self, name: str, shape: tuple, run: Callable[[int], None]) -> Execution:
         """The execution for inputs of ``shape``, timed with ``run(frames)`` the first time."""
+        pinned = getattr(self, "_pinned", None)
+        if pinned is not None:
+            if pinned != self.execution:
+                self._use_execution(pinned)
+            return pinned
         chosen = getattr(self, "_tuned_for", {}).get(shape)
         if chosen is not None:
             if chosen != self.execution:
-                self.set_execution(chosen)
+                self._use_execution(chosen)
             return chosen
         request = self.request if self.request is not None else parse_request()
         device = next(self.parameters()).device.type
         base, axes = plan(request, device, supports=("bf16", "fp16", "layout", "batch"))
         key = machine_key(name, getattr(self, "config", None), device, shape, request)
-        chosen = choose(name, base, axes, self.set_execution, run, key=key)
+        chosen = choose(name, base, axes, self._use_execution, run, key=key)
         self._tuned_for = {**getattr(self, "_tuned_for", {}), shape: chosen}
         return chosen

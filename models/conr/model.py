@@ -95,6 +95,7 @@ class CoNR(nn.Module):
         #: how ``render`` runs, chosen by timing at the first render of each sheet shape
         self.execution: Execution | None = None
         self._executions: dict[tuple[int, int], Execution] = {}
+        self._pinned: Execution | None = None  # set_execution's, kept for every sheet
         self._master: dict[str, torch.Tensor] | None = None
         self._shade_frames = self._shade_frames_eager
         self._graphs: dict = {}
@@ -168,7 +169,7 @@ class CoNR(nn.Module):
         """
         self._set_precision(precision)
         self.request = replace(self.request or parse_request(), precision=precision)
-        self.execution = None
+        self.execution = self._pinned = None
         self._executions.clear()
         return self
 
@@ -189,7 +190,13 @@ class CoNR(nn.Module):
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def set_execution(self, execution: Execution) -> CoNR:
-        """Run ``render`` as ``execution`` says (precision, layout, batches, threads...)."""
+        """Run ``render`` as ``execution`` says (precision, layout, batches, threads...),
+        for every sheet: nothing is timed any more."""
+        self._use_execution(execution)
+        self._pinned = execution
+        return self
+
+    def _use_execution(self, execution: Execution) -> CoNR:
         if execution.precision != "fp32" and self._master is None:
             if self.compute_dtype == torch.float32:  # keep the exact weights to come back
                 self._master = {k: v.detach().clone() for k, v in self.state_dict().items()}
@@ -214,10 +221,14 @@ class CoNR(nn.Module):
         Times the candidates (see ``models.execution``) on ``probe_udp`` (frames of the
         job, float (B, H, W, 4)), or on a synthetic figure, once per machine.
         """
+        if self._pinned is not None:
+            if self.execution != self._pinned:
+                self._use_execution(self._pinned)
+            return self._pinned
         shape = (sheet.size, sheet.views)
         if shape in self._executions:
             if self.execution != self._executions[shape]:
-                self.set_execution(self._executions[shape])
+                self._use_execution(self._executions[shape])
             return self.execution
         request = self.request if self.request is not None else parse_request()
         by_memory = self.pixels_per_batch // (sheet.views * sheet.size * sheet.size)
@@ -239,7 +250,7 @@ class CoNR(nn.Module):
         )
         with torch.inference_mode():
             chosen = choose(
-                "CoNR", base, axes, self.set_execution, run, key, images_per_frame=sheet.views
+                "CoNR", base, axes, self._use_execution, run, key, images_per_frame=sheet.views
             )
         if chosen.precision == "fp32":
             self._master = None
