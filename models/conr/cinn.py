@@ -152,8 +152,15 @@ class ShaderBlock(nn.Module):
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int):
+    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0):
+        """``chunk``: run the convolutions after the first on this many images at a time
+        (0: all at once); each image is independent there, so only the speed changes."""
         x = self.first_conv(view_parts, frame_parts, views)
+        if chunk and x.shape[0] > chunk:
+            return torch.cat([self._convolve(part) for part in x.split(chunk)], 0)
+        return self._convolve(x)
+
+    def _convolve(self, x):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
         for stack in self.convblocks:
@@ -167,6 +174,8 @@ class CINN(nn.Module):
     def __init__(self, config: CoNRConfig):
         super().__init__()
         self.config = config
+        #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
+        self.chunk = 0
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -244,7 +253,7 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views)
+            out = block(view, frame, views, self.chunk)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]
