@@ -157,7 +157,7 @@ class CoNR(nn.Module):
                 raise RuntimeError("CUDA is not available")
         except RuntimeError as exc:
             raise AniRenderError(f"Cannot use device '{device}': {exc}. Try --device cpu.") from exc
-        self.to(device).eval()
+        self.to(device, memory_format=self._memory_format).eval()
         self._set_precision(precision)
         return self
 
