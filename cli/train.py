@@ -246,7 +246,18 @@ def _add_reenact(subparsers) -> None:
     parser.add_argument("--base", type=int, default=32, help="channels at full resolution")
     parser.add_argument("--max-channels", type=int, default=256)
     parser.add_argument("--warp-layers", type=int, default=4)
+    parser.add_argument("--flow-scale", type=int, default=4, help="flow at 1/N of the warp size")
     parser.add_argument("--res-blocks", type=int, default=2)
+    parser.add_argument("--warp-size", type=int, default=0,
+                        help="side the warping net sees (0: --size)")  # fmt: skip
+    parser.add_argument("--edit-base", type=int, default=0,
+                        help="editing-net channels at full size (0: --base)")  # fmt: skip
+    parser.add_argument("--edit-max", type=int, default=0, help="editing-net channel cap")
+    parser.add_argument("--edit-levels", type=int, default=0, help="editing-net downsamplings")
+    parser.add_argument("--out-kernel", type=int, default=7)
+    parser.add_argument("--change-weight", type=float, default=0.0,
+                        help="weigh pixels by 1 + W * |target - source|")  # fmt: skip
+    parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
     parser.add_argument(
         "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
     )

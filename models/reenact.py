@@ -49,6 +49,12 @@ class ReenactConfig:
     # output = tanh(conv + atanh(warped)): the editing net corrects the warp instead of
     # painting from scratch (trains far faster); False = PIRenderer's plain tanh(conv)
     residual_output: bool = False
+    # Lighter 256 px models (0 = as the fields above, so older weights load unchanged):
+    warp_size: int = 0  # side of the source the warping net sees (flow upsampled to full)
+    edit_base: int = 0  # editing-net channels at full resolution (0: base)
+    edit_max: int = 0  # editing-net channel cap (0: max_channels)
+    edit_levels: int = 0  # editing-net downsamplings (0: log2(flow_scale))
+    out_kernel: int = 7  # the last conv's kernel
 
     @classmethod
     def from_json(cls, text: str) -> ReenactConfig:
@@ -177,29 +183,37 @@ class WarpingNet(nn.Module):
         nn.init.zeros_(self.flow_out[2].weight)
         nn.init.zeros_(self.flow_out[2].bias)
 
+        self.warp_size = cfg.warp_size
+
     def forward(self, image, z):
-        flow = self.flow_out(self.hourglass(image, z))
+        seen = image
+        if self.warp_size and self.warp_size != image.shape[-1]:
+            size = (self.warp_size, self.warp_size)
+            seen = F.interpolate(image, size=size, mode="bilinear", antialias=True)
+        flow = self.flow_out(self.hourglass(seen, z))
         return {"flow_field": flow, "warp_image": warp(image, flow)}
 
 
 class EditingNet(nn.Module):
     def __init__(self, cfg: ReenactConfig, image_nc: int = 3):
         super().__init__()
-        levels = int(np.log2(cfg.flow_scale))
-        self.encoder = nn.ModuleList([nn.Conv2d(image_nc * 2, cfg.base, 3, padding=1)])
+        levels = cfg.edit_levels or int(np.log2(cfg.flow_scale))
+        base, cap = cfg.edit_base or cfg.base, cfg.edit_max or cfg.max_channels
+
+        def ch(level):
+            return min(base * 2**level, cap)
+
+        self.encoder = nn.ModuleList([nn.Conv2d(image_nc * 2, ch(0), 3, padding=1)])
         for i in range(levels):
-            self.encoder.append(
-                nn.Conv2d(_channels(cfg, i), _channels(cfg, i + 1), 4, stride=2, padding=1)
-            )
-        width = _channels(cfg, levels)
+            self.encoder.append(nn.Conv2d(ch(i), ch(i + 1), 4, stride=2, padding=1))
         self.res_blocks = nn.ModuleList(
-            AdaINResBlock(width, cfg.descriptor) for _ in range(cfg.edit_res_blocks)
+            AdaINResBlock(ch(levels), cfg.descriptor) for _ in range(cfg.edit_res_blocks)
         )
         self.decoder = nn.ModuleList(
-            AdaINConv(_channels(cfg, i + 1) + _channels(cfg, i), _channels(cfg, i), cfg.descriptor)
-            for i in reversed(range(levels))
+            AdaINConv(ch(i + 1) + ch(i), ch(i), cfg.descriptor) for i in reversed(range(levels))
         )
-        self.out = nn.Conv2d(cfg.base, image_nc, 7, padding=3)
+        k = cfg.out_kernel
+        self.out = nn.Conv2d(ch(0), image_nc, k, padding=k // 2)
         self.residual_output = cfg.residual_output
         if self.residual_output:  # start as the warp-only prediction
             nn.init.zeros_(self.out.weight)
