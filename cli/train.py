@@ -239,9 +239,15 @@ def _add_reenact(subparsers) -> None:
         "reenact",
         help="pose-driven head reenactment (PIRenderer-style) on AnimeCeleb exports",
     )
-    parser.add_argument("--data", type=Path, action="append", required=True,
+    parser.add_argument("--data", type=Path, action="append",
                         help="dataset folder with combined_pose.csv (repeatable)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument(
+        "--portrait",
+        type=Path,
+        help="tune --init (default: shipped) to this one portrait instead of training "
+        "on --data (self-supervised; a few minutes on a CPU)",
+    )
     parser.add_argument("--size", type=int, default=64, help="image side the model works at")
     parser.add_argument("--base", type=int, default=32, help="channels at full resolution")
     parser.add_argument("--max-channels", type=int, default=256)
@@ -263,7 +269,7 @@ def _add_reenact(subparsers) -> None:
     )
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, help="learning rate (5e-4; 1e-4 with --portrait)")
     parser.add_argument("--warp-weight", type=float, default=0.5)
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--val-characters", type=int, default=1)
@@ -273,4 +279,18 @@ def _add_reenact(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
-    parser.set_defaults(func=lambda args: (reenact_training.train_reenact(args), 0)[1])
+    parser.set_defaults(func=_run_reenact)
+
+
+def _run_reenact(args) -> int:
+    from ..errors import AniRenderError
+
+    if args.portrait is not None:
+        args.lr = 1e-4 if args.lr is None else args.lr
+        reenact_training.finetune_portrait(args)
+        return 0
+    if not args.data:
+        raise AniRenderError("Give --data DIR (a dataset) or --portrait IMAGE (to tune).")
+    args.lr = 5e-4 if args.lr is None else args.lr
+    reenact_training.train_reenact(args)
+    return 0

@@ -32,6 +32,8 @@ from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 SHIPPED_SHA256 = "5dbab8014f2292c827b76d349f2bb894a20fd9a928be62d82d873a1e142ace2d"
+#: the first shipped model (64 px, toy cast), kept loadable and benchmarked
+LEGACY_64_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 FORMAT = "anirender.reenact/1"
 
 

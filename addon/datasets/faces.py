@@ -511,6 +511,7 @@ def export_makehuman_celeb(
     frame_centre: float = 0.3,
     threads: int = 1,
     overwrite: bool = False,
+    fixed_poses=None,
 ):
     """Render ``count`` MakeHuman identities (opens the cached character: replaces the file).
 
@@ -519,6 +520,9 @@ def export_makehuman_celeb(
     as ``celeb.export_celeb_dataset`` writes them (cluster ``frontal_toon`` /
     ``rotated_toon``), crops in ``crops.json``, splits in ``characters.json``. The last
     ``max(1, round(count * val_fraction))`` identities (when ``count`` > 1) are ``val``.
+    ``fixed_poses`` (a list of 20-value poses) replaces the sampling: every identity is
+    rendered in each of them once (cluster ``rotated_toon`` when it turns the head, else
+    ``frontal_toon``), numbered from 1 in the list's order.
     """
     from ..core.jobs import Job
 
@@ -552,7 +556,10 @@ def export_makehuman_celeb(
                 split = "val" if index >= count - held else "train"
                 characters[org_id] = {"split": split, **identity}
                 jobs = [(0, "frontal", [0.0] * pose_vector.POSE_SIZE)]
-                for i in range(1, poses + 1):
+                for i, pose in enumerate(fixed_poses or (), start=1):
+                    pose = [float(v) for v in pose]
+                    jobs.append((i, "rotated" if any(pose[17:]) else "frontal", pose))
+                for i in range(1, 0 if fixed_poses else poses + 1):
                     pose = morphs.random_pose(studio.bindings, seed=identity_seed * 7919 + i)
                     jobs += [(i, "frontal", pose[:17] + [0.0, 0.0, 0.0]), (i, "rotated", pose)]
                 for number, group, pose in jobs:
@@ -572,7 +579,8 @@ def export_makehuman_celeb(
             f"({count - held} train, {held} val) to {out}"
         )
 
-    return Job("Export MakeHuman faces", steps, count * (1 + 2 * poses))
+    per_identity = 1 + (len(fixed_poses) if fixed_poses else 2 * poses)
+    return Job("Export MakeHuman faces", steps, count * per_identity)
 
 
 def _write_json(path: Path, data) -> None:
