@@ -60,8 +60,8 @@ def run_eval_reenact(args) -> int:
     # torch: loaded when the command runs, not for --help
     import torch
 
-    from ..models.reenact import load_reenact
-    from ..models.train.reenact import evaluate_reenact
+    from ..models.reenact import load_reenact  # torch
+    from ..models.train.reenact import evaluate_reenact  # torch
 
     torch.set_num_threads(max(1, args.threads))
     weights = None if args.weights in (None, "shipped") else Path(args.weights)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import AniRenderError
 from ..models.train import anr as anr_training
 from ..models.train import conr as conr_training
 from ..models.train import guided as guided_training
@@ -264,6 +265,8 @@ def _add_reenact(subparsers) -> None:
     parser.add_argument("--change-weight", type=float, default=0.0,
                         help="weigh pixels by 1 + W * |target - source|")  # fmt: skip
     parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
+    parser.add_argument("--cosine", action="store_true",
+                        help="cosine learning-rate decay to a tenth over --steps or --minutes")  # fmt: skip
     parser.add_argument(
         "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
     )
@@ -283,8 +286,6 @@ def _add_reenact(subparsers) -> None:
 
 
 def _run_reenact(args) -> int:
-    from ..errors import AniRenderError
-
     if args.portrait is not None:
         args.lr = 1e-4 if args.lr is None else args.lr
         reenact_training.finetune_portrait(args)

@@ -20,6 +20,7 @@ from ..addon.passes.request import check_output_folder
 from ..addon.pose import preview as reenact_preview
 from ..addon.pose import sliders as morphs
 from ..addon.pose.preview import stop_all
+from ..addon.pose.tuning import portrait_tuning_job
 from ..addon.shading import shaded_frames
 from ..addon.shading.sessions import ReenactSession, settings_from
 from ..errors import AniRenderError
@@ -248,8 +249,6 @@ class ANIRENDER_OT_reenact_tune(ModalJobOperator, bpy.types.Operator):
         return _CharacterOperator.poll.__func__(cls, context)
 
     def make_job(self, context, guard):
-        from ..addon.pose.tuning import portrait_tuning_job
-
         character = character_from_context(context)
         settings = morph_settings(character.owner)
         if settings.portrait is None:

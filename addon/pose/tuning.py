@@ -22,6 +22,7 @@ from ...errors import AniRenderError
 from ..characters.cache import cache_root
 from ..core.jobs import Job
 from ..core.settings import morph_settings
+from .preview import restart_if_live
 
 DEFAULT_STEPS = 150
 
@@ -65,8 +66,6 @@ def portrait_tuning_job(
         save_reenact(tuner.model.eval(), out, extra={"tuned_steps": steps})
         settings = morph_settings(owner)
         settings.tuned_weights = str(out)
-        from .preview import restart_if_live
-
         restart_if_live(owner)
         job.summary = (
             f"Tuned to the portrait in {steps} steps (objective {before:.4f} -> {after:.4f}); "

@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AniRenderError
-from ..pose_vector import MIRROR_ORDER, MIRROR_SIGN, POSE_SIZE
+from ..pose_vector import (
+    MIRROR_ORDER,
+    MIRROR_SIGN,
+    MOUTH_NAMES,
+    POSE_NAMES,
+    POSE_SIZE,
+    SAMPLE_ANGLE,
+)
 from ..reenact import FaceGenerator, ReenactConfig, load_reenact, rgba_to_tensor, save_reenact
 
 
@@ -414,7 +421,14 @@ def train_reenact(args) -> dict:
     deadline = started + args.minutes * 60 if args.minutes else math.inf
     model.train()
     bar = tqdm(total=args.steps, initial=step, unit="step")
+    cosine = getattr(args, "cosine", False)
     while step < args.steps and time.perf_counter() < deadline:
+        if cosine:  # lr from args.lr down to a tenth, over the steps or the minutes
+            done = step / args.steps
+            if args.minutes:
+                done = max(done, (time.perf_counter() - started) / (args.minutes * 60))
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0))))
         idx = torch.randint(len(train), (args.batch,), generator=generator)
         source = train.sources[train.source_index[idx]]
         target, pose = train.targets[idx], train.poses[idx]
@@ -458,8 +472,6 @@ def train_reenact(args) -> dict:
 
 def sample_poses(rng: np.random.Generator, count: int) -> np.ndarray:
     """AnimeCeleb Algorithm-1 poses for a rig with every target bound (count x 20)."""
-    from ..pose_vector import MOUTH_NAMES, POSE_NAMES, SAMPLE_ANGLE
-
     poses = np.zeros((count, POSE_SIZE), np.float32)
     for k in range(count):
         for first in (0, 6):  # eyes 0..5, brows 6..11: one semantic, left and right
