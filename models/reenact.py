@@ -10,8 +10,10 @@ Three parts, named as in PIRenderer's state dicts (``mapping_net``, ``warpping_n
   decoder, then a 7x7 conv and tanh.
 
 Images are RGB in [-1, 1] composited on white. The width, depth and image size are a
-``ReenactConfig`` stored in the safetensors metadata, so a small model (the shipped
-``assets/reenact_small.safetensors``) loads with the same code as a 256 x 256 one.
+``ReenactConfig`` stored in the safetensors metadata, so the first 64 px model
+(``assets/reenact_small.safetensors``, ``LEGACY_64_WEIGHTS``) loads with the same code
+as the shipped 256 px one (``assets/reenact_256.safetensors``: the warping net sees a
+64 px copy of the source, the editing net is narrow at full size; see BENCHMARKS.md).
 No bpy here.
 """
 
