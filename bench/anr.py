@@ -7,6 +7,9 @@ on what the passes show. A training step is one step of ``models.train.anr.train
 under each schedule (``joint``: texture and renderer every step; ``split``: texture-only
 and renderer-only steps alternate, both timed); inference is ``ANR.render``.
 
+Then the renderer's execution choices against its plain fp32 default, one frame per
+call (``bench/execution_rows.py``).
+
     .venv/bin/python bench/anr.py [--size 256] [--batch 2] [--threads 1 2] [--steps 6]
 """
 
@@ -16,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from execution_rows import HEADER, compare
 
 from anirender.models.anr import ANR
 from anirender.models.train.anr import (
@@ -72,6 +76,15 @@ def bench(size: int, batch: int, threads: int, steps: int) -> dict:
             model.render(uv[:frames], normal[:frames])
         out[f"inference_fps_batch{frames}"] = repeats * frames / (time.perf_counter() - start)
     out["parameters"] = sum(p.numel() for p in model.parameters())
+    state = model.state_dict()
+
+    def make(request):
+        shader = ANR(model.config).eval()
+        shader.load_state_dict(state)
+        shader.request = request
+        return shader
+
+    out["executions"] = compare(make, lambda s: s.render(uv[:4], normal[:4]), 4, rounds=3)
     return out
 
 
@@ -92,6 +105,8 @@ def main() -> None:
             f"{r['inference_fps_batch1']:.2f} fps (batch 1), "
             f"{r['inference_fps_batch4']:.2f} fps (batch 4); {r['parameters']:,} parameters"
         )
+        print(f"execution choices, inference of 4 frames per call, {threads} threads:")
+        print("\n".join(HEADER + r["executions"]))
 
 
 if __name__ == "__main__":

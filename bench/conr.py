@@ -14,10 +14,23 @@ during the path's runs (Linux VmHWM, includes the ~1.5 GB of fp32 + bf16 weights
 
     .venv/bin/python bench/conr.py [--sizes 256 512] [--views 1 4] [--frames 2]
     python3 bench/conr.py --device cuda    # bench/gpu.sh: peak memory is torch's on the GPU
+
+Against the official code itself (a checkout of github megvii-research/CoNR that whoever
+benchmarks fetches; never commit it), same seeded weights and inputs, interleaved rounds,
+median per path:
+
+    .venv/bin/python bench/conr.py --official ~/src/CoNR [--sizes 256] [--views 4] [--rounds 3]
+
+Paths there: the official ``model_step``, one frame per call (the sheet parsed once, as
+its inference does); the project's ``CoNR.render`` with its timed execution choice, one
+and three frames per call, in fp32 and in reduced precision ("fast": bf16 on a CPU,
+timed where it is native and forced elsewhere; fp16 and CUDA graphs on a GPU). Reports seconds per frame, the speed-up over the official
+code, max |project fp32 - official| and the bf16 PSNR against project fp32.
 """
 
 import argparse
 import copy
+import os
 import platform
 import sys
 import time
@@ -115,11 +128,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs, best kept")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--official", type=Path, help="checkout of megvii-research/CoNR")
+    parser.add_argument("--rounds", type=int, default=3, help="--official: interleaved rounds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = args.device
+    if args.official:
+        return against_official(args)
 
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare(args.device)
     # a separate bf16 copy: converting back to fp32 would not restore the lost bits
@@ -178,6 +195,91 @@ def main():
                 f"| PSNR {psnr:.1f} dB |",
                 flush=True,
             )
+
+
+def against_official(args):
+    import logging
+    import statistics
+
+    from official_conr import OfficialShader, load_official
+
+    from anirender.models.execution import ENV, native_bf16, parse_request
+
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    os.environ.pop(ENV, None)  # the project chooses its own execution, as a user's would
+    model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare(args.device)
+    parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
+    official = load_official(args.official, parts)  # on the GPU when there is one
+    low = copy.deepcopy(model)
+    # reduced precision: bf16 on a CPU (timed as "fast" where it is native), fp16 on a GPU
+    cpu_bf16 = "fast" if native_bf16() else "bf16"
+    low.request = parse_request("fast" if args.device == "cuda" else cpu_bf16)
+    model.request = parse_request("fp32")
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
+    where = gpu or f"{cpu_model()}, {torch.get_num_threads()} threads"
+    print(f"# CoNR against the official code, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# {where}, torch {torch.__version__}, official checkout {args.official}")
+    memory = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(f"| size | views | path | s per frame | vs official | {memory} | check |")
+    print("|---|---|---|---|---|---|---|")
+    many = 3
+    for size in args.sizes:
+        for views in args.views:
+            sheet = sheet_images(views, size)
+            udp = udp_frames(many, size)
+            ref = OfficialShader(official, sheet)
+            enc32, enc16 = model.encode_sheet(sheet), low.encode_sheet(sheet)
+            want = np.stack([ref.render_frame(u) for u in udp])
+            got32 = model.render(enc32, udp)  # also times the execution choices, once
+            got16 = low.render(enc16, udp)
+            paths = _official_paths(ref, model, low, enc32, enc16, udp, many)
+            times = {name: [] for name in paths}
+            peaks = dict.fromkeys(paths, 0.0)
+            for r in range(args.rounds):
+                for name, (frames, fn) in paths.items():
+                    reset_peak()
+                    start = time.perf_counter()
+                    fn(r % many)
+                    sync()
+                    times[name].append((time.perf_counter() - start) / frames)
+                    peaks[name] = max(peaks[name], peak_mib())
+            median = {name: statistics.median(t) for name, t in times.items()}
+            base = median["official fp32, 1 frame per call"]
+            diff = float(np.abs(got32 - want).max())
+            mse = float(np.mean((got16 - got32) ** 2))
+            psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
+            for name, seconds in median.items():
+                check = ""
+                if name.startswith("project fp32, 1"):
+                    check = f"max diff {diff:.1e}; {model.execution.describe()}"
+                if name.startswith("project fast, 1"):
+                    check = f"PSNR {psnr:.1f} dB vs fp32; {low.execution.describe()}"
+                print(
+                    f"| {size} | {views} | {name} | {seconds:.3f} | {base / seconds:.2f}x | {check} |"
+                )
+            sys.stdout.flush()
+
+
+def _official_paths(ref, model, low, enc32, enc16, udp, many):
+    """name -> (frames per call, call(f)) for the side-by-side rounds."""
+    return {
+        "official fp32, 1 frame per call": (1, lambda f: ref.render_frame(udp[f])),
+        "project fp32, 1 frame per call": (1, lambda f: model.render(enc32, udp[f : f + 1])),
+        f"project fp32, {many} frames per call": (many, lambda f: model.render(enc32, udp)),
+        "project fast, 1 frame per call": (1, lambda f: low.render(enc16, udp[f : f + 1])),
+        f"project fast, {many} frames per call": (many, lambda f: low.render(enc16, udp)),
+    }
+
+
+def sync():
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
+
+
+def cpu_model() -> str:
+    from anirender.models.execution import cpu_name
+
+    return cpu_name()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RES
 timeout 240 "$PY" bench/conr.py --device cuda --sizes 256 512 --views 1 4 --frames 4 \
     --repeats 3 2>&1 | tee "$RESULTS/conr.md" || echo "conr bench failed (exit $?)"
 
+# CoNR against the official code, when its checkout was carried along as
+# .cache/official_conr (fetch github megvii-research/CoNR there; never commit it)
+if [ -d .cache/official_conr ]; then
+    timeout 300 "$PY" bench/conr.py --official .cache/official_conr --device cuda \
+        --sizes 256 512 --views 1 4 --rounds 3 2>&1 | tee "$RESULTS/conr_official.md" \
+        || echo "official CoNR bench failed (exit $?)"
+else
+    echo "no .cache/official_conr: the side-by-side with the official code is skipped"
+fi
+
 # the guided shader beside the image-only CoNR, 256 and 512 px, 4 views
 for size in 256 512; do
     timeout 120 "$PY" bench/guided.py --synthetic --device cuda --size "$size" --views 4 \

@@ -13,6 +13,9 @@ at the working size. Contenders, interleaved, fastest of ``--repeats`` runs kept
     .venv/bin/python bench/guided.py --data DIR [--size 256] [--views 4] [--frames 8]
     python3 bench/guided.py --synthetic --device cuda   # bench/gpu.sh (speed only)
 
+Then the guided shader's execution choices against its plain fp32 default, one frame
+per call (``bench/execution_rows.py``).
+
 ``--synthetic``: no dataset; seeded blob sheets and UDPs of the size asked for (speed
 only: the pictures mean nothing, the work per pixel is the same).
 """
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from execution_rows import HEADER, compare
 
 from anirender.models.guided import load_guided
 from anirender.models.train.conr_data import load_split
@@ -136,6 +140,16 @@ def main():
         ratio = seconds["conr"] / seconds[name]
         print(f"| {name} | {fps:.2f} | {seconds[name] / len(targets):.3f} | {ratio:.2f}x |")
     print(f"sheet index (once per sheet, guided): {index_seconds:.3f} s")
+    print(f"\n## guided shader execution choices ({len(targets)} frames per call)")
+    print("\n".join(HEADER))
+
+    def make(request):
+        shader = load_guided(device=args.device)
+        shader.request = request
+        return shader
+
+    rows = compare(make, lambda s: s.render(sheet, targets), len(targets), args.repeats)
+    print("\n".join(rows))
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     print(f"load average during the run: {' '.join(load)}")
 

@@ -9,6 +9,7 @@ process and slows ``anirender --help``.
 
 import argparse
 import importlib
+import logging
 import sys
 
 from ..errors import AniRenderError
@@ -41,9 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_execution_choices() -> None:
+    """The shaders log how they chose to run (models.execution); a command shows it."""
+    log = logging.getLogger("anirender.execution")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_execution_choices()
     try:
         return int(args.func(args) or 0)
     except AniRenderError as exc:

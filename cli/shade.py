@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import AniRenderError
 from ..models import alpha, framing
 from ..models.conr.config import OPAQUE_MEAN_ALPHA
+from ..models.execution import parse_request
 from ..models.image_files import SHEET_SUFFIXES, UDP_SUFFIXES, read_sheet_image, read_udp
 from ..models.sheet_udp import estimate_pose_udp, parser_size, read_pose_image
 from ..models.weights import load_conr, resolve_weights
@@ -54,7 +55,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guided-weights", default=None, help="guided shader .safetensors")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="working size")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fast", "bf16", "fp16"),
+        help="fp32 (default, exact); fast: bf16 on CPUs that have it natively, fp16 on a GPU, "
+        "where that times faster; or force bf16 / fp16",
+    )
+    p.add_argument(
+        "--batch", type=int, default=None, help="frames per network call (default: timed)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument(
         "--premultiplied", action="store_true", help="write premultiplied instead of straight alpha"
     )
@@ -158,6 +169,7 @@ def run_shade(args) -> int:
         raise AniRenderError(f"{folder} has two {what} files with the same name; keep one.")
 
     print(f"shader: {shader} ({why})")
+    request = parse_request(args.precision, args.batch, args.threads)
     conr = None
     if shader == "conr" or args.pose_images is not None:
         conr = load_conr(args.weights, device=args.device)
@@ -172,14 +184,14 @@ def run_shade(args) -> int:
         from ..models.guided import load_guided
 
         model = load_guided(args.guided_weights, device=args.device)
+        model.request = request
         encoding = model.encode_sheet(np.stack(sheet), np.stack(sheet_udps))
-        step = 8
     else:
         model = conr
-        if args.precision != "fp32":
-            model.set_precision(args.precision)
+        model.request = request
         encoding = model.encode_sheet(np.stack(sheet), premultiplied=True)
-        step = model.frames_per_chunk(encoding)
+    # the network batches frames as its execution choice says; this only bounds memory
+    step = 8
 
     args.out.mkdir(parents=True, exist_ok=True)
     height, width = first[1][:2]

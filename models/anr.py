@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AniRenderError
+from .execution import TunedShader
 
 MODEL_KIND = "anirender-anr"
 
@@ -121,7 +122,7 @@ class ShallowUNet(nn.Module):
         return self.out(y)
 
 
-class ANR(nn.Module):
+class ANR(TunedShader, nn.Module):
     def __init__(self, config: ANRConfig | None = None):
         super().__init__()
         self.config = config = config or ANRConfig()
@@ -147,9 +148,13 @@ class ANR(nn.Module):
         occupancy = (uv[..., 3] > 0.5).to(uv.dtype)[:, None]
         if texture_features is None:
             texture_features = self.sample_texture(uv, identity)
-        features = self.r1(torch.cat([texture_features * occupancy, occupancy], dim=1))
+        fmt = self.memory_format
+        x = torch.cat([texture_features * occupancy, occupancy], dim=1)
+        features = self.r1(x.contiguous(memory_format=fmt))
         normals = normal[..., :3].permute(0, 3, 1, 2) * occupancy
-        out = self.r2(torch.cat([features, normals, occupancy], dim=1))
+        out = self.r2(
+            torch.cat([features, normals, occupancy], dim=1).contiguous(memory_format=fmt)
+        )
         return {
             "rgb": torch.sigmoid(out[:, :3]),
             "mask_logit": out[:, 3:4],
@@ -168,12 +173,28 @@ class ANR(nn.Module):
                 f"This ANR model has identities 0 to {self.config.identities - 1} "
                 f"({', '.join(self.config.names())}); got {identity}."
             )
+        uv, normal = np.asarray(uv, np.float32), np.asarray(normal, np.float32)
+        execution = self.tuned(
+            "ANR renderer",
+            tuple(uv.shape[1:3]),
+            lambda frames: self._render(
+                np.repeat(uv[:1], frames, 0), np.repeat(normal[:1], frames, 0), identity, frames
+            ),
+        )
+        return self._render(uv, normal, identity, execution.batch)
+
+    @torch.no_grad()
+    def _render(self, uv: np.ndarray, normal: np.ndarray, identity: int, step: int):
         device = next(self.parameters()).device
-        uv_t = torch.as_tensor(np.asarray(uv, np.float32), device=device)
-        normal_t = torch.as_tensor(np.asarray(normal, np.float32), device=device)
-        ids = torch.full((len(uv_t),), identity, dtype=torch.long, device=device)
-        out = self(uv_t, normal_t, ids)
-        return premultiplied_rgba(out).cpu().numpy()
+        out = np.empty(uv.shape[:3] + (4,), np.float32)
+        for start in range(0, len(uv), step):
+            uv_t = torch.as_tensor(uv[start : start + step], device=device)
+            normal_t = torch.as_tensor(normal[start : start + step], device=device)
+            ids = torch.full((len(uv_t),), identity, dtype=torch.long, device=device)
+            with self.autocast():
+                rgba = premultiplied_rgba(self(uv_t, normal_t, ids))
+            out[start : start + step] = rgba.float().cpu().numpy()
+        return out
 
 
 def premultiplied_rgba(out: dict) -> torch.Tensor:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AniRenderError
+from .execution import TunedShader
 from .framing import frame_sample
 from .udp import check_udp
 from .weight_files import read_weights, write_weights
@@ -299,7 +300,7 @@ class _Block(nn.Module):
         return x + self.b(F.relu(self.a(x)))
 
 
-class GuidedShader(nn.Module):
+class GuidedShader(TunedShader, nn.Module):
     """Candidate blend + residual refinement; see the module's docstring."""
 
     def __init__(self, config: GuidedConfig | None = None):
@@ -373,7 +374,7 @@ class GuidedShader(nn.Module):
         canvas = dense.new_zeros(b * h * w, sparse.shape[1])
         canvas[guide.pixels] = sparse
         canvas = canvas.view(b, h, w, -1).permute(0, 3, 1, 2)
-        x = torch.cat([canvas, dense], 1)
+        x = torch.cat([canvas, dense], 1).contiguous(memory_format=self.memory_format)
         full = F.relu(self.stem(x))
         half = self.block1(F.relu(self.down1(full)))
         inner = self.blocks(F.relu(self.down2(half)))
@@ -397,11 +398,27 @@ class GuidedShader(nn.Module):
     @torch.inference_mode()
     def render(self, sheet: GuidedSheet, udp) -> np.ndarray:
         """float (B, S, S, 4) target UDPs (or one (S, S, 4)) -> premultiplied float32
-        RGBA of the same shape; empty target frames are transparent."""
+        RGBA of the same shape; empty target frames are transparent.
+
+        The first call for a size times the ways to run (``models.execution``)."""
         udp = check_udp(udp, name="The target UDP")
-        guide = make_guide(sheet, udp, self.config.k).to(self.device)
-        rgba = self(guide).permute(0, 2, 3, 1).float().cpu().numpy()
-        return np.ascontiguousarray(rgba, dtype=np.float32)
+        probe = udp[:1]
+        execution = self.tuned(
+            "guided shader",
+            (udp.shape[1], sheet.views),
+            lambda frames: self._render(sheet, np.repeat(probe, frames, axis=0), frames),
+        )
+        return self._render(sheet, udp, execution.batch)
+
+    @torch.inference_mode()
+    def _render(self, sheet: GuidedSheet, udp: np.ndarray, step: int) -> np.ndarray:
+        out = np.empty(udp.shape, dtype=np.float32)
+        for start in range(0, len(udp), step):
+            guide = make_guide(sheet, udp[start : start + step], self.config.k).to(self.device)
+            with self.autocast():
+                rgba = self(guide)
+            out[start : start + step] = rgba.permute(0, 2, 3, 1).float().cpu().numpy()
+        return out
 
 
 def frame_sheet_view(image: np.ndarray, udp: np.ndarray, size: int, name: str = "sheet view"):

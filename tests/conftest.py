@@ -20,6 +20,10 @@ ARTIFACTS = REPO / "out" / "test-artifacts"
 _SESSION_USER = tempfile.mkdtemp(prefix="anirender-user-")
 os.environ["BLENDER_USER_RESOURCES"] = _SESSION_USER
 os.environ.setdefault("ANIRENDER_CACHE", str(REPO / ".cache"))
+# shaders run their plain fp32 default unless a test asks for the timed choice
+# (tests/test_execution.py), and never remember choices in the user's cache
+os.environ["ANIRENDER_EXECUTION"] = "off"
+os.environ["ANIRENDER_EXECUTION_CACHE"] = str(Path(_SESSION_USER) / "execution.json")
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,25 @@ def warp(image, flow, scale: float = 1.0):
     return out.view(n, c, h, w)
 
 
+def _pieces(out: torch.Tensor, sizes: list[int], skip=()) -> list[torch.Tensor | None]:
+    """Split a block's output on channels into contiguous fp32 NCHW pieces.
+
+    None for empty pieces and for the indices in ``skip`` (channels not used).
+
+    The block's output is channels-last; resampling and warping want each piece NCHW,
+    and a channel slice of a batched NCHW tensor is not contiguous, so each piece is
+    copied once here, at the block's resolution, rather than again after upsampling."""
+    pieces, start = [], 0
+    for i, size in enumerate(sizes):
+        piece = out[:, start : start + size]
+        keep = size and i not in skip
+        pieces.append(
+            piece.to(torch.float32, memory_format=torch.contiguous_format) if keep else None
+        )
+        start += size
+    return pieces
+
+
 def _conv_prelu(cin, cout, stride):
     return [nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout)]
 
@@ -133,13 +152,20 @@ class ShaderBlock(nn.Module):
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int):
+    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0):
+        """``chunk``: run the convolutions after the first on this many images at a time
+        (0: all at once); each image is independent there, so only the speed changes."""
         x = self.first_conv(view_parts, frame_parts, views)
+        if chunk and x.shape[0] > chunk:
+            return torch.cat([self._convolve(part) for part in x.split(chunk)], 0)
+        return self._convolve(x)
+
+    def _convolve(self, x):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
         for stack in self.convblocks:
             x = stack(x) + x
-        return self.conv_last(x).float()
+        return self.conv_last(x)
 
 
 class CINN(nn.Module):
@@ -148,6 +174,8 @@ class CINN(nn.Module):
     def __init__(self, config: CoNRConfig):
         super().__init__()
         self.config = config
+        #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
+        self.chunk = 0
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -225,28 +253,26 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            # NCHW from here on: resampling and warping want it (one copy at this size)
-            out = block(view, frame, views).contiguous()
+            out = block(view, frame, views, self.chunk)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
-            o_mask = 2 + n_msg + n_msg_flow + n_loc + n_loc_flow
             if k == last:  # only the combined message leaves the shader
-                msg = warp(out[:, 2 : 2 + n_msg], out[:, 2 + n_msg : 2 + n_msg + n_msg_flow])
-                weights = view_weights(torch.sigmoid(out[:, o_mask + 2 :]))
+                sizes = [*block.split[:-1], 2, block.split[-1] - 2]
+                _, o_msg, o_msg_flow, _, _, _, o_mask = _pieces(out, sizes, skip=(0, 3, 4, 5))
+                msg = warp(o_msg, o_msg_flow)
+                weights = view_weights(torch.sigmoid(o_mask))
                 return mix(weights, msg, slice(None))
-            flow = out[:, :2] if k == 0 else out[:, :2] + state["flow"]
+            o_flow, o_msg, o_msg_flow, o_loc, o_loc_flow, o_mask = _pieces(out, block.split)
+            flow = o_flow if k == 0 else o_flow + state["flow"]
             # everything moves to the next level's resolution; flows scale with it
             flow = upsample2(flow) * 2.0
-            messages = upsample2(out[:, 2:o_mask])  # message | flows | local | flows
-            mask = upsample2(torch.sigmoid(out[:, o_mask:]))
-            o = n_msg + n_msg_flow
-            msg = warp(messages[:, :n_msg], messages[:, n_msg:o], scale=2.0)
+            msg = warp(upsample2(o_msg), upsample2(o_msg_flow), scale=2.0)
             local = None
             if n_loc:
-                local = warp(messages[:, o : o + n_loc], messages[:, o + n_loc :], scale=2.0)
-            weights = view_weights(mask)
+                local = warp(upsample2(o_loc), upsample2(o_loc_flow), scale=2.0)
+            weights = view_weights(upsample2(torch.sigmoid(o_mask)))
             if trace is not None:
                 trace.setdefault("flows", []).append(flow)
-                trace.setdefault("mask_logits", []).append(upsample2(out[:, o_mask : o_mask + 1]))
+                trace.setdefault("mask_logits", []).append(upsample2(o_mask[:, :1]))
                 if "steer_flow" in trace:  # training: replace the flow the next level uses
                     flow = trace["steer_flow"](k, flow)
             rgba = warp(per_frame(sheet_rgba[k + 1]), flow)

@@ -17,7 +17,7 @@ convolved once per frame. The sums are the same, only their order differs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from torch import nn
 
 from ...errors import AniRenderError
 from ..alpha import premultiply_official
+from ..execution import Execution, Request, choose, machine_key, parse_request, plan
 from ..udp import check_udp, quantise_udp_mask
 from .checkpoints import read_conr_safetensors, read_official_checkpoints, write_conr_safetensors
 from .cinn import CINN, RGBADecoder, ShaderBlock
@@ -87,6 +88,17 @@ class CoNR(nn.Module):
         #: ``pixels_per_batch`` (memory grows with it: ~0.2 GB per 256x256 view in fp32)
         self.frames_per_batch = 8
         self.pixels_per_batch = 16 * 256 * 256
+        self.channels_last = True
+        #: what the user asked for (``execution.parse_request``); None: read the
+        #: environment at the first render
+        self.request: Request | None = None
+        #: how ``render`` runs, chosen by timing at the first render of each sheet shape
+        self.execution: Execution | None = None
+        self._executions: dict[tuple[int, int], Execution] = {}
+        self._pinned: Execution | None = None  # set_execution's, kept for every sheet
+        self._master: dict[str, torch.Tensor] | None = None
+        self._shade_frames = self._shade_frames_eager
+        self._graphs: dict = {}
 
     # ----------------------------------------------------------------- loading, saving
 
@@ -146,19 +158,104 @@ class CoNR(nn.Module):
         except RuntimeError as exc:
             raise AniRenderError(f"Cannot use device '{device}': {exc}. Try --device cpu.") from exc
         self.to(device).eval()
-        self.set_precision(precision)
+        self._set_precision(precision)
         return self
 
     def set_precision(self, precision: str) -> CoNR:
-        """'fp32' or 'bf16' (convolutions in bfloat16; flows, warps and mixing stay fp32).
+        """'fp32', 'bf16' or 'fp16' (convolutions in that type; flows, warps and mixing
+        stay fp32). Choosing this by hand also fixes it for ``render`` (no timing).
 
-        Going back from bf16 to fp32 keeps the rounded weights: reload to get them back.
+        Going back to fp32 keeps the rounded weights unless ``keep_master`` saved them.
         """
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        self._set_precision(precision)
+        self.request = replace(self.request or parse_request(), precision=precision)
+        self.execution = self._pinned = None
+        self._executions.clear()
+        return self
+
+    def _set_precision(self, precision: str) -> None:
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         if precision not in dtypes:
             raise AniRenderError(f"Unknown precision '{precision}'; use one of {sorted(dtypes)}.")
-        self.to(dtype=dtypes[precision], memory_format=torch.channels_last)
+        dtype = dtypes[precision]
+        if dtype == self.compute_dtype:
+            return
+        if dtype == torch.float32 and self._master is not None:
+            self.to(dtype=torch.float32)
+            self.load_state_dict(self._master)
+        self.to(dtype=dtype, memory_format=self._memory_format)
+
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def set_execution(self, execution: Execution) -> CoNR:
+        """Run ``render`` as ``execution`` says (precision, layout, batches, threads...),
+        for every sheet: nothing is timed any more."""
+        self._use_execution(execution)
+        self._pinned = execution
         return self
+
+    def _use_execution(self, execution: Execution) -> CoNR:
+        if execution.precision != "fp32" and self._master is None:
+            if self.compute_dtype == torch.float32:  # keep the exact weights to come back
+                self._master = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if execution.channels_last != self.channels_last:
+            self.channels_last = execution.channels_last
+            self.to(memory_format=self._memory_format)
+        self._set_precision(execution.precision)
+        self.frames_per_batch = execution.batch
+        self.shader.chunk = execution.chunk
+        if execution.threads and self.device.type == "cpu":
+            torch.set_num_threads(execution.threads)
+        self._shade_frames = self._shade_frames_eager
+        if execution.compile:
+            self._shade_frames = torch.compile(self._shade_frames_eager, dynamic=False)
+        self._graphs.clear()
+        self.execution = execution
+        return self
+
+    def tune(self, sheet: SheetEncoding, probe_udp: np.ndarray | None = None) -> Execution:
+        """Choose how to run ``render`` for sheets of this size and number of views.
+
+        Times the candidates (see ``models.execution``) on ``probe_udp`` (frames of the
+        job, float (B, H, W, 4)), or on a synthetic figure, once per machine.
+        """
+        if self._pinned is not None:
+            if self.execution != self._pinned:
+                self._use_execution(self._pinned)
+            return self._pinned
+        shape = (sheet.size, sheet.views)
+        if shape in self._executions:
+            if self.execution != self._executions[shape]:
+                self._use_execution(self._executions[shape])
+            return self.execution
+        request = self.request if self.request is not None else parse_request()
+        by_memory = self.pixels_per_batch // (sheet.views * sheet.size * sheet.size)
+        base, axes = plan(
+            request,
+            self.device.type,
+            supports=("bf16", "fp16", "layout", "batch", "chunk", "compile", "cuda_graphs"),
+            images_per_frame=sheet.views,
+            max_batch=max(1, min(2, by_memory)),
+        )
+        probe = _probe_udp(sheet.size) if probe_udp is None else probe_udp[:1]
+        probe = quantise_udp_mask(check_udp(probe, sheet.size))
+
+        def run(frames: int) -> None:
+            self._render_chunks(sheet, np.repeat(probe, frames, axis=0), frames)
+
+        key = machine_key(
+            "conr", self.config.to_json(), self.device, sheet.size, sheet.views, request
+        )
+        with torch.inference_mode():
+            chosen = choose(
+                "CoNR", base, axes, self._use_execution, run, key, images_per_frame=sheet.views
+            )
+        if chosen.precision == "fp32":
+            self._master = None
+        self._executions[shape] = chosen
+        return chosen
 
     @property
     def device(self) -> torch.device:
@@ -174,7 +271,7 @@ class CoNR(nn.Module):
         return (
             ((x - INPUT_MEAN) / INPUT_STD)
             .to(self.compute_dtype)
-            .contiguous(memory_format=torch.channels_last)
+            .contiguous(memory_format=self._memory_format)
         )
 
     def parse_sheet(self, rgb: torch.Tensor, with_udp: bool = True):
@@ -184,7 +281,8 @@ class CoNR(nn.Module):
         """
         feats = self.udpparsernet.features(self._as_input(rgb))
         udp = self.udpparsernet.decode(feats).float().clamp(0, 1) if with_udp else None
-        return [f.float() for f in feats], udp
+        # NCHW fp32: the shader warps them every frame, and warping wants that layout
+        return [f.to(torch.float32, memory_format=torch.contiguous_format) for f in feats], udp
 
     def encode_pose(self, udp: torch.Tensor) -> list[torch.Tensor]:
         """Target encoder on (F, 4, H, W) UDP in [0,1] (XYZ, V); input is cat(XYZ*V, V)."""
@@ -208,7 +306,7 @@ class CoNR(nn.Module):
     ) -> torch.Tensor:
         """Shader + RGBA decoder -> (F, 4, H, W) premultiplied RGBA in [0,1]."""
         message = self.shader(pose_features, sheet_rgba, sheet_features, views, trace)
-        x = message.to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
+        x = message.to(self.compute_dtype).contiguous(memory_format=self._memory_format)
         out = self.rgbadecodernet(x).contiguous()
         return torch.cat([out[:, :3] * out[:, 3:4], out[:, 3:4]], 1)
 
@@ -269,15 +367,49 @@ class CoNR(nn.Module):
         """float32 (B, H, W, 4) UDP in [0,1] -> float32 (B, H, W, 4) premultiplied RGBA."""
         udp = check_udp(udp, sheet.size)
         udp = quantise_udp_mask(udp)
+        self.tune(sheet, udp)
+        return self._render_chunks(sheet, udp, self.frames_per_chunk(sheet))
+
+    def _render_chunks(self, sheet: SheetEncoding, udp: np.ndarray, step: int) -> np.ndarray:
         out = np.empty(udp.shape, dtype=np.float32)
-        step = self.frames_per_chunk(sheet)
         with torch.inference_mode():
             for start in range(0, len(udp), step):
                 chunk = torch.from_numpy(udp[start : start + step]).permute(0, 3, 1, 2)
-                pose = self.encode_pose(chunk.to(self.device))
-                rgba = self.shade(pose, sheet.rgba, sheet.features, sheet.views)
+                chunk = chunk.to(self.device)
+                if self.execution is not None and self.execution.cuda_graphs:
+                    rgba = self._shade_graphed(sheet, chunk)
+                else:
+                    rgba = self._shade_frames(sheet, chunk)
                 out[start : start + step] = rgba.permute(0, 2, 3, 1).float().cpu().numpy()
         return out
+
+    def _shade_frames_eager(self, sheet: SheetEncoding, udp: torch.Tensor) -> torch.Tensor:
+        pose = self.encode_pose(udp)
+        return self.shade(pose, sheet.rgba, sheet.features, sheet.views)
+
+    def _shade_graphed(self, sheet: SheetEncoding, udp: torch.Tensor) -> torch.Tensor:
+        """The same, replayed from a CUDA graph captured once per sheet and batch shape
+        (launch overhead is most of a small frame's time on a GPU)."""
+        key = (id(sheet), tuple(udp.shape))
+        entry = self._graphs.get(key)
+        if entry is None or entry[0] is not sheet:
+            static_in = udp.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside the graph: caches, allocator
+                    self._shade_frames_eager(sheet, static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._shade_frames_eager(sheet, static_in)
+            if len(self._graphs) >= 4:
+                self._graphs.clear()
+            entry = self._graphs[key] = (sheet, graph, static_in, static_out)
+        _, graph, static_in, static_out = entry
+        static_in.copy_(udp)
+        graph.replay()
+        return static_out.clone()
 
     def frames_per_chunk(self, sheet: SheetEncoding) -> int:
         """How many frames ``render`` shades in one batch for this sheet."""
@@ -290,6 +422,14 @@ class CoNR(nn.Module):
         with torch.inference_mode():
             _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
         return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def _probe_udp(size: int) -> np.ndarray:
+    """A synthetic target for timing: an upright figure (an ellipse of smooth UDP)."""
+    yy, xx = np.mgrid[:size, :size] / max(size - 1, 1)
+    inside = ((xx - 0.5) / 0.25) ** 2 + ((yy - 0.5) / 0.42) ** 2 < 1
+    udp = np.stack([xx, yy, 0.5 + 0.3 * np.cos(2 * yy), np.ones_like(xx)], -1)
+    return (udp * inside[..., None]).astype(np.float32)[None]
 
 
 def pose_image_batch(images: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,168 @@
+"""The shaders' execution choice: parsed, timed once, logged, forced, and exact in fp32."""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+from conr_reference import ReferenceCoNR
+from test_conr_model import SMALL, sheet_images, small_model, udp_frames
+
+from anirender.errors import AniRenderError
+from anirender.models.conr.config import OFFICIAL_FILES
+from anirender.models.execution import ENV, Execution, Request, choose, parse_request, plan
+
+
+def test_request_reads_the_environment_and_the_command_line_wins():
+    env = {ENV: "precision=fast, batch=2,layout=nchw,chunk=3,threads=1,compile=off"}
+    request = parse_request(env=env)
+    assert request == Request(
+        precision="fast", batch=2, layout="nchw", chunk=3, threads=1, compile=False
+    )
+    assert parse_request(precision="bf16", batch=1, env=env).precision == "bf16"
+    assert parse_request(precision="bf16", batch=1, env=env).batch == 1
+    assert parse_request(env={ENV: "off"}).skip_timing
+    assert parse_request(env={}) == Request()
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("precision=half", "use one of fp32, fast, bf16, fp16"),
+        ("batch=0", "whole number of 1 or more"),
+        ("batch=two", "whole number"),
+        ("speed=max", "not understood"),
+        ("compile=maybe", "on or off"),
+    ],
+)
+def test_bad_settings_say_what_to_write(text, words):
+    with pytest.raises(AniRenderError, match=words):
+        parse_request(env={ENV: text})
+
+
+def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
+    base, axes = plan(Request(), "cpu", images_per_frame=4, max_batch=2, bf16_native=True)
+    assert base == Execution()
+    assert dict(axes) == {"channels_last": (True, False), "batch": (1, 2), "chunk": (0, 4)}
+    for field_name, values in axes:  # the default's own value is timed first
+        assert values[0] == getattr(base, field_name)
+    _, fast = plan(Request(precision="fast"), "cpu", bf16_native=True)
+    assert ("precision", ("fp32", "bf16")) in fast  # reduced precision only when allowed
+    _, plain = plan(Request(precision="fast"), "cpu", bf16_native=False)
+    assert "precision" not in dict(plain)  # and only where the CPU has it natively
+    base, axes = plan(Request(precision="bf16", batch=1, layout="nchw"), "cpu")
+    assert (base.precision, base.batch, base.channels_last) == ("bf16", 1, False)
+    assert "batch" not in dict(axes) and "channels_last" not in dict(axes)
+    assert plan(Request(skip_timing=True), "cpu") == (Execution(), [])
+    # a GPU (cannot exist here: only the plan is checked) adds half precision, graphs, compile
+    base, axes = plan(
+        Request(precision="fast"), "cuda", supports=("fp16", "layout", "cuda_graphs", "compile")
+    )
+    assert base == Execution(device="cuda")
+    assert {"precision", "cuda_graphs", "compile"} <= set(dict(axes))
+
+
+def test_choose_keeps_the_fastest_and_never_the_slower(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "c.json"))
+    cost = {(True, 1): 3.0, (False, 1): 2.0, (True, 2): 1.0, (False, 2): 5.0}  # x 10 ms
+    state = {}
+
+    def run(frames):
+        key = (state["e"].channels_last, state["e"].batch)
+        time.sleep(0.01 * cost[key] * frames)
+
+    axes = [("channels_last", (True, False)), ("batch", (1, 2))]
+    chosen = choose("test", Execution(), axes, lambda e: state.update(e=e), run, key="k")
+    assert (chosen.channels_last, chosen.batch) == (False, 1)  # 2.0 beats 3.0; 5.0 loses
+    assert state["e"] == chosen
+    assert choose("test", Execution(), axes, lambda e: None, lambda f: None, key="k") == chosen
+
+
+@pytest.fixture(scope="module")
+def reference_frames():
+    udp = udp_frames(3)
+    model = small_model()
+    parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
+    reference = ReferenceCoNR(parts, flows=2 * SMALL.flow_groups)
+    reference.set_sheet(sheet_images())
+    return udp, np.stack([reference.render_frame(u) for u in udp])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("batch, chunk", [(1, 0), (3, 0), (3, 3), (2, 1)])
+def test_every_fp32_execution_matches_the_reference_loop(
+    reference_frames, channels_last, batch, chunk
+):
+    udp, slow = reference_frames
+    model = small_model()
+    model.set_execution(Execution(channels_last=channels_last, batch=batch, chunk=chunk))
+    fast = model.render(model.encode_sheet(sheet_images()), udp)
+    assert slow.std() > 1e-3
+    assert np.abs(fast - slow).max() < 1e-4
+
+
+def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv(ENV, "precision=fast")
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "choices.json"))
+    caplog.set_level(logging.INFO, logger="anirender.execution")
+    model = small_model()
+    sheet = model.encode_sheet(sheet_images())
+    first = model.render(sheet, udp_frames(2))
+    assert model.execution is not None
+    assert "CoNR runs as cpu:" in caplog.text and "ways timed" in caplog.text
+    assert (tmp_path / "choices.json").is_file()
+    if model.execution.precision == "fp32":
+        reference = small_model().render(small_model().encode_sheet(sheet_images()), udp_frames(2))
+        assert np.abs(first - reference).max() < 1e-4
+    caplog.clear()
+    again = small_model()
+    again.render(again.encode_sheet(sheet_images()), udp_frames(1))
+    assert "timed before on this machine" in caplog.text
+    assert again.execution == model.execution
+
+
+def test_forced_bf16_is_close_and_fp32_comes_back_exact(monkeypatch):
+    udp = udp_frames(2)
+    model = small_model()
+    exact = model.render(model.encode_sheet(sheet_images()), udp)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_execution(Execution(precision="bf16"))
+    low = model.render(model.encode_sheet(sheet_images()), udp)
+    psnr = 10 * np.log10(1.0 / max(float(np.mean((low - exact) ** 2)), 1e-20))
+    assert 40 < psnr < 200, psnr  # reduced precision, and only slightly
+    model.set_execution(Execution(precision="fp32"))
+    assert all((model.state_dict()[k] == v).all() for k, v in weights.items())
+    assert np.abs(model.render(model.encode_sheet(sheet_images()), udp) - exact).max() < 1e-5
+
+
+def test_guided_and_anr_choices_keep_the_picture(monkeypatch, tmp_path):
+    from anirender.models.anr import ANR, ANRConfig
+    from anirender.models.guided import GuidedConfig, GuidedShader
+
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "choices.json"))
+    rng = np.random.default_rng(0)
+    anr = ANR(ANRConfig(identities=1, texture_size=32, width=8, depth=2)).eval()
+    uv = rng.random((3, 64, 64, 4), dtype=np.float32)
+    normal = rng.random((3, 64, 64, 4), dtype=np.float32)
+    base = anr.render(uv, normal)
+    for execution in (Execution(channels_last=False, batch=2), Execution(batch=3)):
+        anr.set_execution(execution)
+        assert np.abs(anr._render(uv, normal, 0, execution.batch) - base).max() < 1e-5
+    monkeypatch.setenv(ENV, "precision=fast")
+    tuned = ANR(ANRConfig(identities=1, texture_size=32, width=8, depth=2)).eval()
+    tuned.load_state_dict(anr.state_dict())
+    out = tuned.render(uv, normal)
+    assert tuned.execution is not None
+    tolerance = 1e-5 if tuned.execution.precision == "fp32" else 0.05
+    assert np.abs(out - base).max() < tolerance
+
+    images = sheet_images(2, 64)
+    udps = udp_frames(2, 64)
+    udps[..., 3] = (udps[..., 3] > 0).astype(np.float32)
+    images[..., 3] = np.where(udps[..., 3] > 0, 255, 0)
+    shader = GuidedShader(GuidedConfig(width=8, half=8, inner=8, blocks=1)).eval()
+    sheet = shader.encode_sheet(images, udps)
+    monkeypatch.setenv(ENV, "off")
+    plain = shader.render(sheet, udps)
+    shader.set_execution(Execution(channels_last=True, batch=2))
+    assert np.abs(shader._render(sheet, udps, 2) - plain).max() < 1e-5
