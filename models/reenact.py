@@ -32,8 +32,8 @@ from ..errors import AniRenderError, quote_exception
 from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
-SHIPPED_SHA256 = "5dbab8014f2292c827b76d349f2bb894a20fd9a928be62d82d873a1e142ace2d"
+SHIPPED_WEIGHTS = REPO / "assets" / "reenact_256.safetensors"
+SHIPPED_SHA256 = "eecfda802063eb83424e20c3726189ac6b8c3ffdb1992a3c7f8e4e909dab1432"
 #: the first shipped model (64 px, toy cast), kept loadable and benchmarked
 LEGACY_64_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 FORMAT = "anirender.reenact/1"
@@ -339,7 +339,7 @@ def load_reenact(path=None, device="cpu") -> FaceGenerator:
         if hashlib.sha256(path.read_bytes()).hexdigest() != SHIPPED_SHA256:
             raise AniRenderError(
                 f"{path} does not match its recorded sha256; it is damaged or was replaced. "
-                "Restore it from the repository (git checkout assets/reenact_small.safetensors)."
+                "Restore it from the repository (git checkout assets/reenact_256.safetensors)."
             )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:
