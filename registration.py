@@ -71,6 +71,7 @@ CLASSES = (
     pose_ops.ANIRENDER_OT_morph_binding_add,
     pose_ops.ANIRENDER_OT_morph_binding_remove,
     pose_ops.ANIRENDER_OT_reenact_preview,
+    pose_ops.ANIRENDER_OT_reenact_tune,
     pose_ops.ANIRENDER_OT_render_pose_animation,
     datasets_ops.ANIRENDER_OT_export_celeb_dataset,
     datasets_ops.ANIRENDER_OT_render_conr_dataset,

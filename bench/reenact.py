@@ -9,10 +9,12 @@ character's own neutral head render) and write the result into a Blender image.
 
 Contenders, interleaved pose by pose so they share the machine's load:
 
-- ``small``: the shipped ``assets/reenact_small.safetensors`` (works at its own size,
-  64 x 64; resize in and out included);
-- ``full``: a 256 x 256 generator of the same architecture at width 32 (seeded weights:
-  the same work as a trained one);
+- ``small``: the earlier shipped 64 px model ``assets/reenact_small.safetensors`` (works
+  at its own size, 64 x 64; resize in and out included);
+- ``shipped``: the shipped 256 px model ``assets/reenact_256.safetensors`` (warping net
+  on a 64 px copy of the source, light editing net at full size);
+- ``full``: a 256 x 256 generator of the original architecture at width 32 (seeded
+  weights: the same work as a trained one);
 - baseline ``cycles``: render the same pose with Cycles as the dataset export stages it
   (16 samples, ``--size`` px, toon style).
 
@@ -37,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poses", type=int, default=12)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "reenact.json")
     args = parser.parse_args()
 
@@ -50,7 +52,13 @@ def main() -> None:
     from anirender.addon.datasets.celeb import render_pose_image
     from anirender.addon.pose import sliders as morphs
     from anirender.addon.pose.preview import show_rgba
-    from anirender.models.reenact import FaceGenerator, ReenactConfig, Reenactor, load_reenact
+    from anirender.models.reenact import (
+        LEGACY_64_WEIGHTS,
+        FaceGenerator,
+        ReenactConfig,
+        Reenactor,
+        load_reenact,
+    )
 
     torch.set_num_threads(args.threads)
     armature = load_character("toy")
@@ -62,11 +70,14 @@ def main() -> None:
     )
     portrait = np.asarray(Image.open(portrait_path).convert("RGBA"))
 
-    small = Reenactor()
+    small = Reenactor(LEGACY_64_WEIGHTS)
+    shipped = Reenactor()
     torch.manual_seed(0)
     full = Reenactor(model=FaceGenerator(ReenactConfig(image_size=args.size, base=32)))
     full_params = sum(p.numel() for p in full.model.parameters())
-    small_cfg = load_reenact().cfg
+    small_cfg = load_reenact(LEGACY_64_WEIGHTS).cfg
+    shipped_cfg = shipped.model.cfg
+    shipped_params = sum(p.numel() for p in shipped.model.parameters())
 
     def preview(reenactor, pose):
         morphs.apply_pose(armature, pose)
@@ -80,11 +91,13 @@ def main() -> None:
 
     poses = [morphs.random_pose(bindings, seed=i) for i in range(args.poses + 1)]
     preview(small, poses[0])  # warm-up: first calls allocate
+    preview(shipped, poses[0])
     preview(full, poses[0])
-    times = {"small": [], "full": [], "cycles": []}
+    times = {"small": [], "shipped": [], "full": [], "cycles": []}
     for i, pose in enumerate(poses[1:]):
         for name, run in (
             ("small", lambda pose=pose: preview(small, pose)),
+            ("shipped", lambda pose=pose: preview(shipped, pose)),
             ("full", lambda pose=pose: preview(full, pose)),
             ("cycles", lambda pose=pose, i=i: cycles(pose, i)),
         ):
@@ -101,9 +114,11 @@ def main() -> None:
         "size": args.size,
         "poses": args.poses,
         "small_config": small_cfg.to_json(),
+        "shipped_config": shipped_cfg.to_json(),
+        "shipped_params": shipped_params,
         "full_params": full_params,
         "median_s": median,
-        "cycles_over": {k: median["cycles"] / median[k] for k in ("small", "full")},
+        "cycles_over": {k: median["cycles"] / median[k] for k in ("small", "shipped", "full")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

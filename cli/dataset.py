@@ -145,10 +145,12 @@ def _add_celeb(subparsers) -> None:
     )
     parser.add_argument("blend", type=Path, nargs="?", help="the .blend with the characters")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder")
-    parser.add_argument("--poses", type=int, default=20, help="sampled poses per character")
+    parser.add_argument(
+        "--poses", type=int, help="sampled poses per character (20; 5 with --makehuman)"
+    )
     parser.add_argument("--styles", default="shaded", help="comma list of shaded,toon,flat")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples")
+    parser.add_argument("--samples", type=int, help="Cycles samples (16; 4 with --makehuman)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--framing", type=float, default=2.4, help="width in head lengths")
     parser.add_argument(
@@ -158,6 +160,17 @@ def _add_celeb(subparsers) -> None:
     parser.add_argument(
         "--toy-cast", type=int, default=0, help="render N recoloured toys instead of a .blend"
     )
+    parser.add_argument(
+        "--makehuman",
+        type=int,
+        default=0,
+        help="render N MakeHuman characters (random face shapes, toon looks, eyes, lines; "
+        "crops.json and a train/val split by character) instead of a .blend",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.1, help="--makehuman: characters held out"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="--makehuman: Cycles threads")
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(func=_run_celeb)
 
@@ -165,6 +178,11 @@ def _add_celeb(subparsers) -> None:
 def _run_celeb(args) -> int:
     import bpy
     from tqdm import tqdm
+
+    if args.makehuman:
+        return _run_makehuman_celeb(args)
+    args.poses = 20 if args.poses is None else args.poses
+    args.samples = 16 if args.samples is None else args.samples
 
     # bpy: loaded when the command runs, not for --help
     from ..addon.core.guard import SceneGuard
@@ -206,5 +224,33 @@ def _run_celeb(args) -> int:
                 bar.refresh()
 
             job.run_to_end(progress)
+    print(job.summary)
+    return 0
+
+
+def _run_makehuman_celeb(args) -> int:
+    from tqdm import tqdm
+
+    # bpy: loaded when the command runs, not for --help
+    from ..addon.datasets.faces import export_makehuman_celeb
+
+    job = export_makehuman_celeb(
+        args.out,
+        args.makehuman,
+        poses=5 if args.poses is None else args.poses,
+        size=args.size,
+        seed=args.seed,
+        samples=4 if args.samples is None else args.samples,
+        val_fraction=args.val_fraction,
+        threads=args.threads,
+        overwrite=args.overwrite,
+    )
+    with tqdm(total=job.total, unit="img") as bar:
+
+        def progress(job):
+            bar.n = job.done
+            bar.refresh()
+
+        job.run_to_end(progress)
     print(job.summary)
     return 0

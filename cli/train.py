@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import AniRenderError
 from ..models.train import anr as anr_training
 from ..models.train import conr as conr_training
 from ..models.train import guided as guided_training
@@ -239,20 +240,39 @@ def _add_reenact(subparsers) -> None:
         "reenact",
         help="pose-driven head reenactment (PIRenderer-style) on AnimeCeleb exports",
     )
-    parser.add_argument("--data", type=Path, action="append", required=True,
+    parser.add_argument("--data", type=Path, action="append",
                         help="dataset folder with combined_pose.csv (repeatable)")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument(
+        "--portrait",
+        type=Path,
+        help="tune --init (default: shipped) to this one portrait instead of training "
+        "on --data (self-supervised; a few minutes on a CPU)",
+    )
     parser.add_argument("--size", type=int, default=64, help="image side the model works at")
     parser.add_argument("--base", type=int, default=32, help="channels at full resolution")
     parser.add_argument("--max-channels", type=int, default=256)
     parser.add_argument("--warp-layers", type=int, default=4)
+    parser.add_argument("--flow-scale", type=int, default=4, help="flow at 1/N of the warp size")
     parser.add_argument("--res-blocks", type=int, default=2)
+    parser.add_argument("--warp-size", type=int, default=0,
+                        help="side the warping net sees (0: --size)")  # fmt: skip
+    parser.add_argument("--edit-base", type=int, default=0,
+                        help="editing-net channels at full size (0: --base)")  # fmt: skip
+    parser.add_argument("--edit-max", type=int, default=0, help="editing-net channel cap")
+    parser.add_argument("--edit-levels", type=int, default=0, help="editing-net downsamplings")
+    parser.add_argument("--out-kernel", type=int, default=7)
+    parser.add_argument("--change-weight", type=float, default=0.0,
+                        help="weigh pixels by 1 + W * |target - source|")  # fmt: skip
+    parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
+    parser.add_argument("--cosine", action="store_true",
+                        help="cosine learning-rate decay to a tenth over --steps or --minutes")  # fmt: skip
     parser.add_argument(
         "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
     )
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, help="learning rate (5e-4; 1e-4 with --portrait)")
     parser.add_argument("--warp-weight", type=float, default=0.5)
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--val-characters", type=int, default=1)
@@ -262,4 +282,16 @@ def _add_reenact(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
-    parser.set_defaults(func=lambda args: (reenact_training.train_reenact(args), 0)[1])
+    parser.set_defaults(func=_run_reenact)
+
+
+def _run_reenact(args) -> int:
+    if args.portrait is not None:
+        args.lr = 1e-4 if args.lr is None else args.lr
+        reenact_training.finetune_portrait(args)
+        return 0
+    if not args.data:
+        raise AniRenderError("Give --data DIR (a dataset) or --portrait IMAGE (to tune).")
+    args.lr = 5e-4 if args.lr is None else args.lr
+    reenact_training.train_reenact(args)
+    return 0

@@ -10,8 +10,10 @@ Three parts, named as in PIRenderer's state dicts (``mapping_net``, ``warpping_n
   decoder, then a 7x7 conv and tanh.
 
 Images are RGB in [-1, 1] composited on white. The width, depth and image size are a
-``ReenactConfig`` stored in the safetensors metadata, so a small model (the shipped
-``assets/reenact_small.safetensors``) loads with the same code as a 256 x 256 one.
+``ReenactConfig`` stored in the safetensors metadata, so the first 64 px model
+(``assets/reenact_small.safetensors``, ``LEGACY_64_WEIGHTS``) loads with the same code
+as the shipped 256 px one (``assets/reenact_256.safetensors``: the warping net sees a
+64 px copy of the source, the editing net is narrow at full size; see BENCHMARKS.md).
 No bpy here.
 """
 
@@ -30,8 +32,10 @@ from ..errors import AniRenderError, quote_exception
 from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
-SHIPPED_SHA256 = "5dbab8014f2292c827b76d349f2bb894a20fd9a928be62d82d873a1e142ace2d"
+SHIPPED_WEIGHTS = REPO / "assets" / "reenact_256.safetensors"
+SHIPPED_SHA256 = "eecfda802063eb83424e20c3726189ac6b8c3ffdb1992a3c7f8e4e909dab1432"
+#: the first shipped model (64 px, toy cast), kept loadable and benchmarked
+LEGACY_64_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 FORMAT = "anirender.reenact/1"
 
 
@@ -49,6 +53,12 @@ class ReenactConfig:
     # output = tanh(conv + atanh(warped)): the editing net corrects the warp instead of
     # painting from scratch (trains far faster); False = PIRenderer's plain tanh(conv)
     residual_output: bool = False
+    # Lighter 256 px models (0 = as the fields above, so older weights load unchanged):
+    warp_size: int = 0  # side of the source the warping net sees (flow upsampled to full)
+    edit_base: int = 0  # editing-net channels at full resolution (0: base)
+    edit_max: int = 0  # editing-net channel cap (0: max_channels)
+    edit_levels: int = 0  # editing-net downsamplings (0: log2(flow_scale))
+    out_kernel: int = 7  # the last conv's kernel
 
     @classmethod
     def from_json(cls, text: str) -> ReenactConfig:
@@ -177,29 +187,37 @@ class WarpingNet(nn.Module):
         nn.init.zeros_(self.flow_out[2].weight)
         nn.init.zeros_(self.flow_out[2].bias)
 
+        self.warp_size = cfg.warp_size
+
     def forward(self, image, z):
-        flow = self.flow_out(self.hourglass(image, z))
+        seen = image
+        if self.warp_size and self.warp_size != image.shape[-1]:
+            size = (self.warp_size, self.warp_size)
+            seen = F.interpolate(image, size=size, mode="bilinear", antialias=True)
+        flow = self.flow_out(self.hourglass(seen, z))
         return {"flow_field": flow, "warp_image": warp(image, flow)}
 
 
 class EditingNet(nn.Module):
     def __init__(self, cfg: ReenactConfig, image_nc: int = 3):
         super().__init__()
-        levels = int(np.log2(cfg.flow_scale))
-        self.encoder = nn.ModuleList([nn.Conv2d(image_nc * 2, cfg.base, 3, padding=1)])
+        levels = cfg.edit_levels or int(np.log2(cfg.flow_scale))
+        base, cap = cfg.edit_base or cfg.base, cfg.edit_max or cfg.max_channels
+
+        def ch(level):
+            return min(base * 2**level, cap)
+
+        self.encoder = nn.ModuleList([nn.Conv2d(image_nc * 2, ch(0), 3, padding=1)])
         for i in range(levels):
-            self.encoder.append(
-                nn.Conv2d(_channels(cfg, i), _channels(cfg, i + 1), 4, stride=2, padding=1)
-            )
-        width = _channels(cfg, levels)
+            self.encoder.append(nn.Conv2d(ch(i), ch(i + 1), 4, stride=2, padding=1))
         self.res_blocks = nn.ModuleList(
-            AdaINResBlock(width, cfg.descriptor) for _ in range(cfg.edit_res_blocks)
+            AdaINResBlock(ch(levels), cfg.descriptor) for _ in range(cfg.edit_res_blocks)
         )
         self.decoder = nn.ModuleList(
-            AdaINConv(_channels(cfg, i + 1) + _channels(cfg, i), _channels(cfg, i), cfg.descriptor)
-            for i in reversed(range(levels))
+            AdaINConv(ch(i + 1) + ch(i), ch(i), cfg.descriptor) for i in reversed(range(levels))
         )
-        self.out = nn.Conv2d(cfg.base, image_nc, 7, padding=3)
+        k = cfg.out_kernel
+        self.out = nn.Conv2d(ch(0), image_nc, k, padding=k // 2)
         self.residual_output = cfg.residual_output
         if self.residual_output:  # start as the warp-only prediction
             nn.init.zeros_(self.out.weight)
@@ -321,7 +339,7 @@ def load_reenact(path=None, device="cpu") -> FaceGenerator:
         if hashlib.sha256(path.read_bytes()).hexdigest() != SHIPPED_SHA256:
             raise AniRenderError(
                 f"{path} does not match its recorded sha256; it is damaged or was replaced. "
-                "Restore it from the repository (git checkout assets/reenact_small.safetensors)."
+                "Restore it from the repository (git checkout assets/reenact_256.safetensors)."
             )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:

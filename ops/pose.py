@@ -20,6 +20,7 @@ from ..addon.passes.request import check_output_folder
 from ..addon.pose import preview as reenact_preview
 from ..addon.pose import sliders as morphs
 from ..addon.pose.preview import stop_all
+from ..addon.pose.tuning import portrait_tuning_job
 from ..addon.shading import shaded_frames
 from ..addon.shading.sessions import ReenactSession, settings_from
 from ..errors import AniRenderError
@@ -229,9 +230,31 @@ class ANIRENDER_OT_reenact_preview(_CharacterOperator, bpy.types.Operator):
         if settings.portrait is None:
             raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
         portrait = reenact_preview.image_to_rgba(settings.portrait)
-        rgba = reenact_preview.default_reenact()(portrait, morphs.get_pose(owner))
+        rgba = reenact_preview.reenact_for(owner)(portrait, morphs.get_pose(owner))
         image = reenact_preview.show_rgba(rgba)
         return f'Reenacted "{settings.portrait.name}" into "{image.name}"'
+
+
+class ANIRENDER_OT_reenact_tune(ModalJobOperator, bpy.types.Operator):
+    """Adapt the reenactment model to the portrait (a few minutes on the CPU) and switch the preview to the tuned weights"""
+
+    bl_idname = "anirender.reenact_tune"
+    bl_label = "Tune to Portrait"
+    bl_options = {"REGISTER"}
+
+    steps: IntProperty(name="Steps", default=150, min=1, max=10000, description="Optimiser steps")
+
+    @classmethod
+    def poll(cls, context):
+        return _CharacterOperator.poll.__func__(cls, context)
+
+    def make_job(self, context, guard):
+        character = character_from_context(context)
+        settings = morph_settings(character.owner)
+        if settings.portrait is None:
+            raise AniRenderError("Pick a portrait image in the Reenactment Preview panel.")
+        portrait = reenact_preview.image_to_rgba(settings.portrait)
+        return portrait_tuning_job(character.owner.name, portrait, self.steps)
 
 
 # slider ranges, as ``morphs.apply_pose`` clamps them: expressions 0..1, angles in degrees

@@ -126,3 +126,7 @@ class ANIRENDER_PT_pose_preview(SidebarPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(settings, "live_preview", toggle=True, icon="PLAY")
         row.operator("anirender.reenact_preview", text="Reenact Now", icon="RENDER_STILL")
+        row = layout.row(align=True)
+        row.operator("anirender.reenact_tune", text="Tune to Portrait", icon="MODIFIER")
+        if settings.tuned_weights:
+            layout.prop(settings, "tuned_weights", text="Tuned")

@@ -53,7 +53,7 @@ class PortraitLibrary:
     def weights_name(self) -> str:
         from pathlib import PurePath
 
-        return PurePath(self.weights).name if self.weights else "reenact_small (shipped)"
+        return PurePath(self.weights).name if self.weights else "reenact_256 (shipped)"
 
     def load(self):
         """The model (loaded now if it was not yet); AniRenderError when the file is bad."""

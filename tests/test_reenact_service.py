@@ -114,7 +114,7 @@ def test_unknown_portrait_is_404_and_the_token_guards_portraits(tiny_conr_weight
         answer = httpx.post(s.url + "/v1/portraits/nope/reenact", headers=npz, content=b"x")
         assert answer.status_code == 404 and "Upload the portrait again" in answer.json()["error"]
         info = httpx.get(s.url + "/v1/info", headers=good).json()
-        assert info["models"]["reenact"]["weights"] == "reenact_small.safetensors"
+        assert info["models"]["reenact"]["weights"] == reenact_model.SHIPPED_WEIGHTS.name
         assert HttpClient(s.url, "s3cret").upload_portrait(portrait_image(32, 32))
     bad = subprocess.run(
         [sys.executable, "-m", "anirender.cli", "serve", "--port", "0", "--device", "cpu"]

@@ -34,11 +34,14 @@ TICK = 0.05
 DEBOUNCE = 0.12
 
 
-def default_reenact():
+def default_reenact(weights: str | None = None):
     """The ``reenact(portrait, pose) -> uint8 rgba`` callable to use (see the module doc).
 
     Cheap to make: nothing connects until its first call (on the preview's worker).
+    ``weights`` (a character's tuned weights) run in Blender's own Python.
     """
+    if weights:
+        return _tuned_reenact(weights)
 
     session = ReenactSession(settings_from(preferences()))
 
@@ -46,6 +49,42 @@ def default_reenact():
         return to_straight_uint8(session.reenact(portrait, [pose])[0])
 
     return reenact
+
+
+def _tuned_reenact(weights: str):
+    path = bpy.path.abspath(weights)
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise AniRenderError(
+            f"The tuned weights {path} are missing; tune again or clear Tuned Weights."
+        )
+    if importlib.util.find_spec("torch") is None:
+        raise AniRenderError("Previewing tuned weights needs PyTorch in Blender's Python.")
+    holder = {}
+
+    def reenact(portrait, pose):
+        if "model" not in holder:
+            # torch: loaded on the preview's worker, on first use
+            from ...models.reenact import Reenactor
+
+            holder["model"] = Reenactor(path)
+        return holder["model"].reenact(portrait, pose)
+
+    return reenact
+
+
+def reenact_for(owner):
+    """The reenact callable for a character: its tuned weights when set, else the default."""
+    settings = morph_settings(owner)
+    return default_reenact(settings.tuned_weights if settings is not None else None)
+
+
+def restart_if_live(owner) -> None:
+    """Restart a running live preview so it picks up the character's current weights."""
+    if owner.name in _SESSIONS:
+        start_preview(owner)
 
 
 def image_to_rgba(image) -> np.ndarray:
@@ -194,7 +233,7 @@ _SESSIONS: dict[str, PreviewSession] = {}
 
 def start_preview(owner, reenact=None) -> PreviewSession:
     stop_preview(owner.name)
-    session = PreviewSession(owner.name, reenact=reenact)
+    session = PreviewSession(owner.name, reenact=reenact or reenact_for(owner))
     _SESSIONS[owner.name] = session
     bpy.app.timers.register(session.timer, first_interval=TICK)
     return session

@@ -38,6 +38,12 @@ class MorphSettings(bpy.types.PropertyGroup):
         type=bpy.types.Image,
         description="A front-facing portrait of the character to reenact with the sliders",
     )
+    tuned_weights: bpy.props.StringProperty(
+        name="Tuned Weights",
+        subtype="FILE_PATH",
+        description="Reenactment weights tuned to this portrait (Tune to Portrait); the "
+        "preview uses them while set. Clear to go back to the generic model",
+    )
     live_preview: bpy.props.BoolProperty(
         name="Live Preview",
         default=False,

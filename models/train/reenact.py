@@ -29,8 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AniRenderError
-from ..pose_vector import MIRROR_ORDER, MIRROR_SIGN
-from ..reenact import FaceGenerator, ReenactConfig, rgba_to_tensor, save_reenact
+from ..pose_vector import (
+    MIRROR_ORDER,
+    MIRROR_SIGN,
+    MOUTH_NAMES,
+    POSE_NAMES,
+    POSE_SIZE,
+    SAMPLE_ANGLE,
+)
+from ..reenact import FaceGenerator, ReenactConfig, load_reenact, rgba_to_tensor, save_reenact
 
 
 @dataclass
@@ -41,9 +48,34 @@ class PairSet:
     targets: torch.Tensor  # N x 3 x H x W
     poses: torch.Tensor  # N x 20
     source_index: torch.Tensor  # N, into sources
+    #: N x 2 x 4 eye and mouth boxes (x0 y0 x1 y1 in pixels of the model size) of each
+    #: target, NaN where the dataset has no crops.json
+    boxes: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.targets)
+
+
+CROPS_NAME = "crops.json"  # written by addon.datasets.faces
+CHARACTERS_NAME = "characters.json"
+REGIONS = ("eyes", "mouth")
+
+
+def read_crops(folder) -> dict:
+    """``{"org_id/cluster/png": {"eyes": box, "mouth": box}}`` (pixels at ``size``)."""
+    path = Path(folder) / CROPS_NAME
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {"size": data["size"], "boxes": data["boxes"]}
+
+
+def read_splits(folder) -> dict:
+    """``{org_id: "train" | "val"}`` of a dataset (empty when it records none)."""
+    path = Path(folder) / CHARACTERS_NAME
+    if not path.is_file():
+        return {}
+    return {k: v["split"] for k, v in json.loads(path.read_text())["characters"].items()}
 
 
 def _read_rows(csv_path: Path) -> list[dict]:
@@ -60,11 +92,25 @@ def _read_rows(csv_path: Path) -> list[dict]:
         ]
 
 
-def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float = 0.1):
-    """(train, val_characters, val_poses) PairSets from one or more dataset folders."""
+def load_pairs(
+    data_dirs, size: int, val_characters: int = 1, val_poses: float = 0.1, use_splits=True
+):
+    """(train, val_characters, val_poses) PairSets from one or more dataset folders.
+
+    A folder with a ``characters.json`` (``dataset celeb --makehuman``) holds out its
+    ``val`` characters (``use_splits``); otherwise the last ``val_characters`` by name.
+    """
     from PIL import Image
 
     rows = []
+    held_chars = set()
+    crops = {}
+    for folder in data_dirs:
+        splits = read_splits(folder) if use_splits else {}
+        held_chars |= {f"{Path(folder).name}/{k}" for k, v in splits.items() if v == "val"}
+        found = read_crops(folder)
+        for key, boxes in (found.get("boxes") or {}).items():
+            crops[Path(folder) / key] = (found["size"], boxes)
     for folder in data_dirs:
         folder = Path(folder)
         csv_path = folder / "combined_pose.csv"
@@ -77,12 +123,13 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
             row["character"] = f"{folder.name}/{row['org_id']}"
             rows.append(row)
     characters = sorted({r["character"] for r in rows})
-    if val_characters and len(characters) <= val_characters:
+    if not held_chars and val_characters and len(characters) <= val_characters:
         raise AniRenderError(
             f"The data has {len(characters)} characters; hold out fewer than that "
             f"(--val-characters {val_characters})."
         )
-    held_chars = set(characters[len(characters) - val_characters :]) if val_characters else set()
+    if not held_chars and val_characters:
+        held_chars = set(characters[len(characters) - val_characters :])
     numbers = sorted({int(r["png_name"].split(".")[0]) for r in rows} - {0})
     cut = numbers[int(len(numbers) * (1 - val_poses))] if val_poses > 0 else math.inf
 
@@ -95,14 +142,21 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
     for r in rows:
         style = r["cluster"].split("_", 1)[-1]
         groups.setdefault((r["character"], style), []).append(r)
-    splits = {"train": ([], [], [], []), "val_characters": ([], [], [], []),
-              "val_poses": ([], [], [], [])}  # fmt: skip
+    splits = {"train": ([], [], [], [], []), "val_characters": ([], [], [], [], []),
+              "val_poses": ([], [], [], [], [])}  # fmt: skip
+
+    def box_of(path):
+        if path not in crops:
+            return [[math.nan] * 4] * 2
+        scale = size / crops[path][0]
+        return [[v * scale for v in crops[path][1][r]] for r in REGIONS]
+
     for (character, _style), members in sorted(groups.items()):
         neutral = [m for m in members if m["png_name"] == "00000.png"]
         if not neutral:
             continue
         for name in splits:
-            sources, targets, poses, index = splits[name]
+            sources, targets, poses, index, boxes = splits[name]
             chosen = [
                 m
                 for m in members
@@ -122,9 +176,10 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
                 targets.append(image(m["path"]))
                 poses.append(m["pose"])
                 index.append(len(sources) - 1)
+                boxes.append(box_of(m["path"]))
     result = []
     for name in ("train", "val_characters", "val_poses"):
-        sources, targets, poses, index = splits[name]
+        sources, targets, poses, index, boxes = splits[name]
         if not targets:
             result.append(None)
             continue
@@ -134,11 +189,25 @@ def load_pairs(data_dirs, size: int, val_characters: int = 1, val_poses: float =
                 torch.stack(targets),
                 torch.tensor(poses, dtype=torch.float32),
                 torch.tensor(index),
+                torch.tensor(boxes, dtype=torch.float32),
             )
         )
     if result[0] is None:
         raise AniRenderError("No training pairs: every image was held out.")
     return tuple(result)
+
+
+def pair_loss(out_images, source, target, warp_weight: float, change_weight: float = 0.0):
+    """L1(final) + warp_weight * L1(warped); ``change_weight`` > 0 weighs each pixel by
+    1 + change_weight * |target - source| (the pixels the pose moves: eyes, mouth)."""
+    weight = 1.0
+    if change_weight:
+        weight = 1 + change_weight * (target - source).abs().mean(1, keepdim=True)
+        weight = weight / weight.mean((2, 3), keepdim=True)
+    loss = ((out_images["fake_image"] - target).abs() * weight).mean()
+    if warp_weight:
+        loss = loss + warp_weight * ((out_images["warp_image"] - target).abs() * weight).mean()
+    return loss
 
 
 def flip_batch(source, target, pose):
@@ -158,30 +227,94 @@ def feature_loss(a, b, scales: int = 3):
     return total / scales
 
 
+def _scores(image, target):
+    """Per-example L1 (on [0, 1] images) and PSNR of two N x 3 x h x w batches in [-1, 1]."""
+    err = ((image - target).abs() / 2).flatten(1).mean(1)
+    mse = (((image - target) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return err, 10 * torch.log10(1 / mse)
+
+
+def crop_scores(image, target, boxes, region: int):
+    """L1 and PSNR on each example's ``region`` box (eyes 0, mouth 1), or None without boxes."""
+    l1, psnr = [], []
+    size = image.shape[-1]
+    for k in range(len(image)):
+        box = boxes[k, region]
+        if not torch.isfinite(box).all():
+            return None
+        x0, y0 = (int(max(0, math.floor(v))) for v in box[:2].tolist())
+        x1, y1 = (int(min(size, math.ceil(v))) for v in box[2:].tolist())
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        a, b = _scores(image[k : k + 1, :, y0:y1, x0:x1], target[k : k + 1, :, y0:y1, x0:x1])
+        l1.append(a)
+        psnr.append(b)
+    return torch.cat(l1), torch.cat(psnr)
+
+
 @torch.no_grad()
-def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 32) -> dict | None:
-    """Mean L1 (on [0, 1] images) and PSNR of full model, warp-only and identity."""
+def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 16) -> dict | None:
+    """Mean L1 (on [0, 1] images) and PSNR of full model, warp-only and identity.
+
+    With crop boxes each also gets ``eyes`` and ``mouth``: the same scores on each
+    target's boxes.
+    """
     if pairs is None:
         return None
+    was_training = model.training
     model.eval()
-    sums = {"full": [0.0, 0.0], "warp_only": [0.0, 0.0], "identity": [0.0, 0.0]}
+    names = ("full", "warp_only", "identity")
+    sums = {k: {"all": [0.0, 0.0], "eyes": [0.0, 0.0], "mouth": [0.0, 0.0]} for k in names}
+    cropped = pairs.boxes is not None and bool(torch.isfinite(pairs.boxes).all())
     for start in range(0, len(pairs), batch):
         sl = slice(start, start + batch)
         source = pairs.sources[pairs.source_index[sl]]
         target = pairs.targets[sl]
         out = model(source, pairs.poses[sl])
-        for name, image in (
-            ("full", out["fake_image"]),
-            ("warp_only", out["warp_image"]),
-            ("identity", source),
-        ):
-            err = ((image - target).abs() / 2).flatten(1).mean(1)
-            mse = (((image - target) / 2) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-            sums[name][0] += float(err.sum())
-            sums[name][1] += float((10 * torch.log10(1 / mse)).sum())
-    model.train()
+        for name, image in zip(names, (out["fake_image"], out["warp_image"], source)):
+            err, psnr = _scores(image, target)
+            sums[name]["all"][0] += float(err.sum())
+            sums[name]["all"][1] += float(psnr.sum())
+            if cropped:
+                for r, region in enumerate(REGIONS):
+                    err, psnr = crop_scores(image, target, pairs.boxes[sl], r)
+                    sums[name][region][0] += float(err.sum())
+                    sums[name][region][1] += float(psnr.sum())
+    model.train(was_training)
     n = len(pairs)
-    return {k: {"l1": v[0] / n, "psnr": v[1] / n} for k, v in sums.items()} | {"count": n}
+    result = {}
+    for name, parts in sums.items():
+        result[name] = {"l1": parts["all"][0] / n, "psnr": parts["all"][1] / n}
+        if cropped:
+            for region in REGIONS:
+                result[name][region] = {"l1": parts[region][0] / n, "psnr": parts[region][1] / n}
+    return result | {"count": n}
+
+
+def evaluate_reenact(model: FaceGenerator, data_dirs, split: str = "val") -> dict:
+    """``{"model", "warp_only", "identity"}`` scores (each with eyes / mouth) on a dataset.
+
+    ``split`` "val": the characters ``characters.json`` marks val; "all": every pair.
+    """
+    if split == "val":
+        if not all(read_splits(folder) for folder in data_dirs):
+            raise AniRenderError(
+                "The data has no characters.json with a train/val split; "
+                "use --split all or render it with `anirender dataset celeb --makehuman N`."
+            )
+        _, pairs, _ = load_pairs(data_dirs, model.cfg.image_size, 0, 0.0)
+    else:
+        pairs, _, _ = load_pairs(data_dirs, model.cfg.image_size, 0, 0.0, use_splits=False)
+    if pairs is None:
+        raise AniRenderError("The data holds no val characters; use --split all.")
+    if pairs.boxes is None or not bool(torch.isfinite(pairs.boxes).all()):
+        raise AniRenderError(
+            "The data has no crops.json with eye and mouth boxes for every image; "
+            "render it with `anirender dataset celeb --makehuman N`."
+        )
+    scores = evaluate(model, pairs)
+    return {"model": scores["full"], "warp_only": scores["warp_only"],
+            "identity": scores["identity"]}  # fmt: skip
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -250,17 +383,30 @@ def train_reenact(args) -> dict:
         base=args.base,
         max_channels=args.max_channels,
         warp_layers=args.warp_layers,
+        flow_scale=getattr(args, "flow_scale", 4),
         edit_res_blocks=args.res_blocks,
         residual_output=not args.plain_output,
+        warp_size=getattr(args, "warp_size", 0),
+        edit_base=getattr(args, "edit_base", 0),
+        edit_max=getattr(args, "edit_max", 0),
+        edit_levels=getattr(args, "edit_levels", 0),
+        out_kernel=getattr(args, "out_kernel", 7),
     )
+    init = getattr(args, "init", None)
+    if init:
+        start = load_reenact(None if str(init) == "shipped" else init)
+        cfg = start.cfg
     train, val_chars, val_poses = load_pairs(
-        args.data, args.size, args.val_characters, args.val_poses
+        args.data, cfg.image_size, args.val_characters, args.val_poses
     )
     print(
         f"pairs: train {len(train)}, held-out characters "
         f"{len(val_chars) if val_chars else 0}, held-out poses {len(val_poses) if val_poses else 0}"
     )
     model = FaceGenerator(cfg)
+    if init:
+        model.load_state_dict(start.state_dict())
+    change_weight = getattr(args, "change_weight", 0.0)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, weight_decay=1e-4, betas=(0.5, 0.99)
     )
@@ -275,15 +421,21 @@ def train_reenact(args) -> dict:
     deadline = started + args.minutes * 60 if args.minutes else math.inf
     model.train()
     bar = tqdm(total=args.steps, initial=step, unit="step")
+    cosine = getattr(args, "cosine", False)
     while step < args.steps and time.perf_counter() < deadline:
+        if cosine:  # lr from args.lr down to a tenth, over the steps or the minutes
+            done = step / args.steps
+            if args.minutes:
+                done = max(done, (time.perf_counter() - started) / (args.minutes * 60))
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0))))
         idx = torch.randint(len(train), (args.batch,), generator=generator)
         source = train.sources[train.source_index[idx]]
         target, pose = train.targets[idx], train.poses[idx]
         if torch.rand(1, generator=generator).item() < 0.5:
             source, target, pose = flip_batch(source, target, pose)
         out_images = model(source, pose)
-        loss = F.l1_loss(out_images["fake_image"], target)
-        loss = loss + args.warp_weight * F.l1_loss(out_images["warp_image"], target)
+        loss = pair_loss(out_images, source, target, args.warp_weight, change_weight)
         if args.feature_weight:
             loss = loss + args.feature_weight * feature_loss(out_images["fake_image"], target)
         optimizer.zero_grad(set_to_none=True)
@@ -313,3 +465,155 @@ def train_reenact(args) -> dict:
     print(json.dumps(metrics, indent=2))
     print(f"weights: {weights}")
     return metrics
+
+
+# ----------------------------------------------------------------------- one portrait
+
+
+def sample_poses(rng: np.random.Generator, count: int) -> np.ndarray:
+    """AnimeCeleb Algorithm-1 poses for a rig with every target bound (count x 20)."""
+    poses = np.zeros((count, POSE_SIZE), np.float32)
+    for k in range(count):
+        for first in (0, 6):  # eyes 0..5, brows 6..11: one semantic, left and right
+            left = first + 2 * int(rng.integers(3))
+            poses[k, left : left + 2] = rng.random(2)
+        poses[k, POSE_NAMES.index(MOUTH_NAMES[0]) + int(rng.integers(5))] = rng.random()
+        poses[k, 17:] = rng.uniform(-SAMPLE_ANGLE, SAMPLE_ANGLE, 3)
+    return poses
+
+
+def _jitter(images: torch.Tensor, generator: torch.Generator, shift: int) -> torch.Tensor:
+    """Per-example colour jitter (gain, bias per channel) and a shift of up to ``shift`` px,
+    on white (images in [-1, 1])."""
+    n = len(images)
+    gain = 1 + (torch.rand(n, 3, 1, 1, generator=generator) - 0.5) * 0.2
+    bias = (torch.rand(n, 3, 1, 1, generator=generator) - 0.5) * 0.1
+    out = ((images + 1) / 2 * gain + bias).clamp(0, 1) * 2 - 1
+    if shift:
+        rows = []
+        for k in range(n):
+            dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=generator))
+            padded = F.pad(out[k : k + 1], (shift, shift, shift, shift), value=1.0)
+            h, w = out.shape[-2:]
+            rows.append(padded[..., shift + dy : shift + dy + h, shift + dx : shift + dx + w])
+        out = torch.cat(rows)
+    return out
+
+
+class PortraitTuner:
+    """Adapt a reenactment model to one portrait (no rig, no other images of it).
+
+    Each step trains on a batch of self-supervised pairs made from the portrait alone:
+
+    - *teacher pairs*: the portrait (colour-jittered, shifted) with an Algorithm-1 pose,
+      target = the frozen starting model's output for the same input: keeps the generic
+      model's motion (eyes, mouth, head turns);
+    - *identity pairs*: a jittered, shifted portrait with the zero pose, target = itself:
+      the character's own lines and colours, sharp (what a generic model blurs);
+    - each pair mirrored half the time (pose mirrored too).
+
+    ``objective()`` is the same loss on a fixed batch (fixed seed): what the tuning lowers.
+    """
+
+    def __init__(
+        self,
+        model: FaceGenerator,
+        portrait_rgba: np.ndarray,
+        batch: int = 4,
+        lr: float = 2e-4,
+        seed: int = 0,
+        identity_share: float = 0.5,
+    ):
+        import copy
+
+        self.model = model.train()
+        self.teacher = copy.deepcopy(model).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.portrait, _ = rgba_to_tensor(portrait_rgba, model.cfg.image_size)
+        self.batch = batch
+        self.identity_share = identity_share
+        self.shift = max(1, model.cfg.image_size // 32)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        # only the editing net adapts: the pose mapping and the warp stay the generic ones
+        for p in model.parameters():
+            p.requires_grad_(False)
+        tuned = list(model.editing_net.parameters())
+        for p in tuned:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(tuned, lr=lr)
+        self.steps = 0
+        self._fixed = self._pairs(torch.Generator().manual_seed(12345),
+                                  np.random.default_rng(12345), 8)  # fmt: skip
+
+    def _pairs(self, generator, rng, n):
+        source = _jitter(self.portrait.expand(n, -1, -1, -1), generator, self.shift)
+        poses = torch.from_numpy(sample_poses(rng, n))
+        identity = torch.rand(n, generator=generator) < self.identity_share
+        poses[identity] = 0.0
+        flip = torch.rand(n, generator=generator) < 0.5
+        if flip.any():
+            s, _, p = flip_batch(source[flip], source[flip], poses[flip])
+            source[flip], poses[flip] = s, p
+        with torch.no_grad():
+            target = self.teacher(source, poses)["fake_image"]
+        target[identity] = source[identity]
+        return source, poses, target
+
+    def _loss(self, source, poses, target):
+        out = self.model(source, poses)
+        return F.l1_loss(out["fake_image"], target)
+
+    def objective(self) -> float:
+        with torch.no_grad():
+            return float(self._loss(*self._fixed))
+
+    def step(self) -> float:
+        loss = self._loss(*self._pairs(self.generator, self.rng, self.batch))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        return float(loss.detach())
+
+
+def finetune_portrait(args) -> dict:
+    """``train reenact --init W --portrait IMAGE``: tune, save, report the objective."""
+    from PIL import Image
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.portrait)
+    if not path.is_file():
+        raise AniRenderError(f"No portrait image at {path}.")
+    with Image.open(path) as image:
+        portrait = np.asarray(image.convert("RGBA"))
+    init = args.init or "shipped"
+    model = load_reenact(None if str(init) == "shipped" else init)
+    tuner = PortraitTuner(model, portrait, batch=args.batch, lr=args.lr, seed=args.seed)
+    before = tuner.objective()
+    started = time.perf_counter()
+    deadline = started + args.minutes * 60 if args.minutes else math.inf
+    while tuner.steps < args.steps and time.perf_counter() < deadline:
+        loss = tuner.step()
+        if tuner.steps % 20 == 0:
+            print(f"step {tuner.steps}: loss {loss:.4f}", flush=True)
+    after = tuner.objective()
+    result = {
+        "portrait": str(path),
+        "init": str(init),
+        "steps": tuner.steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "objective_before": before,
+        "objective_after": after,
+    }
+    out = Path(args.out)
+    weights = save_reenact(
+        tuner.model.eval(), out / "reenact.safetensors", extra={"tuned": json.dumps(result)}
+    )
+    (out / "tuning.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"weights: {weights}")
+    return result

@@ -1,0 +1,239 @@
+"""The 256 px reenactment road on MakeHuman faces: dataset, eval JSON, shipped-model margin
+on unseen characters (fresh seed every run), portrait tuning (CLI and the panel button)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from anirender.models import reenact
+from anirender.models.pose_vector import EXPRESSION_NAMES, POSE_SIZE
+
+REGIONS = ("eyes", "mouth")
+
+
+def _cli(argv):
+    from anirender.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """Three MakeHuman characters, one Algorithm-1 pose each, 64 px (the CLI end to end)."""
+    import bpy
+
+    out = tmp_path_factory.mktemp("faces") / "mh"
+    code = _cli(["dataset", "celeb", "--makehuman", 3, "--poses", 1, "--size", 64,
+                 "--samples", 1, "--seed", 5, "--out", out])  # fmt: skip
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert code == 0
+    return out
+
+
+def test_makehuman_dataset_is_split_by_character_with_crops(small_dataset):
+    from PIL import Image
+
+    from anirender.models.train.reenact import _read_rows, read_crops, read_splits
+
+    rows = _read_rows(small_dataset / "combined_pose.csv")
+    assert len(rows) == 3 * 3  # neutral + one pose frontal + the same pose turned
+    splits = read_splits(small_dataset)
+    assert sorted(splits.values()) == ["train", "train", "val"]
+    assert {r["org_id"] for r in rows} == set(splits)
+    crops = read_crops(small_dataset)
+    assert crops["size"] == 64
+    for row in rows:
+        key = f"{row['org_id']}/{row['cluster']}/{row['png_name']}"
+        with Image.open(small_dataset / key) as image:
+            assert image.size == (64, 64) and image.mode == "RGBA"
+        boxes = crops["boxes"][key]
+        for region in REGIONS:
+            x0, y0, x1, y1 = boxes[region]
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64, (key, region, boxes[region])
+        assert boxes["eyes"][1] < boxes["mouth"][1]  # eyes above the mouth
+        if row["png_name"] == "00000.png":
+            assert row["cluster"] == "frontal_toon" and not any(row["pose"])
+        turned = any(row["pose"][17:])
+        assert turned == (row["cluster"] == "rotated_toon")
+    identities = json.loads((small_dataset / "characters.json").read_text())["characters"]
+    assert len({json.dumps(v["shape"], sort_keys=True) for v in identities.values()}) == 3
+
+
+def _tiny_weights(path, size=32, noise=0.0):
+    torch.manual_seed(0)
+    cfg = reenact.ReenactConfig(image_size=size, base=4, max_channels=16, warp_layers=2,
+                                flow_scale=1, warp_size=16, edit_base=4, edit_max=8,
+                                edit_levels=1, out_kernel=3, residual_output=True)  # fmt: skip
+    model = reenact.FaceGenerator(cfg)
+    for p in model.parameters():  # an imperfect starting model, as a trained one is
+        p.data.add_(torch.randn_like(p) * noise)
+    return reenact.save_reenact(model, path)
+
+
+def test_eval_reenact_prints_one_json_object(small_dataset, tmp_path, capsys):
+    weights = _tiny_weights(tmp_path / "tiny.safetensors")
+    capsys.readouterr()
+    assert _cli(["eval", "reenact", "--data", small_dataset, "--weights", weights, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result) == ["identity", "model", "warp_only"]
+    for scores in result.values():
+        assert set(scores) == {"l1", "psnr", "eyes", "mouth"}
+        for region in REGIONS:
+            assert set(scores[region]) == {"l1", "psnr"}
+            assert 0 <= scores[region]["l1"] < 1 and scores[region]["psnr"] > 0
+    # the untrained flow is zero: its warp is the source itself, scored the same
+    assert result["warp_only"]["l1"] == pytest.approx(result["identity"]["l1"], abs=1e-5)
+    assert result["warp_only"]["eyes"]["psnr"] == pytest.approx(
+        result["identity"]["eyes"]["psnr"], abs=1e-3
+    )
+
+
+def _sheet_poses():
+    """The 17 expressions at full strength, then head roll, pitch and yaw (+-20 degrees)."""
+    poses = []
+    for i in range(len(EXPRESSION_NAMES)):
+        pose = [0.0] * POSE_SIZE
+        pose[i] = 1.0
+        poses.append(pose)
+    for axis in (17, 18, 19):
+        for angle in (-20.0, 20.0):
+            pose = [0.0] * POSE_SIZE
+            pose[axis] = angle
+            poses.append(pose)
+    return poses
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory):
+    """Fresh MakeHuman characters every run (seed from os.urandom), at the model's size,
+    scored by the shipped model: (seed, poses, pairs, metrics)."""
+    import bpy
+
+    from anirender.addon.datasets.faces import export_makehuman_celeb
+    from anirender.models.train.reenact import evaluate, load_pairs, sample_poses
+
+    seed = 1000 + int.from_bytes(os.urandom(2), "little")
+    model = reenact.load_reenact()
+    size = model.cfg.image_size
+    assert size == 256
+    poses = _sheet_poses() + sample_poses(np.random.default_rng(seed), 4).tolist()
+    out = tmp_path_factory.mktemp("unseen") / "mh"
+    export_makehuman_celeb(out, 2, size=size, seed=seed, samples=4, val_fraction=0.0,
+                           fixed_poses=poses).run_to_end()  # fmt: skip
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    pairs, _, _ = load_pairs([out], size, 0, 0.0, use_splits=False)
+    assert len(pairs) == 2 * len(poses)
+    return seed, poses, pairs, evaluate(model, pairs)
+
+
+def test_shipped_model_beats_identity_on_unseen_characters(unseen, artifacts_dir):
+    from PIL import Image
+
+    seed, poses, pairs, m = unseen
+    (artifacts_dir / "reenact256_unseen.json").write_text(json.dumps({"seed": seed, **m}))
+    note = f"seed {seed}: {json.dumps(m)}"
+    assert m["full"]["l1"] < m["identity"]["l1"], note
+    assert m["full"]["psnr"] > m["identity"]["psnr"], note
+    for region in REGIONS:
+        assert m["full"][region]["l1"] < m["identity"][region]["l1"], (region, note)
+    # crop PSNR against identity is not asserted: it is a mean of per-pair PSNRs, and the
+    # pairs whose pose leaves a crop untouched (12 of the 17 expressions for the mouth)
+    # give the unchanged source 100 dB there (see the xfail test below)
+
+    # contact sheet: per character rows target / model / warp-only over the sheet poses
+    model = reenact.load_reenact()
+    n = len(_sheet_poses())
+    rows = []
+    with torch.no_grad():
+        for c in range(2):
+            sl = slice(c * len(poses), c * len(poses) + n)
+            source = pairs.sources[pairs.source_index[sl]]
+            result = model(source, pairs.poses[sl])
+            for images in (pairs.targets[sl], result["fake_image"], result["warp_image"]):
+                rows.append(torch.cat([source[0], *images], -1))
+    grid = torch.cat(rows, -2)
+    grid = torch.nn.functional.interpolate(grid[None], scale_factor=0.5, antialias=True,
+                                           mode="bilinear")[0]  # fmt: skip
+    array = ((grid.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).byte().numpy()
+    Image.fromarray(array).save(artifacts_dir / "reenact256_unseen_sheet.png")
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="Not reached yet: the shipped 256 px model (~2420 steps, ~50 min of CPU) is level "
+    "with its own warp stage (held out: L1 0.0129 vs 0.0127, PSNR 27.41 vs 27.39 dB), and "
+    "crop PSNR as a mean of per-pair PSNRs favours the unchanged source on untouched crops; "
+    "the editing net needs longer training (BENCHMARKS.md, issue 20)",
+)
+def test_shipped_model_beats_its_warp_stage_on_unseen_characters(unseen):
+    seed, _poses, _pairs, m = unseen
+    note = f"seed {seed}: {json.dumps(m)}"
+    for region in REGIONS:
+        assert m["full"][region]["psnr"] > m["identity"][region]["psnr"], (region, note)
+    assert m["full"]["l1"] < m["warp_only"]["l1"], note
+    assert m["full"]["psnr"] > m["warp_only"]["psnr"], note
+    for region in REGIONS:
+        assert m["full"][region]["l1"] < m["warp_only"][region]["l1"], (region, note)
+        assert m["full"][region]["psnr"] > m["warp_only"][region]["psnr"], (region, note)
+
+
+def test_portrait_tuning_lowers_its_objective(small_dataset, tmp_path, capsys):
+    weights = _tiny_weights(tmp_path / "tiny.safetensors", noise=0.05)
+    portrait = next(small_dataset.glob("*/frontal_toon/00000.png"))
+    out = tmp_path / "tuned"
+    argv = ["train", "reenact", "--init", weights, "--portrait", portrait, "--out", out,
+            "--steps", 30, "--batch", 2, "--lr", 2e-3, "--threads", 1]  # fmt: skip
+    assert _cli(argv) == 0
+    report = json.loads((out / "tuning.json").read_text())
+    assert report["steps"] == 30
+    assert report["objective_after"] < report["objective_before"] * 0.95, report
+    tuned = reenact.load_reenact(out / "reenact.safetensors")
+    assert tuned.cfg == reenact.load_reenact(weights).cfg
+
+
+def test_tune_button_switches_the_preview_and_fails_cleanly(addon, tmp_path, monkeypatch):
+    import bpy
+
+    from anirender.addon.characters.cache import load_character
+    from anirender.addon.core.settings import morph_settings
+    from anirender.addon.pose import preview, sliders
+
+    monkeypatch.setenv("ANIRENDER_CACHE", str(tmp_path / "cache"))
+    armature = load_character("toy")
+    sliders.setup_morph_rig(armature)
+    bpy.context.view_layer.objects.active = armature
+    settings = morph_settings(armature)
+
+    images_before = set(bpy.data.images.keys())
+    with pytest.raises(RuntimeError, match="Pick a portrait"):
+        bpy.ops.anirender.reenact_tune(steps=1)
+    assert settings.tuned_weights == ""
+    assert set(bpy.data.images.keys()) == images_before
+
+    portrait = bpy.data.images.new("Portrait", 48, 48, alpha=True)
+    pixels = np.ones((48, 48, 4), np.float32)
+    pixels[12:36, 12:36, :3] = (0.9, 0.6, 0.5)
+    portrait.pixels.foreach_set(pixels.ravel())
+    settings.portrait = portrait
+    assert bpy.ops.anirender.reenact_tune(steps=2) == {"FINISHED"}
+    tuned = settings.tuned_weights
+    assert tuned.startswith(str(tmp_path / "cache")) and os.path.isfile(tuned)
+    assert reenact.read_metadata(tuned)["tuned_steps"] == "2"
+
+    # the preview now runs the tuned weights: Reenact Now shows what they give
+    assert bpy.ops.anirender.reenact_preview() == {"FINISHED"}
+    shown = bpy.data.images[preview.RESULT_IMAGE]
+    assert tuple(shown.size) == (48, 48)
+    got = preview.image_to_rgba(shown).astype(np.float32)
+    source = preview.image_to_rgba(portrait)
+    pose = sliders.get_pose(armature)
+    from anirender.models.reenact import Reenactor
+
+    tuned_rgba = Reenactor(tuned).reenact(source, pose).astype(np.float32)
+    generic_rgba = Reenactor().reenact(source, pose).astype(np.float32)
+    assert np.abs(tuned_rgba - generic_rgba).max() > 0  # the tuning changed the weights
+    assert np.abs(got - tuned_rgba).mean() < np.abs(got - generic_rgba).mean()
+    assert np.abs(got - tuned_rgba).max() <= 1
