@@ -177,7 +177,6 @@ def _add_celeb(subparsers) -> None:
 
 def _run_celeb(args) -> int:
     import bpy
-    from tqdm import tqdm
 
     if args.makehuman:
         return _run_makehuman_celeb(args)
@@ -217,20 +216,25 @@ def _run_celeb(args) -> int:
             samples=args.samples,
             overwrite=args.overwrite,
         )
-        with tqdm(total=job.total, unit="img") as bar:
-
-            def progress(job):
-                bar.n = job.done
-                bar.refresh()
-
-            job.run_to_end(progress)
-    print(job.summary)
+        _run_with_progress(job)
     return 0
 
 
-def _run_makehuman_celeb(args) -> int:
+def _run_with_progress(job) -> None:
+    """Run an export job to its end with a progress bar, then print its summary."""
     from tqdm import tqdm
 
+    with tqdm(total=job.total, unit="img") as bar:
+
+        def progress(job):
+            bar.n = job.done
+            bar.refresh()
+
+        job.run_to_end(progress)
+    print(job.summary)
+
+
+def _run_makehuman_celeb(args) -> int:
     # bpy: loaded when the command runs, not for --help
     from ..addon.datasets.faces import export_makehuman_celeb
 
@@ -245,12 +249,5 @@ def _run_makehuman_celeb(args) -> int:
         threads=args.threads,
         overwrite=args.overwrite,
     )
-    with tqdm(total=job.total, unit="img") as bar:
-
-        def progress(job):
-            bar.n = job.done
-            bar.refresh()
-
-        job.run_to_end(progress)
-    print(job.summary)
+    _run_with_progress(job)
     return 0
