@@ -191,6 +191,43 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def physical_cores() -> int | None:
+    """Physical cores among the CPUs this process may use (None when unknown)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+        text = Path("/proc/cpuinfo").read_text()
+    except (AttributeError, OSError):
+        return None
+    cores, cpu, package = set(), None, "0"
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu, package = int(value), "0"
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and cpu in allowed:
+            cores.add((package, value))
+    return len(cores) or None
+
+
+_threads_before: int | None = None
+
+
+def use_threads(execution: Execution) -> None:
+    """Set torch's CPU threads as ``execution`` says; 0 puts back the count there was
+    before any choice changed it."""
+    global _threads_before
+    if execution.device != "cpu":
+        return
+    if execution.threads:
+        if _threads_before is None:
+            _threads_before = torch.get_num_threads()
+        torch.set_num_threads(execution.threads)
+    elif _threads_before is not None:
+        torch.set_num_threads(_threads_before)
+        _threads_before = None
+
+
 def plan(
     request: Request,
     device: str = "cpu",
@@ -198,6 +235,7 @@ def plan(
     images_per_frame: int = 1,
     max_batch: int = 2,
     bf16_native: bool | None = None,
+    cores: int | None = None,
 ) -> tuple[Execution, list[tuple[str, tuple]]]:
     """The fp32 default (with what the user forced) and the settings worth timing.
 
@@ -224,6 +262,11 @@ def plan(
         axes.append(("batch", (1, max_batch)))
     if "chunk" in supports and request.chunk is None and images_per_frame > 1:
         axes.append(("chunk", (0, images_per_frame)))
+    if device == "cpu" and request.threads is None:
+        # one thread per physical core can beat torch's one per hyper-thread
+        cores = physical_cores() if cores is None else cores
+        if cores and cores < torch.get_num_threads():
+            axes.append(("threads", (0, cores)))
     if request.precision == "fast":
         if device == "cpu" and "bf16" in supports:
             if native_bf16() if bf16_native is None else bf16_native:
@@ -374,8 +417,7 @@ class TunedShader:
     def _use_execution(self, execution: Execution):
         fmt = torch.channels_last if execution.channels_last else torch.contiguous_format
         self.to(memory_format=fmt)
-        if execution.threads and execution.device == "cpu":
-            torch.set_num_threads(execution.threads)
+        use_threads(execution)
         self.execution = execution
         return self
 

@@ -1,16 +1,27 @@
 """The shaders' execution choice: parsed, timed once, logged, forced, and exact in fp32."""
 
 import logging
+import os
 import time
 
 import numpy as np
 import pytest
+import torch
 from conr_reference import ReferenceCoNR
 from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
 from anirender.models.conr.config import OFFICIAL_FILES
-from anirender.models.execution import ENV, Execution, Request, choose, parse_request, plan
+from anirender.models.execution import (
+    ENV,
+    Execution,
+    Request,
+    choose,
+    parse_request,
+    physical_cores,
+    plan,
+    use_threads,
+)
 
 
 def test_request_reads_the_environment_and_the_command_line_wins():
@@ -41,7 +52,10 @@ def test_bad_settings_say_what_to_write(text, words):
 
 
 def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
-    base, axes = plan(Request(), "cpu", images_per_frame=4, max_batch=2, bf16_native=True)
+    threads = torch.get_num_threads()
+    base, axes = plan(
+        Request(), "cpu", images_per_frame=4, max_batch=2, bf16_native=True, cores=threads
+    )
     assert base == Execution()
     assert dict(axes) == {"channels_last": (True, False), "batch": (1, 2), "chunk": (0, 4)}
     for field_name, values in axes:  # the default's own value is timed first
@@ -60,6 +74,26 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     )
     assert base == Execution(device="cuda")
     assert {"precision", "cuda_graphs", "compile"} <= set(dict(axes))
+
+
+def test_threads_are_timed_on_hyper_threads_and_put_back():
+    threads = torch.get_num_threads()
+    _, axes = plan(Request(), "cpu", cores=max(1, threads // 2))
+    if threads > 1:  # one thread per core is worth a timing where cores are shared
+        assert dict(axes)["threads"] == (0, threads // 2)
+    _, axes = plan(Request(threads=1), "cpu", cores=1)
+    assert "threads" not in dict(axes)  # forced: not timed
+    _, axes = plan(Request(), "cpu", cores=threads)
+    assert "threads" not in dict(axes)
+    found = physical_cores()
+    assert found is None or 1 <= found <= os.cpu_count()
+    try:
+        use_threads(Execution(threads=1))
+        assert torch.get_num_threads() == 1
+        use_threads(Execution(threads=0))  # back to the count before any choice
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_choose_keeps_the_fastest_and_never_the_slower(tmp_path, monkeypatch):

@@ -26,7 +26,15 @@ from torch import nn
 
 from ...errors import AniRenderError
 from ..alpha import premultiply_official
-from ..execution import Execution, Request, choose, machine_key, parse_request, plan
+from ..execution import (
+    Execution,
+    Request,
+    choose,
+    machine_key,
+    parse_request,
+    plan,
+    use_threads,
+)
 from ..udp import check_udp, quantise_udp_mask
 from .checkpoints import read_conr_safetensors, read_official_checkpoints, write_conr_safetensors
 from .cinn import CINN, RGBADecoder, ShaderBlock
@@ -206,8 +214,7 @@ class CoNR(nn.Module):
         self._set_precision(execution.precision)
         self.frames_per_batch = execution.batch
         self.shader.chunk = execution.chunk
-        if execution.threads and self.device.type == "cpu":
-            torch.set_num_threads(execution.threads)
+        use_threads(execution)
         self._shade_frames = self._shade_frames_eager
         if execution.compile:
             self._shade_frames = torch.compile(self._shade_frames_eager, dynamic=False)
