@@ -4,7 +4,7 @@
 
 prints ``{"model": {...}, "warp_only": {...}, "identity": {...}}``, each with ``l1``,
 ``psnr`` and ``eyes`` / ``mouth`` (``l1``, ``psnr`` on each target's eye and mouth boxes
-from ``crops.json``): the reenactment model, its warping stage alone, and the neutral
+from ``crops.json``, over the ``pairs`` whose box moves): the reenactment model, its warping stage alone, and the neutral
 source unchanged, on the dataset's held-out characters (``--split val``).
 
     anirender eval shade --data DIR [--split val] [--shader guided|conr] [--weights W]
@@ -71,7 +71,11 @@ def run_eval_reenact(args) -> int:
         return 0
     for name, m in result.items():
         parts = [f"{name:>9}: L1 {m['l1']:.4f}  PSNR {m['psnr']:.2f} dB"]
-        parts += [f"{r} L1 {m[r]['l1']:.4f} {m[r]['psnr']:.2f} dB" for r in ("eyes", "mouth")]
+        for region in ("eyes", "mouth"):
+            if m[region]["pairs"]:
+                parts.append(f"{region} L1 {m[region]['l1']:.4f} {m[region]['psnr']:.2f} dB")
+            else:
+                parts.append(f"{region}: no pair moves them")
         print(" | ".join(parts))
     return 0
 

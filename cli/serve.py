@@ -78,19 +78,23 @@ def _serve_command(args) -> int:
         return _serve_with_ray(args, token)
     if args.address or args.replicas != "1" or args.gpus_per_replica:
         raise AniRenderError("--address, --replicas and --gpus-per-replica go with --ray.")
-    serve(
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        token=token,
-        weights=args.weights,
-        max_request_mb=args.max_request_mb,
-        max_batch=args.max_batch,
-        exit_with_stdin=args.exit_with_stdin,
-        reenact_weights=args.reenact_weights,
-        max_cache_mb=args.max_cache_mb,
-    )
+    serve(**_service_options(args, token), max_cache_mb=args.max_cache_mb)
     return 0
+
+
+def _service_options(args, token) -> dict:
+    """What a local server and a Ray deployment take alike."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "device": args.device,
+        "token": token,
+        "weights": args.weights,
+        "max_request_mb": args.max_request_mb,
+        "max_batch": args.max_batch,
+        "exit_with_stdin": args.exit_with_stdin,
+        "reenact_weights": args.reenact_weights,
+    }
 
 
 def _serve_with_ray(args, token) -> int:
@@ -105,16 +109,8 @@ def _serve_with_ray(args, token) -> int:
             "or leave out --ray to serve from this machine alone."
         ) from None
     serve_with_ray(
+        **_service_options(args, token),
         address=args.address,
-        exit_with_stdin=args.exit_with_stdin,
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        token=token,
-        weights=args.weights,
-        max_request_mb=args.max_request_mb,
-        max_batch=args.max_batch,
-        reenact_weights=args.reenact_weights,
         replicas=args.replicas,
         gpus_per_replica=args.gpus_per_replica,
     )

@@ -264,6 +264,10 @@ def _add_reenact(subparsers) -> None:
     parser.add_argument("--out-kernel", type=int, default=7)
     parser.add_argument("--change-weight", type=float, default=0.0,
                         help="weigh pixels by 1 + W * |target - source|")  # fmt: skip
+    parser.add_argument("--region-weight", type=float, default=0.0,
+                        help="weigh pixels in the eye and mouth boxes by 1 + W")  # fmt: skip
+    parser.add_argument("--source-blend", action="store_true",
+                        help="add an edit mask that keeps the untouched source (THA-style)")  # fmt: skip
     parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
     parser.add_argument("--cosine", action="store_true",
                         help="cosine learning-rate decay to a tenth over --steps or --minutes")  # fmt: skip

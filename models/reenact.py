@@ -59,6 +59,9 @@ class ReenactConfig:
     edit_max: int = 0  # editing-net channel cap (0: max_channels)
     edit_levels: int = 0  # editing-net downsamplings (0: log2(flow_scale))
     out_kernel: int = 7  # the last conv's kernel
+    # The editing net also paints a mask that keeps the untouched source where the pose
+    # changes nothing (THA's alpha blend): a closing eye no longer resamples the whole face
+    source_blend: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> ReenactConfig:
@@ -198,6 +201,9 @@ class WarpingNet(nn.Module):
         return {"flow_field": flow, "warp_image": warp(image, flow)}
 
 
+BLEND_START = 3.0  # logit of the first edit mask: sigmoid(3) = 0.95
+
+
 class EditingNet(nn.Module):
     def __init__(self, cfg: ReenactConfig, image_nc: int = 3):
         super().__init__()
@@ -222,6 +228,11 @@ class EditingNet(nn.Module):
         if self.residual_output:  # start as the warp-only prediction
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
+        self.blend = None
+        if cfg.source_blend:  # starts at 95% edited image, 5% source everywhere
+            self.blend = nn.Conv2d(ch(0), 1, 3, padding=1)
+            nn.init.zeros_(self.blend.weight)
+            nn.init.constant_(self.blend.bias, BLEND_START)
 
     def forward(self, source, warped, z):
         x = torch.cat([source, warped], 1)
@@ -237,8 +248,13 @@ class EditingNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1), z)
         if self.residual_output:
-            return torch.tanh(self.out(x) + torch.atanh(warped.clamp(-0.995, 0.995)))
-        return torch.tanh(self.out(x))
+            image = torch.tanh(self.out(x) + torch.atanh(warped.clamp(-0.995, 0.995)))
+        else:
+            image = torch.tanh(self.out(x))
+        if self.blend is None:
+            return image, None
+        mask = torch.sigmoid(self.blend(x))
+        return mask * image + (1 - mask) * source, mask
 
 
 class FaceGenerator(nn.Module):
@@ -255,7 +271,10 @@ class FaceGenerator(nn.Module):
         z = self.mapping_net(normalise_pose(pose))
         output = self.warpping_net(source, z)
         if stage != "warp":
-            output["fake_image"] = self.editing_net(source, output["warp_image"], z)
+            image, mask = self.editing_net(source, output["warp_image"], z)
+            output["fake_image"] = image
+            if mask is not None:
+                output["edit_mask"] = mask
         return output
 
 
@@ -458,6 +477,9 @@ class Reenactor:
         rgb, alpha = self._prepare(portrait)
         out = self.model(rgb, torch.from_numpy(pose)[None].to(self.device))
         warped_alpha = warp(alpha, out["flow_field"])
+        if "edit_mask" in out:  # where the source is kept, so is its alpha
+            mask = out["edit_mask"]
+            warped_alpha = mask * warped_alpha + (1 - mask) * alpha
         return tensor_to_rgba(out["fake_image"].cpu(), warped_alpha.cpu(), portrait.shape[:2])
 
 

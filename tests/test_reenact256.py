@@ -82,7 +82,8 @@ def test_eval_reenact_prints_one_json_object(small_dataset, tmp_path, capsys):
     for scores in result.values():
         assert set(scores) == {"l1", "psnr", "eyes", "mouth"}
         for region in REGIONS:
-            assert set(scores[region]) == {"l1", "psnr"}
+            assert set(scores[region]) == {"l1", "psnr", "pairs"}
+            assert 0 < scores[region]["pairs"] <= 3  # the posed pairs of the held-out face
             assert 0 <= scores[region]["l1"] < 1 and scores[region]["psnr"] > 0
     # the untrained flow is zero: its warp is the source itself, scored the same
     assert result["warp_only"]["l1"] == pytest.approx(result["identity"]["l1"], abs=1e-5)

@@ -18,6 +18,7 @@ warp-only output, and for the unchanged source (identity).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -197,12 +198,39 @@ def load_pairs(
     return tuple(result)
 
 
-def pair_loss(out_images, source, target, warp_weight: float, change_weight: float = 0.0):
+WARMUP_STEPS = 200  # linear warm-up of the learning rate when training starts from --init
+
+
+def region_map(boxes, size: int, weight: float) -> torch.Tensor:
+    """N x 1 x size x size: 1 + ``weight`` inside each example's eye and mouth boxes."""
+    ys = torch.arange(size, dtype=torch.float32) + 0.5
+    inside = torch.zeros(len(boxes), 1, size, size)
+    for region in range(boxes.shape[1]):
+        x0, y0, x1, y1 = (boxes[:, region, i, None] for i in range(4))
+        rows = ((ys >= y0) & (ys < y1)).float()[:, :, None]
+        cols = ((ys >= x0) & (ys < x1)).float()[:, None, :]
+        inside = torch.maximum(inside, (rows * cols)[:, None])
+    return 1 + weight * inside
+
+
+def flip_boxes(boxes, size: int):
+    """The same boxes on horizontally flipped images."""
+    flipped = boxes.clone()
+    flipped[..., 0], flipped[..., 2] = size - boxes[..., 2], size - boxes[..., 0]
+    return flipped
+
+
+def pair_loss(out_images, source, target, warp_weight: float, change_weight: float = 0.0,
+              regions=None):  # fmt: skip
     """L1(final) + warp_weight * L1(warped); ``change_weight`` > 0 weighs each pixel by
-    1 + change_weight * |target - source| (the pixels the pose moves: eyes, mouth)."""
+    1 + change_weight * |target - source| (the pixels the pose moves: eyes, mouth), and
+    ``regions`` (N x 1 x h x w, see :func:`region_map`) multiplies that weight."""
     weight = 1.0
     if change_weight:
         weight = 1 + change_weight * (target - source).abs().mean(1, keepdim=True)
+    if regions is not None:
+        weight = weight * regions
+    if change_weight or regions is not None:
         weight = weight / weight.mean((2, 3), keepdim=True)
     loss = ((out_images["fake_image"] - target).abs() * weight).mean()
     if warp_weight:
@@ -252,12 +280,19 @@ def crop_scores(image, target, boxes, region: int):
     return torch.cat(l1), torch.cat(psnr)
 
 
+#: a crop "moves" between source and target when their mean difference there is above
+#: this (on [0, 1] images; about two grey levels)
+CROP_MOVES = 0.008
+
+
 @torch.no_grad()
 def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 16) -> dict | None:
     """Mean L1 (on [0, 1] images) and PSNR of full model, warp-only and identity.
 
     With crop boxes each also gets ``eyes`` and ``mouth``: the same scores on each
-    target's boxes.
+    target's boxes, over the pairs where that box moves (``pairs`` counts them). A pose
+    that leaves the mouth alone says nothing about drawing mouths, and would hand the
+    unchanged source a perfect score there.
     """
     if pairs is None:
         return None
@@ -265,21 +300,26 @@ def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 16) -> di
     model.eval()
     names = ("full", "warp_only", "identity")
     sums = {k: {"all": [0.0, 0.0], "eyes": [0.0, 0.0], "mouth": [0.0, 0.0]} for k in names}
+    moved = {region: 0 for region in REGIONS}
     cropped = pairs.boxes is not None and bool(torch.isfinite(pairs.boxes).all())
     for start in range(0, len(pairs), batch):
         sl = slice(start, start + batch)
         source = pairs.sources[pairs.source_index[sl]]
         target = pairs.targets[sl]
         out = model(source, pairs.poses[sl])
+        masks = {}
+        if cropped:
+            for r, region in enumerate(REGIONS):
+                masks[region] = crop_scores(source, target, pairs.boxes[sl], r)[0] > CROP_MOVES
+                moved[region] += int(masks[region].sum())
         for name, image in zip(names, (out["fake_image"], out["warp_image"], source)):
             err, psnr = _scores(image, target)
             sums[name]["all"][0] += float(err.sum())
             sums[name]["all"][1] += float(psnr.sum())
-            if cropped:
-                for r, region in enumerate(REGIONS):
-                    err, psnr = crop_scores(image, target, pairs.boxes[sl], r)
-                    sums[name][region][0] += float(err.sum())
-                    sums[name][region][1] += float(psnr.sum())
+            for r, region in enumerate(masks):
+                err, psnr = crop_scores(image, target, pairs.boxes[sl], r)
+                sums[name][region][0] += float(err[masks[region]].sum())
+                sums[name][region][1] += float(psnr[masks[region]].sum())
     model.train(was_training)
     n = len(pairs)
     result = {}
@@ -287,7 +327,9 @@ def evaluate(model: FaceGenerator, pairs: PairSet | None, batch: int = 16) -> di
         result[name] = {"l1": parts["all"][0] / n, "psnr": parts["all"][1] / n}
         if cropped:
             for region in REGIONS:
-                result[name][region] = {"l1": parts[region][0] / n, "psnr": parts[region][1] / n}
+                k = moved[region]
+                l1, psnr = (parts[region][0] / k, parts[region][1] / k) if k else (None, None)
+                result[name][region] = {"l1": l1, "psnr": psnr, "pairs": k}
     return result | {"count": n}
 
 
@@ -396,6 +438,8 @@ def train_reenact(args) -> dict:
     if init:
         start = load_reenact(None if str(init) == "shipped" else init)
         cfg = start.cfg
+    if getattr(args, "source_blend", False):
+        cfg = dataclasses.replace(cfg, source_blend=True)
     train, val_chars, val_poses = load_pairs(
         args.data, cfg.image_size, args.val_characters, args.val_poses
     )
@@ -405,8 +449,15 @@ def train_reenact(args) -> dict:
     )
     model = FaceGenerator(cfg)
     if init:
-        model.load_state_dict(start.state_dict())
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("editing_net.blend.") for k in missing):
+            raise AniRenderError(f"--init {init} does not fit this model: {missing or unexpected}")
     change_weight = getattr(args, "change_weight", 0.0)
+    region_weight = getattr(args, "region_weight", 0.0)
+    if region_weight and (train.boxes is None or not bool(torch.isfinite(train.boxes).all())):
+        raise AniRenderError(
+            "--region-weight needs eye and mouth boxes (crops.json) for every training image."
+        )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, weight_decay=1e-4, betas=(0.5, 0.99)
     )
@@ -423,19 +474,26 @@ def train_reenact(args) -> dict:
     bar = tqdm(total=args.steps, initial=step, unit="step")
     cosine = getattr(args, "cosine", False)
     while step < args.steps and time.perf_counter() < deadline:
+        lr = args.lr
         if cosine:  # lr from args.lr down to a tenth, over the steps or the minutes
             done = step / args.steps
             if args.minutes:
                 done = max(done, (time.perf_counter() - started) / (args.minutes * 60))
-            for group in optimizer.param_groups:
-                group["lr"] = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0))))
+            lr = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0))))
+        if init and step < WARMUP_STEPS:  # fresh Adam moments must not shake a trained model
+            lr = lr * (step + 1) / WARMUP_STEPS
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         idx = torch.randint(len(train), (args.batch,), generator=generator)
         source = train.sources[train.source_index[idx]]
         target, pose = train.targets[idx], train.poses[idx]
+        boxes = train.boxes[idx] if region_weight else None
         if torch.rand(1, generator=generator).item() < 0.5:
             source, target, pose = flip_batch(source, target, pose)
+            boxes = None if boxes is None else flip_boxes(boxes, cfg.image_size)
+        regions = None if boxes is None else region_map(boxes, cfg.image_size, region_weight)
         out_images = model(source, pose)
-        loss = pair_loss(out_images, source, target, args.warp_weight, change_weight)
+        loss = pair_loss(out_images, source, target, args.warp_weight, change_weight, regions)
         if args.feature_weight:
             loss = loss + args.feature_weight * feature_loss(out_images["fake_image"], target)
         optimizer.zero_grad(set_to_none=True)
