@@ -238,3 +238,50 @@ def test_tune_button_switches_the_preview_and_fails_cleanly(addon, tmp_path, mon
     assert np.abs(tuned_rgba - generic_rgba).max() > 0  # the tuning changed the weights
     assert np.abs(got - tuned_rgba).mean() < np.abs(got - generic_rgba).mean()
     assert np.abs(got - tuned_rgba).max() <= 1
+
+
+def test_source_blend_grows_from_a_trained_model_and_keeps_the_source(tmp_path):
+    import dataclasses
+
+    from anirender.models.train.reenact import flip_boxes, region_map
+
+    base = reenact.load_reenact(_tiny_weights(tmp_path / "a.safetensors", noise=0.05))
+    grown = reenact.FaceGenerator(dataclasses.replace(base.cfg, source_blend=True)).eval()
+    missing, unexpected = grown.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"editing_net.blend.weight", "editing_net.blend.bias"}
+    torch.manual_seed(1)
+    source, pose = torch.rand(2, 3, 32, 32) * 2 - 1, torch.zeros(2, POSE_SIZE)
+    pose[:, 0] = 1.0
+    with torch.no_grad():
+        before, after = base(source, pose)["fake_image"], grown(source, pose)
+    keep = torch.sigmoid(torch.tensor(reenact.BLEND_START))  # the edit's share at the start
+    assert torch.allclose(after["fake_image"], keep * before + (1 - keep) * source, atol=1e-5)
+    with torch.no_grad():  # a mask at zero gives back the untouched source
+        grown.editing_net.blend.bias.fill_(-30.0)
+        assert torch.allclose(grown(source, pose)["fake_image"], source, atol=1e-6)
+    loaded = reenact.load_reenact(reenact.save_reenact(grown, tmp_path / "b.safetensors"))
+    assert loaded.cfg.source_blend
+    portrait = np.zeros((40, 40, 4), np.uint8)
+    portrait[8:32, 8:32] = (200, 120, 90, 255)
+    rgba = reenact.Reenactor(model=loaded).reenact(portrait, pose[0].numpy())
+    assert rgba.shape == (40, 40, 4)  # the kept source keeps its own alpha
+    assert rgba[20, 20, 3] > 250 and rgba[2, 2, 3] < 5
+
+    boxes = torch.tensor([[[2.0, 1.0, 4.0, 3.0], [1.0, 5.0, 7.0, 6.0]]])
+    weight = region_map(boxes, 8, 3.0)[0, 0]
+    assert weight[1:3, 2:4].eq(4).all() and weight[5, 1:7].eq(4).all()
+    assert weight.eq(4).sum() == 4 + 6
+    flipped = region_map(flip_boxes(boxes, 8), 8, 3.0)
+    assert torch.equal(flipped, region_map(boxes, 8, 3.0).flip(-1))
+
+
+def test_training_grows_the_edit_mask_from_init(small_dataset, tmp_path):
+    weights = _tiny_weights(tmp_path / "tiny.safetensors", noise=0.05)
+    out = tmp_path / "run"
+    argv = ["train", "reenact", "--data", small_dataset, "--init", weights, "--source-blend",
+            "--region-weight", 4, "--change-weight", 4, "--steps", 3, "--batch", 2,
+            "--val-characters", 0, "--val-poses", 0, "--threads", 1, "--out", out]  # fmt: skip
+    assert _cli(argv) == 0
+    trained = reenact.load_reenact(out / "reenact.safetensors")
+    assert trained.cfg.source_blend and trained.cfg.image_size == 32
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
