@@ -7,7 +7,9 @@ Three parts, named as in PIRenderer's state dicts (``mapping_net``, ``warpping_n
 * warping net: an AdaIN hourglass over the source image predicting a flow at a quarter
   of the image size (64 x 64 for 256 x 256), upsampled and applied with ``grid_sample``;
 * editing net: an encoder of [source, warped source], AdaIN residual blocks and an AdaIN
-  decoder, then a 7x7 conv and tanh.
+  decoder, then a 7x7 conv and tanh; with ``source_blend`` (the shipped 256 px model) it
+  also paints a mask, and the output is mask * edited + (1 - mask) * the source itself,
+  so what the pose leaves alone stays as crisp as it was drawn (as Talking Head Anime).
 
 Images are RGB in [-1, 1] composited on white. The width, depth and image size are a
 ``ReenactConfig`` stored in the safetensors metadata, so the first 64 px model
@@ -33,7 +35,7 @@ from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_256.safetensors"
-SHIPPED_SHA256 = "eecfda802063eb83424e20c3726189ac6b8c3ffdb1992a3c7f8e4e909dab1432"
+SHIPPED_SHA256 = "02b838edd5f383ea37d3f3649f32beab15139c863153b23bd0f8f5ad99edca4a"
 #: the first shipped model (64 px, toy cast), kept loadable and benchmarked
 LEGACY_64_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 FORMAT = "anirender.reenact/1"
