@@ -147,7 +147,8 @@ def test_shipped_model_beats_identity_and_its_warp_stage_on_unseen_characters(
             assert m["full"][region]["psnr"] > m[baseline][region]["psnr"], (
                 baseline, region, note)  # fmt: skip
 
-    # contact sheet: per character rows target / model / warp-only over the sheet poses
+    # contact sheet: per character rows target / model / warp-only / edit mask over the
+    # sheet poses
     model = reenact.load_reenact()
     n = len(_sheet_poses())
     rows = []
@@ -156,7 +157,8 @@ def test_shipped_model_beats_identity_and_its_warp_stage_on_unseen_characters(
             sl = slice(c * len(poses), c * len(poses) + n)
             source = pairs.sources[pairs.source_index[sl]]
             result = model(source, pairs.poses[sl])
-            for images in (pairs.targets[sl], result["fake_image"], result["warp_image"]):
+            mask = result["edit_mask"].expand(-1, 3, -1, -1) * 2 - 1  # white: edited
+            for images in (pairs.targets[sl], result["fake_image"], result["warp_image"], mask):
                 rows.append(torch.cat([source[0], *images], -1))
     grid = torch.cat(rows, -2)
     grid = torch.nn.functional.interpolate(grid[None], scale_factor=0.5, antialias=True,
