@@ -268,6 +268,8 @@ def _add_reenact(subparsers) -> None:
                         help="weigh pixels in the eye and mouth boxes by 1 + W")  # fmt: skip
     parser.add_argument("--source-blend", action="store_true",
                         help="add an edit mask that keeps the untouched source (THA-style)")  # fmt: skip
+    parser.add_argument("--edit-weight", type=float, default=0.0,
+                        help="also train the edited image under the edit mask (weight W)")  # fmt: skip
     parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
     parser.add_argument("--cosine", action="store_true",
                         help="cosine learning-rate decay to a tenth over --steps or --minutes")  # fmt: skip

@@ -254,9 +254,9 @@ class EditingNet(nn.Module):
         else:
             image = torch.tanh(self.out(x))
         if self.blend is None:
-            return image, None
+            return image, None, image
         mask = torch.sigmoid(self.blend(x))
-        return mask * image + (1 - mask) * source, mask
+        return mask * image + (1 - mask) * source, mask, image
 
 
 class FaceGenerator(nn.Module):
@@ -273,10 +273,11 @@ class FaceGenerator(nn.Module):
         z = self.mapping_net(normalise_pose(pose))
         output = self.warpping_net(source, z)
         if stage != "warp":
-            image, mask = self.editing_net(source, output["warp_image"], z)
+            image, mask, edited = self.editing_net(source, output["warp_image"], z)
             output["fake_image"] = image
-            if mask is not None:
+            if mask is not None:  # the edited image before the mask keeps the source
                 output["edit_mask"] = mask
+                output["edited_image"] = edited
         return output
 
 

@@ -265,9 +265,45 @@ def test_training_grows_the_edit_mask_from_init(small_dataset, tmp_path):
     weights = _tiny_weights(tmp_path / "tiny.safetensors", noise=0.05)
     out = tmp_path / "run"
     argv = ["train", "reenact", "--data", small_dataset, "--init", weights, "--source-blend",
-            "--region-weight", 4, "--change-weight", 4, "--steps", 3, "--batch", 2,
-            "--val-characters", 0, "--val-poses", 0, "--threads", 1, "--out", out]  # fmt: skip
+            "--region-weight", 4, "--change-weight", 4, "--edit-weight", 1, "--steps", 3,
+            "--batch", 2, "--val-characters", 0, "--val-poses", 0, "--threads", 1, "--out", out]  # fmt: skip
     assert _cli(argv) == 0
     trained = reenact.load_reenact(out / "reenact.safetensors")
     assert trained.cfg.source_blend and trained.cfg.image_size == 32
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+
+
+def test_edit_weight_trains_the_editing_net_where_the_mask_keeps_the_source(
+    small_dataset, tmp_path, capsys
+):
+    """With the mask closed, the final image is the source: only ``edit_weight`` reaches
+    the editing net's output layer there (the starved mouth the option exists for)."""
+    import dataclasses
+
+    from anirender.models.train.reenact import pair_loss
+
+    base = reenact.load_reenact(_tiny_weights(tmp_path / "a.safetensors", noise=0.05))
+    model = reenact.FaceGenerator(dataclasses.replace(base.cfg, source_blend=True))
+    model.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        model.editing_net.blend.bias.fill_(-30.0)
+    torch.manual_seed(2)
+    source, target = torch.rand(2, 2, 3, 32, 32) * 2 - 1
+    pose = torch.zeros(2, POSE_SIZE)
+    pose[:, 3] = 1.0
+    grads = []
+    for edit_weight in (0.0, 1.0):
+        model.zero_grad()
+        out = model(source, pose)
+        assert torch.allclose(out["fake_image"], source, atol=1e-6)
+        assert out["edited_image"].shape == source.shape
+        pair_loss(out, source, target, 0.0, 4.0, None, edit_weight).backward()
+        grads.append(float(model.editing_net.out.weight.grad.abs().sum()))
+    assert grads[0] < 1e-6 < grads[1]
+
+    argv = ["train", "reenact", "--data", small_dataset, "--init", tmp_path / "a.safetensors",
+            "--edit-weight", 1, "--steps", 1, "--batch", 2, "--out", tmp_path / "run"]  # fmt: skip
+    capsys.readouterr()
+    assert _cli(argv) == 2
+    assert "add --source-blend" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "reenact.safetensors").exists()

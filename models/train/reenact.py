@@ -221,10 +221,15 @@ def flip_boxes(boxes, size: int):
 
 
 def pair_loss(out_images, source, target, warp_weight: float, change_weight: float = 0.0,
-              regions=None):  # fmt: skip
+              regions=None, edit_weight: float = 0.0):  # fmt: skip
     """L1(final) + warp_weight * L1(warped); ``change_weight`` > 0 weighs each pixel by
     1 + change_weight * |target - source| (the pixels the pose moves: eyes, mouth), and
-    ``regions`` (N x 1 x h x w, see :func:`region_map`) multiplies that weight."""
+    ``regions`` (N x 1 x h x w, see :func:`region_map`) multiplies that weight.
+
+    ``edit_weight`` adds the same L1 on the edited image *before* the edit mask: where
+    the mask keeps the source, the final loss gives the editing net no gradient, so a
+    region it draws badly (an opening mouth) would stay masked out and never improve.
+    """
     weight = 1.0
     if change_weight:
         weight = 1 + change_weight * (target - source).abs().mean(1, keepdim=True)
@@ -235,6 +240,8 @@ def pair_loss(out_images, source, target, warp_weight: float, change_weight: flo
     loss = ((out_images["fake_image"] - target).abs() * weight).mean()
     if warp_weight:
         loss = loss + warp_weight * ((out_images["warp_image"] - target).abs() * weight).mean()
+    if edit_weight and "edited_image" in out_images:
+        loss = loss + edit_weight * ((out_images["edited_image"] - target).abs() * weight).mean()
     return loss
 
 
@@ -440,6 +447,11 @@ def train_reenact(args) -> dict:
         cfg = start.cfg
     if getattr(args, "source_blend", False):
         cfg = dataclasses.replace(cfg, source_blend=True)
+    edit_weight = getattr(args, "edit_weight", 0.0)
+    if edit_weight and not cfg.source_blend:
+        raise AniRenderError(
+            "--edit-weight trains the edited image under the edit mask: add --source-blend."
+        )
     train, val_chars, val_poses = load_pairs(
         args.data, cfg.image_size, args.val_characters, args.val_poses
     )
@@ -493,7 +505,9 @@ def train_reenact(args) -> dict:
             boxes = None if boxes is None else flip_boxes(boxes, cfg.image_size)
         regions = None if boxes is None else region_map(boxes, cfg.image_size, region_weight)
         out_images = model(source, pose)
-        loss = pair_loss(out_images, source, target, args.warp_weight, change_weight, regions)
+        loss = pair_loss(
+            out_images, source, target, args.warp_weight, change_weight, regions, edit_weight
+        )
         if args.feature_weight:
             loss = loss + args.feature_weight * feature_loss(out_images["fake_image"], target)
         optimizer.zero_grad(set_to_none=True)
