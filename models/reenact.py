@@ -35,7 +35,7 @@ from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_256.safetensors"
-SHIPPED_SHA256 = "02b838edd5f383ea37d3f3649f32beab15139c863153b23bd0f8f5ad99edca4a"
+SHIPPED_SHA256 = "d36ed67c135964b471cd71a3271ae0973c93828fcb1cd4097d0ad978fe565b7f"
 #: the first shipped model (64 px, toy cast), kept loadable and benchmarked
 LEGACY_64_WEIGHTS = REPO / "assets" / "reenact_small.safetensors"
 FORMAT = "anirender.reenact/1"

@@ -107,6 +107,11 @@ def _sheet_poses():
     return poses
 
 
+#: fresh characters scored per run: with two, one character's luck moved the thinnest
+#: margin (eyes or mouth against the warp stage) between 1 % and 10 % from run to run
+UNSEEN_CHARACTERS = 3
+
+
 @pytest.fixture(scope="module")
 def unseen(tmp_path_factory):
     """Fresh MakeHuman characters every run (seed from os.urandom), at the model's size,
@@ -122,11 +127,11 @@ def unseen(tmp_path_factory):
     assert size == 256
     poses = _sheet_poses() + sample_poses(np.random.default_rng(seed), 4).tolist()
     out = tmp_path_factory.mktemp("unseen") / "mh"
-    export_makehuman_celeb(out, 2, size=size, seed=seed, samples=4, val_fraction=0.0,
-                           fixed_poses=poses).run_to_end()  # fmt: skip
+    export_makehuman_celeb(out, UNSEEN_CHARACTERS, size=size, seed=seed, samples=4,
+                           val_fraction=0.0, fixed_poses=poses).run_to_end()  # fmt: skip
     bpy.ops.wm.read_factory_settings(use_empty=True)
     pairs, _, _ = load_pairs([out], size, 0, 0.0, use_splits=False)
-    assert len(pairs) == 2 * len(poses)
+    assert len(pairs) == UNSEEN_CHARACTERS * len(poses)
     return seed, poses, pairs, evaluate(model, pairs)
 
 
