@@ -445,6 +445,17 @@ def load_released_checkpoint(
 # ------------------------------------------------------------------------- inference
 
 
+def reenacted_alpha(alpha, output: dict):
+    """The portrait's alpha (N x 1 x S x S) moved as the model moved its colours: warped by
+    the flow, and kept as it was where the edit mask keeps the source."""
+    alpha = alpha.expand(len(output["flow_field"]), -1, -1, -1)
+    warped = warp(alpha, output["flow_field"])
+    if "edit_mask" not in output:
+        return warped
+    mask = output["edit_mask"]
+    return mask * warped + (1 - mask) * alpha
+
+
 class Reenactor:
     """``reenact(portrait_rgba_uint8, pose20) -> rgba``: one loaded model, kept warm.
 
@@ -479,11 +490,8 @@ class Reenactor:
             raise AniRenderError(f"A pose has {POSE_SIZE} finite values; got {pose.shape}.")
         rgb, alpha = self._prepare(portrait)
         out = self.model(rgb, torch.from_numpy(pose)[None].to(self.device))
-        warped_alpha = warp(alpha, out["flow_field"])
-        if "edit_mask" in out:  # where the source is kept, so is its alpha
-            mask = out["edit_mask"]
-            warped_alpha = mask * warped_alpha + (1 - mask) * alpha
-        return tensor_to_rgba(out["fake_image"].cpu(), warped_alpha.cpu(), portrait.shape[:2])
+        cover = reenacted_alpha(alpha, out)
+        return tensor_to_rgba(out["fake_image"].cpu(), cover.cpu(), portrait.shape[:2])
 
 
 _SHARED: dict = {}

@@ -124,7 +124,7 @@ class PortraitLibrary:
         import torch.nn.functional as F
 
         # torch: loaded only when this runs, never at import
-        from ..models.reenact import warp
+        from ..models.reenact import reenacted_alpha
 
         model = self._loaded_model()
         rgb, alpha = (t.to(self.device) for t in portrait.source)
@@ -136,7 +136,7 @@ class PortraitLibrary:
                 n = len(pose)
                 answer = model(rgb.expand(n, -1, -1, -1), pose)
                 colour = (answer["fake_image"].clamp(-1, 1) + 1) / 2
-                cover = warp(alpha.expand(n, -1, -1, -1), answer["flow_field"])
+                cover = reenacted_alpha(alpha, answer)
                 if tuple(colour.shape[-2:]) != size:
                     colour = F.interpolate(colour, size=size, mode="bilinear", align_corners=False)
                     cover = F.interpolate(cover, size=size, mode="bilinear", align_corners=False)
