@@ -277,8 +277,8 @@ def _add_reenact(subparsers) -> None:
         "--plain-output", action="store_true", help="tanh(conv) output as PIRenderer"
     )
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, help="learning rate (5e-4; 1e-4 with --portrait)")
+    parser.add_argument("--batch", type=int, help="pairs per step (16; 4 with --portrait)")
+    parser.add_argument("--lr", type=float, help="learning rate (5e-4; 5e-5 with --portrait)")
     parser.add_argument("--warp-weight", type=float, default=0.5)
     parser.add_argument("--feature-weight", type=float, default=0.0)
     parser.add_argument("--val-characters", type=int, default=1)
@@ -293,11 +293,13 @@ def _add_reenact(subparsers) -> None:
 
 def _run_reenact(args) -> int:
     if args.portrait is not None:
-        args.lr = 1e-4 if args.lr is None else args.lr
+        args.lr = reenact_training.TUNE_LR if args.lr is None else args.lr
+        args.batch = 4 if args.batch is None else args.batch
         reenact_training.finetune_portrait(args)
         return 0
     if not args.data:
         raise AniRenderError("Give --data DIR (a dataset) or --portrait IMAGE (to tune).")
     args.lr = 5e-4 if args.lr is None else args.lr
+    args.batch = 16 if args.batch is None else args.batch
     reenact_training.train_reenact(args)
     return 0

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AniRenderError, quote_exception
-from .pose_vector import ANGLES, POSE_SIZE, SAMPLE_ANGLE
+from .pose_vector import ANGLES, MIRROR_ORDER, MIRROR_SIGN, POSE_SIZE, SAMPLE_ANGLE
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_WEIGHTS = REPO / "assets" / "reenact_256.safetensors"
@@ -443,6 +443,23 @@ def load_released_checkpoint(
 
 
 # ------------------------------------------------------------------------- inference
+
+
+def mirrored_inputs(source, pose):
+    """The left-right mirrored face: flipped images, _l/_r weights swapped, roll and yaw
+    negated."""
+    sign = torch.as_tensor(MIRROR_SIGN, dtype=pose.dtype, device=pose.device)
+    return source.flip(-1), pose[:, list(MIRROR_ORDER)] * sign
+
+
+@torch.no_grad()
+def mirror_averaged(model: FaceGenerator, source, pose) -> torch.Tensor:
+    """The mean of the model's image and the flipped-back image it draws for the mirrored
+    face: two passes, better than one on unseen faces (BENCHMARKS.md), which is what
+    per-portrait tuning teaches the one-pass model."""
+    image = model(source, pose)["fake_image"]
+    mirror = model(*mirrored_inputs(source, pose))["fake_image"]
+    return 0.5 * (image + mirror.flip(-1))
 
 
 def reenacted_alpha(alpha, output: dict):

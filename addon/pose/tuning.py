@@ -52,7 +52,7 @@ def portrait_tuning_job(
     if steps < 1:
         raise AniRenderError("Tune for at least one step.")
     out = Path(out) if out else tuned_path(portrait)
-    tuner = PortraitTuner(load_reenact(), portrait, batch=2, seed=seed)
+    tuner = PortraitTuner(load_reenact(), portrait, seed=seed)
 
     def run(job):
         before = tuner.objective()

@@ -31,14 +31,20 @@ import torch.nn.functional as F
 
 from ...errors import AniRenderError
 from ..pose_vector import (
-    MIRROR_ORDER,
-    MIRROR_SIGN,
     MOUTH_NAMES,
     POSE_NAMES,
     POSE_SIZE,
     SAMPLE_ANGLE,
 )
-from ..reenact import FaceGenerator, ReenactConfig, load_reenact, rgba_to_tensor, save_reenact
+from ..reenact import (
+    FaceGenerator,
+    ReenactConfig,
+    load_reenact,
+    mirror_averaged,
+    mirrored_inputs,
+    rgba_to_tensor,
+    save_reenact,
+)
 
 
 @dataclass
@@ -94,12 +100,18 @@ def _read_rows(csv_path: Path) -> list[dict]:
 
 
 def load_pairs(
-    data_dirs, size: int, val_characters: int = 1, val_poses: float = 0.1, use_splits=True
+    data_dirs,
+    size: int,
+    val_characters: int = 1,
+    val_poses: float = 0.1,
+    use_splits=True,
+    only: set | None = None,
 ):
     """(train, val_characters, val_poses) PairSets from one or more dataset folders.
 
     A folder with a ``characters.json`` (``dataset celeb --makehuman``) holds out its
     ``val`` characters (``use_splits``); otherwise the last ``val_characters`` by name.
+    ``only``: read just these characters (``org_id``s).
     """
     from PIL import Image
 
@@ -120,6 +132,8 @@ def load_pairs(
                 f"No combined_pose.csv in {folder}; export one with `anirender dataset celeb`."
             )
         for row in _read_rows(csv_path):
+            if only is not None and row["org_id"] not in only:
+                continue
             row["path"] = folder / row["org_id"] / row["cluster"] / row["png_name"]
             row["character"] = f"{folder.name}/{row['org_id']}"
             rows.append(row)
@@ -246,8 +260,8 @@ def pair_loss(out_images, source, target, warp_weight: float, change_weight: flo
 
 
 def flip_batch(source, target, pose):
-    pose = pose[:, list(MIRROR_ORDER)] * torch.from_numpy(MIRROR_SIGN)
-    return source.flip(-1), target.flip(-1), pose
+    source, pose = mirrored_inputs(source, pose)
+    return source, target.flip(-1), pose
 
 
 def feature_loss(a, b, scales: int = 3):
@@ -542,6 +556,11 @@ def train_reenact(args) -> dict:
 # ----------------------------------------------------------------------- one portrait
 
 
+#: learning rate of per-portrait tuning: at 2e-4 the tuned model drifted from the generic
+#: one and got worse on held-out poses (BENCHMARKS.md)
+TUNE_LR = 5e-5
+
+
 def sample_poses(rng: np.random.Generator, count: int) -> np.ndarray:
     """AnimeCeleb Algorithm-1 poses for a rig with every target bound (count x 20)."""
     poses = np.zeros((count, POSE_SIZE), np.float32)
@@ -575,16 +594,20 @@ def _jitter(images: torch.Tensor, generator: torch.Generator, shift: int) -> tor
 class PortraitTuner:
     """Adapt a reenactment model to one portrait (no rig, no other images of it).
 
-    Each step trains on a batch of self-supervised pairs made from the portrait alone:
+    The signal is the mirrored portrait. The frozen starting model drawing the pose and,
+    flipped back, the mirrored face in the mirrored pose gives two estimates of the same
+    image, and their mean is better than either on unseen faces (BENCHMARKS.md: it is
+    what mirror averaging gains at twice the cost). Each step trains the one-pass model,
+    on this portrait only, towards that mean:
 
-    - *teacher pairs*: the portrait (colour-jittered, shifted) with an Algorithm-1 pose,
-      target = the frozen starting model's output for the same input: keeps the generic
-      model's motion (eyes, mouth, head turns);
-    - *identity pairs*: a jittered, shifted portrait with the zero pose, target = itself:
-      the character's own lines and colours, sharp (what a generic model blurs);
-    - each pair mirrored half the time (pose mirrored too).
+    - *teacher pairs*: the portrait (colour-jittered, shifted, mirrored half the time)
+      with an Algorithm-1 pose, target = :func:`models.reenact.mirror_averaged` of the
+      frozen model;
+    - *identity pairs* (``identity_share`` of them): the zero pose, target = the input.
 
-    ``objective()`` is the same loss on a fixed batch (fixed seed): what the tuning lowers.
+    Only the editing net adapts, at a small learning rate: the pose mapping and the warp
+    stay the generic ones. ``objective()`` is the same loss on a fixed batch (fixed seed):
+    what the tuning lowers.
     """
 
     def __init__(
@@ -592,9 +615,9 @@ class PortraitTuner:
         model: FaceGenerator,
         portrait_rgba: np.ndarray,
         batch: int = 4,
-        lr: float = 2e-4,
+        lr: float = TUNE_LR,
         seed: int = 0,
-        identity_share: float = 0.5,
+        identity_share: float = 0.0,
     ):
         import copy
 
@@ -608,7 +631,6 @@ class PortraitTuner:
         self.shift = max(1, model.cfg.image_size // 32)
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        # only the editing net adapts: the pose mapping and the warp stay the generic ones
         for p in model.parameters():
             p.requires_grad_(False)
         tuned = list(model.editing_net.parameters())
@@ -626,10 +648,8 @@ class PortraitTuner:
         poses[identity] = 0.0
         flip = torch.rand(n, generator=generator) < 0.5
         if flip.any():
-            s, _, p = flip_batch(source[flip], source[flip], poses[flip])
-            source[flip], poses[flip] = s, p
-        with torch.no_grad():
-            target = self.teacher(source, poses)["fake_image"]
+            source[flip], poses[flip] = mirrored_inputs(source[flip], poses[flip])
+        target = mirror_averaged(self.teacher, source, poses)
         target[identity] = source[identity]
         return source, poses, target
 
