@@ -13,6 +13,8 @@ Contenders, interleaved pose by pose so they share the machine's load:
   at its own size, 64 x 64; resize in and out included);
 - ``shipped``: the shipped 256 px model ``assets/reenact_256.safetensors`` (warping net
   on a 64 px copy of the source, light editing net at full size);
+- ``mirrored``: the shipped model with Mirror Average (two passes, the face and its
+  mirror image averaged);
 - ``full``: a 256 x 256 generator of the original architecture at width 32 (seeded
   weights: the same work as a trained one);
 - baseline ``cycles``: render the same pose with Cycles as the dataset export stages it
@@ -72,6 +74,7 @@ def main() -> None:
 
     small = Reenactor(LEGACY_64_WEIGHTS)
     shipped = Reenactor()
+    mirrored = Reenactor(model=shipped.model, mirror_average=True)
     torch.manual_seed(0)
     full = Reenactor(model=FaceGenerator(ReenactConfig(image_size=args.size, base=32)))
     full_params = sum(p.numel() for p in full.model.parameters())
@@ -92,12 +95,14 @@ def main() -> None:
     poses = [morphs.random_pose(bindings, seed=i) for i in range(args.poses + 1)]
     preview(small, poses[0])  # warm-up: first calls allocate
     preview(shipped, poses[0])
+    preview(mirrored, poses[0])
     preview(full, poses[0])
-    times = {"small": [], "shipped": [], "full": [], "cycles": []}
+    times = {"small": [], "shipped": [], "mirrored": [], "full": [], "cycles": []}
     for i, pose in enumerate(poses[1:]):
         for name, run in (
             ("small", lambda pose=pose: preview(small, pose)),
             ("shipped", lambda pose=pose: preview(shipped, pose)),
+            ("mirrored", lambda pose=pose: preview(mirrored, pose)),
             ("full", lambda pose=pose: preview(full, pose)),
             ("cycles", lambda pose=pose, i=i: cycles(pose, i)),
         ):
@@ -118,7 +123,9 @@ def main() -> None:
         "shipped_params": shipped_params,
         "full_params": full_params,
         "median_s": median,
-        "cycles_over": {k: median["cycles"] / median[k] for k in ("small", "shipped", "full")},
+        "cycles_over": {
+            k: median["cycles"] / median[k] for k in ("small", "shipped", "mirrored", "full")
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

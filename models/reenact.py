@@ -473,18 +473,36 @@ def reenacted_alpha(alpha, output: dict):
     return mask * warped + (1 - mask) * alpha
 
 
+@torch.inference_mode()
+def reenacted(model: FaceGenerator, rgb, alpha, pose, mirror_average: bool = False):
+    """(image N x 3 x S x S in [-1, 1], alpha N x 1 x S x S) of a source (1 x 3 x S x S,
+    its alpha 1 x 1 x S x S) in N poses. ``mirror_average``: also draw the mirrored face
+    in the mirrored pose and average, colour and alpha (see :func:`mirror_averaged`)."""
+    n = len(pose)
+    source = rgb.expand(n, -1, -1, -1)
+    out = model(source, pose)
+    image, cover = out["fake_image"], reenacted_alpha(alpha, out)
+    if mirror_average:
+        mirror = model(*mirrored_inputs(source, pose))
+        image = 0.5 * (image + mirror["fake_image"].flip(-1))
+        cover = 0.5 * (cover + reenacted_alpha(alpha.flip(-1), mirror).flip(-1))
+    return image, cover
+
+
 class Reenactor:
     """``reenact(portrait_rgba_uint8, pose20) -> rgba``: one loaded model, kept warm.
 
     The source portrait's encoding is cached between calls with the same array, so
-    dragging a slider costs one mapping + warp + edit pass.
+    dragging a slider costs one mapping + warp + edit pass (two with ``mirror_average``).
     """
 
-    def __init__(self, weights=None, device: str = "cpu", threads: int | None = None, model=None):
+    def __init__(self, weights=None, device: str = "cpu", threads: int | None = None, model=None,
+                 mirror_average: bool = False):  # fmt: skip
         if threads:
             torch.set_num_threads(threads)
         self.model = model.to(device).eval() if model is not None else load_reenact(weights, device)
         self.device = device
+        self.mirror_average = mirror_average
         self._source_key = None
         self._source = None
 
@@ -506,9 +524,9 @@ class Reenactor:
         if pose.shape != (POSE_SIZE,) or not np.all(np.isfinite(pose)):
             raise AniRenderError(f"A pose has {POSE_SIZE} finite values; got {pose.shape}.")
         rgb, alpha = self._prepare(portrait)
-        out = self.model(rgb, torch.from_numpy(pose)[None].to(self.device))
-        cover = reenacted_alpha(alpha, out)
-        return tensor_to_rgba(out["fake_image"].cpu(), cover.cpu(), portrait.shape[:2])
+        pose = torch.from_numpy(pose)[None].to(self.device)
+        image, cover = reenacted(self.model, rgb, alpha, pose, self.mirror_average)
+        return tensor_to_rgba(image.cpu(), cover.cpu(), portrait.shape[:2])
 
 
 _SHARED: dict = {}

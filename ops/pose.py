@@ -332,6 +332,7 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
     folder = check_output_folder(output_dir, "reenacted frames")
     sequence = shaded_frames.SequenceRender(folder, owner.name, frames, overwrite)
     session = ReenactSession(settings_from(preferences(context)))
+    mirror_average = settings.mirror_average
     height, width = portrait.shape[:2]
 
     def read_pose(frame):
@@ -342,7 +343,7 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
         "Render Pose Animation",
         guard,
         read_pose,
-        lambda poses: session.reenact(portrait, np.array(poses, np.float32)),
+        lambda poses: session.reenact(portrait, np.array(poses, np.float32), mirror_average),
         shaded_frames.FrameWriter((width, height)),
         sequence_name=f"{owner.name} Pose Animation",
         summary=f"{counted(len(sequence.todo), 'frame')} reenacted into {folder}",

@@ -128,5 +128,6 @@ class ANIRENDER_PT_pose_preview(SidebarPanel, bpy.types.Panel):
         row.operator("anirender.reenact_preview", text="Reenact Now", icon="RENDER_STILL")
         row = layout.row(align=True)
         row.operator("anirender.reenact_tune", text="Tune to Portrait", icon="MODIFIER")
+        row.prop(settings, "mirror_average", toggle=True, icon="MOD_MIRROR")
         if settings.tuned_weights:
             layout.prop(settings, "tuned_weights", text="Tuned")

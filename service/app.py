@@ -439,12 +439,14 @@ def create_app(
         response_class=Response,
     )
     async def reenact(portrait_id: str, request: Request) -> Response:
-        """Reenact a portrait with ``poses`` (float32 N x 20); answers ``rgba``
+        """Reenact a portrait with ``poses`` (float32 N x 20; optional ``mirror``, one
+        bool: average with the mirrored face, two passes); answers ``rgba``
         (premultiplied, the portrait's size)."""
         portrait = await known_portrait(portrait_id)
-        poses = (await read_arrays(request, ("poses",)))["poses"]
-        poses = protocol.check_poses(poses, portrait.width * portrait.height)
-        rgba = await asyncio.wrap_future(portraits.reenact(portrait_id, poses))
+        arrays = await read_arrays(request, ("poses",), optional=("mirror",))
+        poses = protocol.check_poses(arrays["poses"], portrait.width * portrait.height)
+        mirror = protocol.check_flag(arrays.get("mirror"), "mirror")
+        rgba = await asyncio.wrap_future(portraits.reenact(portrait_id, poses, mirror))
         return await asyncio.to_thread(npz, rgba=rgba)
 
     return app

@@ -90,10 +90,11 @@ class PortraitLibrary:
             return future
         return self._worker.submit(self._prepare, key, image)
 
-    def reenact(self, portrait_id: str, poses: np.ndarray) -> Future:
-        """Checked float32 (N, 20) poses -> future of premultiplied float32 (N, H, W, 4)."""
+    def reenact(self, portrait_id: str, poses: np.ndarray, mirror_average: bool = False) -> Future:
+        """Checked float32 (N, 20) poses -> future of premultiplied float32 (N, H, W, 4);
+        ``mirror_average``: two passes, the face and its mirror image averaged."""
         portrait = self.portrait(portrait_id)
-        return self._worker.submit(self._reenact, portrait, poses)
+        return self._worker.submit(self._reenact, portrait, poses, mirror_average)
 
     def stop(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -119,12 +120,12 @@ class PortraitLibrary:
             self.stats["portraits_encoded"] += 1
         return portrait, False
 
-    def _reenact(self, portrait: Portrait, poses: np.ndarray) -> np.ndarray:
+    def _reenact(self, portrait: Portrait, poses: np.ndarray, mirror_average=False) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
         # torch: loaded only when this runs, never at import
-        from ..models.reenact import reenacted_alpha
+        from ..models.reenact import reenacted
 
         model = self._loaded_model()
         rgb, alpha = (t.to(self.device) for t in portrait.source)
@@ -134,9 +135,8 @@ class PortraitLibrary:
             for start in range(0, len(poses), self.max_batch):
                 pose = torch.from_numpy(poses[start : start + self.max_batch]).to(self.device)
                 n = len(pose)
-                answer = model(rgb.expand(n, -1, -1, -1), pose)
-                colour = (answer["fake_image"].clamp(-1, 1) + 1) / 2
-                cover = reenacted_alpha(alpha, answer)
+                image, cover = reenacted(model, rgb, alpha, pose, mirror_average)
+                colour = (image.clamp(-1, 1) + 1) / 2
                 if tuple(colour.shape[-2:]) != size:
                     colour = F.interpolate(colour, size=size, mode="bilinear", align_corners=False)
                     cover = F.interpolate(cover, size=size, mode="bilinear", align_corners=False)

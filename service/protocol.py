@@ -30,6 +30,8 @@ name            dtype, shape                meaning
 ``portrait``    uint8 (H, W, 4)             a portrait to reenact, straight RGBA
 ``poses``       float32 (N, 20)             pose vectors (AnimeCeleb order; angles in
                                             degrees, within +-90; expressions in [0, 1])
+``mirror``      bool ()                     optional: average each reenactment with the
+                                            mirrored face's (two passes)
 ==============  ==========================  ==========================================
 
 Portraits need not be square or a multiple of 128 (16 to ``MAX_PORTRAIT_SIDE`` pixels a
@@ -44,7 +46,7 @@ Endpoints (all under ``/v1``, Bearer token when the service has one):
 (progress), ``GET jobs/{id}/results?start=&limit=`` (``index``, ``frames``, ``rgba`` of
 the finished frames in that range), ``DELETE jobs/{id}`` (cancel), ``POST portraits``
 (``portrait`` -> ``{"portrait_id", ...}``), ``GET|DELETE portraits/{id}``,
-``POST portraits/{id}/reenact`` (``poses`` -> ``rgba``). ``shade`` answers carry
+``POST portraits/{id}/reenact`` (``poses``, optional ``mirror`` -> ``rgba``). ``shade`` answers carry
 ``X-AniRender-Shading-Seconds``: the model time spent on the request's frames.
 """
 
@@ -316,6 +318,15 @@ def check_poses(poses: np.ndarray, pixels: int | None = None) -> np.ndarray:
             f"Head angles must lie within +-{pose_vector.ANGLE_LIMIT:g} degrees; found {angles:.4g}."
         )
     return np.ascontiguousarray(poses)
+
+
+def check_flag(value: np.ndarray | None, name: str) -> bool:
+    """An optional yes/no field: absent (False) or one bool or 0/1 integer."""
+    if value is None:
+        return False
+    if value.size != 1 or value.dtype.kind not in "biu" or int(value.reshape(-1)[0]) not in (0, 1):
+        raise WireError(f"'{name}' is one bool (or 0 / 1); got {value.dtype} {value.shape}.")
+    return bool(value.reshape(-1)[0])
 
 
 def reenact_batch(pixels: int) -> int:

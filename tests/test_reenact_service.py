@@ -16,6 +16,7 @@ from PIL import Image
 from service_support import running_service
 
 from anirender.addon.shading.clients import HttpClient, InProcessClient
+from anirender.models import pose_vector
 from anirender.models import reenact as reenact_model
 from anirender.models.alpha import to_straight_uint8
 from anirender.service import protocol
@@ -51,11 +52,21 @@ def test_service_reenacts_as_in_process(shader_service):
     portrait_id = http.upload_portrait(portrait)
     assert http.upload_portrait(portrait[..., :3]) != portrait_id  # opaque: other pixels
     served = http.reenact(portrait_id, poses)
+    served_mirror = http.reenact(portrait_id, poses, mirror_average=True)
     local = InProcessClient()
     try:
-        expected = local.reenact(local.upload_portrait(portrait), poses)
+        local_id = local.upload_portrait(portrait)
+        expected = local.reenact(local_id, poses)
+        expected_mirror = local.reenact(local_id, poses, mirror_average=True)
     finally:
         local.close()
+    assert np.abs(served_mirror - expected_mirror).max() <= 1e-5
+    assert np.abs(served_mirror - served).max() > 1e-3  # the mirror pass is drawn
+    # the mirror average of the mirrored portrait in the mirrored poses is its mirror image
+    flipped_id = http.upload_portrait(portrait[:, ::-1].copy())
+    mirrored_poses = pose_vector.mirrored(poses)
+    flipped = http.reenact(flipped_id, mirrored_poses, mirror_average=True)
+    assert np.abs(flipped[:, :, ::-1] - served_mirror).max() <= 1e-4
     assert served.shape == (3, 72, 56, 4) and served.dtype == np.float32
     assert np.abs(served - expected).max() <= 1e-5
     assert np.abs(served[0] - served[1]).max() > 0.1  # the pose matters
@@ -63,6 +74,9 @@ def test_service_reenacts_as_in_process(shader_service):
     single = reenact_model.Reenactor().reenact(portrait, TURNED).astype(np.float32) / 255
     premultiplied = np.concatenate([single[..., :3] * single[..., 3:], single[..., 3:]], -1)
     assert np.abs(served[1] - premultiplied).max() <= 1.5 / 255
+    single = reenact_model.Reenactor(mirror_average=True).reenact(portrait, TURNED) / 255
+    premultiplied = np.concatenate([single[..., :3] * single[..., 3:], single[..., 3:]], -1)
+    assert np.abs(served_mirror[1] - premultiplied).max() <= 1.5 / 255
 
     # the same pixels are cached under the same id; a forgotten portrait is uploaded again
     again = httpx.post(
@@ -88,6 +102,7 @@ def test_service_reenacts_as_in_process(shader_service):
         ({"poses": np.array([[1.5] + [0.0] * 19], np.float32)}, r"\[0, 1\]"),
         ({"poses": np.zeros((protocol.MAX_POSES + 1, 20), np.float32)}, "N from 1"),
         ({"udp": np.zeros((1, 20), np.float32)}, "lacks poses"),
+        ({"poses": np.zeros((1, 20), np.float32), "mirror": np.float32(0.5)}, "'mirror' is one"),
     ],
 )
 def test_bad_portraits_and_poses_get_a_clear_400(shader_service, arrays, message):
@@ -270,3 +285,32 @@ def test_cancelled_pose_animation_keeps_whole_frames_only(posed_toy, shader_serv
     assert 1 <= len(first) <= 2 and all(not n.startswith(".") for n in first)
     assert bpy.ops.anirender.render_pose_animation(output_dir=str(out)) == {"FINISHED"}
     assert len(list(out.iterdir())) == 4
+
+
+def test_mirror_average_reaches_reenact_now_and_the_pose_animation(
+    posed_toy, shader_service, tmp_path
+):
+    import bpy
+
+    from anirender.addon.pose import preview
+    from anirender.addon.pose import sliders as morphs
+
+    http = HttpClient(shader_service.url)
+    portrait_id = http.upload_portrait(portrait_image())
+    one_pass = to_straight_uint8(http.reenact(portrait_id, [TURNED])[0]).astype(int)
+    mirrored = to_straight_uint8(http.reenact(portrait_id, [TURNED], True)[0]).astype(int)
+    settings = posed_toy.anirender.morphs
+    settings.mirror_average = True
+    try:
+        morphs.apply_pose(posed_toy, TURNED)
+        assert bpy.ops.anirender.reenact_preview() == {"FINISHED"}
+        shown = preview.image_to_rgba(bpy.data.images[preview.RESULT_IMAGE]).astype(int)
+        assert np.abs(shown - mirrored).max() <= 1
+        assert np.abs(shown - one_pass).max() > 2
+
+        out = tmp_path / "mirrored frames"
+        assert bpy.ops.anirender.render_pose_animation(output_dir=str(out)) == {"FINISHED"}
+        frame = np.asarray(Image.open(out / f"{posed_toy.name}_0003.png").convert("RGBA"))
+        assert np.abs(frame.astype(int) - mirrored).max() <= 1
+    finally:
+        settings.mirror_average = False

@@ -34,24 +34,25 @@ TICK = 0.05
 DEBOUNCE = 0.12
 
 
-def default_reenact(weights: str | None = None):
+def default_reenact(weights: str | None = None, mirror_average: bool = False):
     """The ``reenact(portrait, pose) -> uint8 rgba`` callable to use (see the module doc).
 
     Cheap to make: nothing connects until its first call (on the preview's worker).
-    ``weights`` (a character's tuned weights) run in Blender's own Python.
+    ``weights`` (a character's tuned weights) run in Blender's own Python;
+    ``mirror_average`` averages with the mirrored face (two passes).
     """
     if weights:
-        return _tuned_reenact(weights)
+        return _tuned_reenact(weights, mirror_average)
 
     session = ReenactSession(settings_from(preferences()))
 
     def reenact(portrait, pose):
-        return to_straight_uint8(session.reenact(portrait, [pose])[0])
+        return to_straight_uint8(session.reenact(portrait, [pose], mirror_average)[0])
 
     return reenact
 
 
-def _tuned_reenact(weights: str):
+def _tuned_reenact(weights: str, mirror_average: bool = False):
     path = bpy.path.abspath(weights)
     import importlib.util
     import os
@@ -69,16 +70,19 @@ def _tuned_reenact(weights: str):
             # torch: loaded on the preview's worker, on first use
             from ...models.reenact import Reenactor
 
-            holder["model"] = Reenactor(path)
+            holder["model"] = Reenactor(path, mirror_average=mirror_average)
         return holder["model"].reenact(portrait, pose)
 
     return reenact
 
 
 def reenact_for(owner):
-    """The reenact callable for a character: its tuned weights when set, else the default."""
+    """The reenact callable for a character: its tuned weights when set, else the default;
+    mirror-averaged when its Mirror Average is on."""
     settings = morph_settings(owner)
-    return default_reenact(settings.tuned_weights if settings is not None else None)
+    if settings is None:
+        return default_reenact()
+    return default_reenact(settings.tuned_weights, settings.mirror_average)
 
 
 def restart_if_live(owner) -> None:
@@ -251,6 +255,12 @@ def stop_preview(owner_name: str) -> None:
 def stop_all() -> None:
     for name in list(_SESSIONS):
         stop_preview(name)
+
+
+def reenact_settings_changed(settings, context):
+    """Update of a setting the reenactment reads (Mirror Average): a running live preview
+    restarts with it."""
+    restart_if_live(settings.id_data)
 
 
 def live_preview_changed(settings, context):

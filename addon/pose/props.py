@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bpy
 
-from .preview import live_preview_changed
+from .preview import live_preview_changed, reenact_settings_changed
 from .sliders import EXPRESSION_NAMES
 
 
@@ -43,6 +43,13 @@ class MorphSettings(bpy.types.PropertyGroup):
         subtype="FILE_PATH",
         description="Reenactment weights tuned to this portrait (Tune to Portrait); the "
         "preview uses them while set. Clear to go back to the generic model",
+    )
+    mirror_average: bpy.props.BoolProperty(
+        name="Mirror Average",
+        default=False,
+        description="Also draw the mirrored face and average the two: closer to the truth "
+        "on faces the model never saw (see BENCHMARKS.md), twice the time per pose",
+        update=reenact_settings_changed,
     )
     live_preview: bpy.props.BoolProperty(
         name="Live Preview",

@@ -80,9 +80,10 @@ class ShaderClient:
         """A portrait to reenact (uint8 (H, W, 4) straight RGBA); returns its id."""
         raise NotImplementedError
 
-    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+    def reenact(self, portrait_id: str, poses, mirror_average: bool = False) -> np.ndarray:
         """Pose vectors (N, 20) -> the portrait reenacted: premultiplied float32
-        (N, H, W, 4) at the portrait's size."""
+        (N, H, W, 4) at the portrait's size. ``mirror_average``: the face and its mirror
+        image averaged (two passes)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -201,14 +202,16 @@ class InProcessClient(ShaderClient):
         portrait = protocol.check_portrait(as_portrait(images))
         return self._portraits().add(portrait).result()[0].portrait_id
 
-    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+    def reenact(self, portrait_id: str, poses, mirror_average: bool = False) -> np.ndarray:
         library = self._portraits()
         portrait = library.portrait(portrait_id)
         poses = pose_batch(poses)
         batch = protocol.reenact_batch(portrait.width * portrait.height)
         return np.concatenate(
             [
-                library.reenact(portrait_id, protocol.check_poses(poses[i : i + batch])).result()
+                library.reenact(
+                    portrait_id, protocol.check_poses(poses[i : i + batch]), mirror_average
+                ).result()
                 for i in range(0, len(poses), batch)
             ]
         )
@@ -384,7 +387,7 @@ class HttpClient(ShaderClient):
         self._portrait_images[answer["portrait_id"]] = portrait
         return answer["portrait_id"]
 
-    def reenact(self, portrait_id: str, poses) -> np.ndarray:
+    def reenact(self, portrait_id: str, poses, mirror_average: bool = False) -> np.ndarray:
         poses = pose_batch(poses)
         known = self._portrait_images.get(portrait_id)
         if known is not None:
@@ -402,7 +405,8 @@ class HttpClient(ShaderClient):
         for i in range(0, len(poses), batch):
             chunk = protocol.check_poses(poses[i : i + batch])
             path = f"portraits/{portrait_id}/reenact"
-            body = protocol.pack(poses=chunk)
+            flags = {"mirror": np.bool_(True)} if mirror_average else {}
+            body = protocol.pack(poses=chunk, **flags)
             try:
                 rgba = self._arrays("POST", path, ("rgba",), body)["rgba"]
             except _NotFound:

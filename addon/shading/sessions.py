@@ -135,7 +135,7 @@ class ReenactSession:
         self._uploaded: tuple[str, str] | None = None  # (content id, service id)
         self._lock = threading.Lock()
 
-    def reenact(self, portrait: np.ndarray, poses) -> np.ndarray:
+    def reenact(self, portrait: np.ndarray, poses, mirror_average: bool = False) -> np.ndarray:
         """uint8 (H, W, 3|4) + poses (N, 20) -> premultiplied float32 (N, H, W, 4)."""
         portrait = protocol.check_portrait(as_portrait(portrait))
         key = protocol.portrait_id(portrait)
@@ -146,4 +146,4 @@ class ReenactSession:
             if self._uploaded is None or self._uploaded[0] != key:
                 self._uploaded = (key, self.client.upload_portrait(portrait))
             portrait_id = self._uploaded[1]
-        return self.client.reenact(portrait_id, poses)
+        return self.client.reenact(portrait_id, poses, mirror_average)
