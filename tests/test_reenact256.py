@@ -254,6 +254,25 @@ def test_tune_button_switches_the_preview_and_fails_cleanly(addon, tmp_path, mon
     generic_rgba = Reenactor().reenact(source, pose).astype(np.float32)
     assert np.abs(tuned_rgba - generic_rgba).max() > 0  # the tuning changed the weights
     assert np.abs(got - tuned_rgba).mean() < np.abs(got - generic_rgba).mean()
+
+    # Render Pose Animation uses the tuned weights too
+    scene = bpy.context.scene
+    frame_range = scene.frame_start, scene.frame_end
+    scene.frame_start = scene.frame_end = 1
+    out = tmp_path / "frames"
+    try:
+        assert bpy.ops.anirender.render_pose_animation(output_dir=str(out)) == {"FINISHED"}
+    finally:
+        scene.frame_start, scene.frame_end = frame_range
+    (frame,) = sorted(out.iterdir())
+    from PIL import Image
+
+    rendered = np.asarray(Image.open(frame).convert("RGBA")).astype(np.float32)
+    pose = sliders.get_pose(armature)
+    tuned_rgba = Reenactor(tuned).reenact(source, pose).astype(np.float32)
+    generic_rgba = Reenactor().reenact(source, pose).astype(np.float32)
+    assert np.abs(rendered - tuned_rgba).max() <= 1
+    assert np.abs(rendered - tuned_rgba).mean() < np.abs(rendered - generic_rgba).mean()
     assert np.abs(got - tuned_rgba).max() <= 1
 
 

@@ -52,17 +52,24 @@ def default_reenact(weights: str | None = None, mirror_average: bool = False):
     return reenact
 
 
-def _tuned_reenact(weights: str, mirror_average: bool = False):
-    path = bpy.path.abspath(weights)
+def tuned_weights_path(weights: str) -> str:
+    """The absolute path of a character's tuned weights, checked: they run in Blender's
+    own Python, so the file and PyTorch must both be there."""
     import importlib.util
     import os
 
+    path = bpy.path.abspath(weights)
     if not os.path.isfile(path):
         raise AniRenderError(
             f"The tuned weights {path} are missing; tune again or clear Tuned Weights."
         )
     if importlib.util.find_spec("torch") is None:
-        raise AniRenderError("Previewing tuned weights needs PyTorch in Blender's Python.")
+        raise AniRenderError("Reenacting with tuned weights needs PyTorch in Blender's Python.")
+    return path
+
+
+def _tuned_reenact(weights: str, mirror_average: bool = False):
+    path = tuned_weights_path(weights)
     holder = {}
 
     def reenact(portrait, pose):

@@ -42,7 +42,8 @@ class MorphSettings(bpy.types.PropertyGroup):
         name="Tuned Weights",
         subtype="FILE_PATH",
         description="Reenactment weights tuned to this portrait (Tune to Portrait); the "
-        "preview uses them while set. Clear to go back to the generic model",
+        "preview and Render Pose Animation use them while set. Clear to go back to the "
+        "generic model",
     )
     mirror_average: bpy.props.BoolProperty(
         name="Mirror Average",

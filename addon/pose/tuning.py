@@ -6,7 +6,7 @@ step, so the Tune operator runs modally (progress, Esc cancels). Nothing in the 
 changes until the last step: the weights are written to the add-on's cache
 (``<cache>/tuned/<portrait hash>.safetensors``) and the character's
 ``MorphSettings.tuned_weights`` then points at them; the preview (live or Reenact Now)
-uses them, in Blender's own Python, until the field is cleared.
+and Render Pose Animation use them, in Blender's own Python, until the field is cleared.
 """
 
 from __future__ import annotations

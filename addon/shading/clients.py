@@ -98,8 +98,9 @@ class InProcessClient(ShaderClient):
     model, as in the service (torch's CPU threads also run much faster from a worker
     thread than from Blender's main thread on busy machines)."""
 
-    def __init__(self, weights: str | None = None, device: str = "auto"):
+    def __init__(self, weights: str | None = None, device: str = "auto", reenact_weights=None):
         self.weights = weights or None
+        self.reenact_weights = reenact_weights or None  # None: the shipped model
         self.device = device
         self.where = "in Blender"
         self.last_shading_seconds = 0.0
@@ -195,7 +196,7 @@ class InProcessClient(ShaderClient):
             if getattr(self, "_portrait_library", None) is None:
                 device = self._torch_device("Reenacting portraits")
 
-                self._portrait_library = PortraitLibrary(device=device)
+                self._portrait_library = PortraitLibrary(self.reenact_weights, device=device)
             return self._portrait_library
 
     def upload_portrait(self, images: np.ndarray) -> str:

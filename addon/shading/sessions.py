@@ -27,9 +27,10 @@ def client_for(mode: str, **settings) -> ShaderClient:
     """The client for a service mode (``IN_PROCESS``, ``LOCAL``, ``REMOTE``), cached so
     a loaded model or a started service is reused between operator runs."""
     if mode == "IN_PROCESS":
-        key = (mode, settings.get("weights") or None)
+        weights, reenact_weights = settings.get("weights"), settings.get("reenact_weights")
+        key = (mode, weights or None, reenact_weights or None)
         if key not in _clients:
-            _clients[key] = InProcessClient(settings.get("weights"))
+            _clients[key] = InProcessClient(weights, reenact_weights=reenact_weights)
         return _clients[key]
     if mode == "REMOTE":
         return HttpClient(settings.get("remote_url") or "", settings.get("token"))
