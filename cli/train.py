@@ -270,6 +270,10 @@ def _add_reenact(subparsers) -> None:
                         help="add an edit mask that keeps the untouched source (THA-style)")  # fmt: skip
     parser.add_argument("--edit-weight", type=float, default=0.0,
                         help="also train the edited image under the edit mask (weight W)")  # fmt: skip
+    parser.add_argument("--mouth-weight", type=float, default=0.0,
+                        help="add W * squared error on the mouth box (draws open mouths)")  # fmt: skip
+    parser.add_argument("--mouth-gan", type=float, default=0.0,
+                        help="add W * a patch critic's loss on the mouth (crisp open mouths)")  # fmt: skip
     parser.add_argument("--init", help="start from these weights (.safetensors or 'shipped')")
     parser.add_argument("--cosine", action="store_true",
                         help="cosine learning-rate decay to a tenth over --steps or --minutes")  # fmt: skip

@@ -379,3 +379,55 @@ def test_mirrored_inputs_swap_sides_and_mirror_averaging_is_mirror_symmetric(tmp
     assert (averaged - one_pass).abs().max() > 1e-3  # the mirror pass changes the image
     again = reenact.mirror_averaged(model, flipped, mirror)
     torch.testing.assert_close(again, averaged.flip(-1), atol=1e-5, rtol=0)
+
+
+def test_mouth_loss_asks_for_the_ring_that_l1_leaves_out():
+    """An open mouth's ink ring whose place is uncertain by a pixel: L1 prefers no ring at
+    all (the closed mouths the model drew); the mouth loss prefers the soft mean ring, and
+    it scores only around the mouth."""
+    from anirender.models.train.reenact import mouth_loss
+
+    size = 64
+    boxes = torch.tensor([[[10.0, 10.0, 50.0, 20.0], [16.0, 40.0, 48.0, 50.0]]]).repeat(3, 1, 1)
+    skin = torch.full((3, 3, size, size), 0.6)
+    rings = skin.clone()
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for k, shift in enumerate((-3, 0, 3)):  # the same ring, a few pixels off each time
+        radius = ((xx - 32 - shift) ** 2 + (yy - 45 - shift) ** 2).float().sqrt()
+        rings[k, :, (radius - 4).abs() < 0.5] = -1.0
+    closed, soft = skin, rings.mean(0, keepdim=True).expand(3, -1, -1, -1)
+    assert (closed - rings).abs().mean() < (soft - rings).abs().mean()  # L1: no ring
+    assert mouth_loss(soft, rings, boxes, size) < 0.8 * mouth_loss(closed, rings, boxes, size)
+    elsewhere = soft.clone()
+    elsewhere[:, :, :5] = -1.0  # far from the mouth box
+    assert mouth_loss(elsewhere, rings, boxes, size) == mouth_loss(soft, rings, boxes, size)
+
+
+def test_mouth_critic_sees_the_mouth_and_trains_from_the_cli(small_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from anirender.models.train.mouth_critic import CROP, MouthCritic, mouth_crops
+
+    images = torch.full((1, 3, 128, 128), 1.0)
+    images[0, :, 99:101, 69:71] = -1.0  # a dot at the centre of the mouth box
+    boxes = torch.tensor([[[30.0, 50.0, 110.0, 70.0], [40.0, 90.0, 100.0, 110.0]]])
+    crop = mouth_crops(images, boxes)
+    assert crop.shape == (1, 3, CROP, CROP)
+    dark = torch.nonzero(crop[0, 0] < 0.5).float().mean(0)
+    assert torch.allclose(dark, torch.tensor([CROP / 2 - 0.5] * 2), atol=1.5)
+    assert crop[0, 0, 0, 0] == 1.0  # the crop is local: the rest is the white image
+
+    weights = _tiny_weights(tmp_path / "tiny.safetensors", noise=0.05)
+    out = tmp_path / "run"
+    argv = ["train", "reenact", "--data", small_dataset, "--init", weights, "--source-blend",
+            "--edit-weight", 1, "--mouth-weight", 4, "--mouth-gan", 0.05, "--steps", 2,
+            "--batch", 2, "--val-characters", 0, "--val-poses", 0, "--threads", 1,
+            "--checkpoint-every", 1, "--out", out]  # fmt: skip
+    assert _cli(argv) == 0
+    first = load_file(str(out / "mouth_critic.safetensors"))
+    critic = MouthCritic()
+    critic.load_state_dict(first)
+    assert _cli(argv[:-2] + ["--steps", 3, "--resume", "--out", out]) == 0
+    later = load_file(str(out / "mouth_critic.safetensors"))
+    assert any(not torch.equal(first[k], later[k]) for k in first)  # resumed and trained on
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
