@@ -457,9 +457,13 @@ def mirror_averaged(model: FaceGenerator, source, pose) -> torch.Tensor:
     """The mean of the model's image and the flipped-back image it draws for the mirrored
     face: two passes, better than one on unseen faces (BENCHMARKS.md), which is what
     per-portrait tuning teaches the one-pass model."""
-    image = model(source, pose)["fake_image"]
-    mirror = model(*mirrored_inputs(source, pose))["fake_image"]
-    return 0.5 * (image + mirror.flip(-1))
+    out, mirror = model(source, pose), model(*mirrored_inputs(source, pose))
+    return flipped_back_mean(out["fake_image"], mirror["fake_image"])
+
+
+def flipped_back_mean(image, mirror_image):
+    """The mean of an image and a mirrored one flipped back."""
+    return 0.5 * (image + mirror_image.flip(-1))
 
 
 def reenacted_alpha(alpha, output: dict):
@@ -484,8 +488,8 @@ def reenacted(model: FaceGenerator, rgb, alpha, pose, mirror_average: bool = Fal
     image, cover = out["fake_image"], reenacted_alpha(alpha, out)
     if mirror_average:
         mirror = model(*mirrored_inputs(source, pose))
-        image = 0.5 * (image + mirror["fake_image"].flip(-1))
-        cover = 0.5 * (cover + reenacted_alpha(alpha.flip(-1), mirror).flip(-1))
+        image = flipped_back_mean(image, mirror["fake_image"])
+        cover = flipped_back_mean(cover, reenacted_alpha(alpha.flip(-1), mirror))
     return image, cover
 
 
