@@ -110,12 +110,15 @@ def load_pairs(
     val_poses: float = 0.1,
     use_splits=True,
     only: set | None = None,
+    held_out_only: bool = False,
 ):
     """(train, val_characters, val_poses) PairSets from one or more dataset folders.
 
     A folder with a ``characters.json`` (``dataset celeb --makehuman``) holds out its
     ``val`` characters (``use_splits``); otherwise the last ``val_characters`` by name.
-    ``only``: read just these characters (``org_id``s).
+    ``only``: read just these characters (``org_id``s). ``held_out_only``: read just the
+    characters the folders' splits hold out (scoring; train is then None), so scoring a
+    model does not decode and hold the whole training set.
     """
     from PIL import Image
 
@@ -138,8 +141,10 @@ def load_pairs(
         for row in _read_rows(csv_path):
             if only is not None and row["org_id"] not in only:
                 continue
-            row["path"] = folder / row["org_id"] / row["cluster"] / row["png_name"]
             row["character"] = f"{folder.name}/{row['org_id']}"
+            if held_out_only and row["character"] not in held_chars:
+                continue
+            row["path"] = folder / row["org_id"] / row["cluster"] / row["png_name"]
             rows.append(row)
     characters = sorted({r["character"] for r in rows})
     if not held_chars and val_characters and len(characters) <= val_characters:
@@ -211,7 +216,7 @@ def load_pairs(
                 torch.tensor(boxes, dtype=torch.float32),
             )
         )
-    if result[0] is None:
+    if result[0] is None and not held_out_only:
         raise AniRenderError("No training pairs: every image was held out.")
     return tuple(result)
 
@@ -396,7 +401,7 @@ def evaluate_reenact(model: FaceGenerator, data_dirs, split: str = "val") -> dic
                 "The data has no characters.json with a train/val split; "
                 "use --split all or render it with `anirender dataset celeb --makehuman N`."
             )
-        _, pairs, _ = load_pairs(data_dirs, model.cfg.image_size, 0, 0.0)
+        _, pairs, _ = load_pairs(data_dirs, model.cfg.image_size, 0, 0.0, held_out_only=True)
     else:
         pairs, _, _ = load_pairs(data_dirs, model.cfg.image_size, 0, 0.0, use_splits=False)
     if pairs is None:
