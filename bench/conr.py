@@ -130,6 +130,12 @@ def main():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--official", type=Path, help="checkout of megvii-research/CoNR")
     parser.add_argument("--rounds", type=int, default=3, help="--official: interleaved rounds")
+    parser.add_argument(
+        "--compile",
+        choices=("auto", "off", "on"),
+        default="auto",
+        help="--official: torch.compile as the project chooses (auto), never, or forced",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,15 +212,22 @@ def against_official(args):
     from anirender.models.execution import ENV, native_bf16, parse_request
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    logging.getLogger("anirender.execution").setLevel(logging.DEBUG)  # every way timed
     os.environ.pop(ENV, None)  # the project chooses its own execution, as a user's would
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare(args.device)
     parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
     official = load_official(args.official, parts)  # on the GPU when there is one
     low = copy.deepcopy(model)
     # reduced precision: bf16 on a CPU (timed as "fast" where it is native), fp16 on a GPU
+    # ("fast") and bf16 forced beside it
     cpu_bf16 = "fast" if native_bf16() else "bf16"
-    low.request = parse_request("fast" if args.device == "cuda" else cpu_bf16)
-    model.request = parse_request("fp32")
+    compile_env = {ENV: f"compile={args.compile}"} if args.compile != "auto" else {}
+    low.request = parse_request("fast" if args.device == "cuda" else cpu_bf16, env=compile_env)
+    model.request = parse_request("fp32", env=compile_env)
+    extra = None
+    if args.device == "cuda":
+        extra = copy.deepcopy(model)
+        extra.request = parse_request("bf16", env=compile_env)
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     where = gpu or f"{cpu_model()}, {torch.get_num_threads()} threads"
     print(f"# CoNR against the official code, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -233,6 +246,19 @@ def against_official(args):
             got32 = model.render(enc32, udp)  # also times the execution choices, once
             got16 = low.render(enc16, udp)
             paths = _official_paths(ref, model, low, enc32, enc16, udp, many)
+            psnr_bf16 = None
+            if extra is not None:
+                enc_bf16 = extra.encode_sheet(sheet)
+                got_bf16 = extra.render(enc_bf16, udp)
+                psnr_bf16 = 10 * np.log10(1.0 / max(float(np.mean((got_bf16 - got32) ** 2)), 1e-20))
+                paths["project bf16, 1 frame per call"] = (
+                    1,
+                    lambda f, e=enc_bf16, u=udp: extra.render(e, u[f : f + 1]),
+                )
+                paths[f"project bf16, {many} frames per call"] = (
+                    many,
+                    lambda f, e=enc_bf16, u=udp: extra.render(e, u),
+                )
             times = {name: [] for name in paths}
             peaks = dict.fromkeys(paths, 0.0)
             for r in range(args.rounds):
@@ -254,8 +280,11 @@ def against_official(args):
                     check = f"max diff {diff:.1e}; {model.execution.describe()}"
                 if name.startswith("project fast, 1"):
                     check = f"PSNR {psnr:.1f} dB vs fp32; {low.execution.describe()}"
+                if name.startswith("project bf16, 1"):
+                    check = f"PSNR {psnr_bf16:.1f} dB vs fp32; {extra.execution.describe()}"
                 print(
-                    f"| {size} | {views} | {name} | {seconds:.3f} | {base / seconds:.2f}x | {check} |"
+                    f"| {size} | {views} | {name} | {seconds:.4f} | {base / seconds:.2f}x "
+                    f"| {peaks[name]:.0f} | {check} |"
                 )
             sys.stdout.flush()
 

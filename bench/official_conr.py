@@ -72,4 +72,4 @@ class OfficialShader:
         }
         with torch.no_grad():
             out = self.model.model_step(self.model.data_norm_image(data), training=False)
-        return out["shader"]["y_weighted_warp_decoded_rgba"][0].permute(1, 2, 0).numpy()
+        return out["shader"]["y_weighted_warp_decoded_rgba"][0].permute(1, 2, 0).cpu().numpy()

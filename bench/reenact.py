@@ -21,6 +21,13 @@ Contenders, interleaved pose by pose so they share the machine's load:
   (16 samples, ``--size`` px, toon style).
 
 Reports the median seconds per slider change and the ratio baseline / contender.
+
+``--network-only`` (implied by ``--device cuda``: the GPU machine has no Blender) times
+the network call alone, portrait array in and RGBA array out, transfers included, on a
+seeded synthetic portrait; no Cycles baseline then, the CPU run of the same command is
+the comparison:
+
+    python3 bench/reenact.py --device cuda    # bench/gpu.sh
 """
 
 import argparse
@@ -43,7 +50,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "reenact.json")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--network-only", action="store_true", help="no Blender: the net alone")
     args = parser.parse_args()
+    if args.network_only or args.device == "cuda":
+        return network_only(args)
 
     import bpy
     import torch
@@ -126,6 +137,67 @@ def main() -> None:
         "cycles_over": {
             k: median["cycles"] / median[k] for k in ("small", "shipped", "mirrored", "full")
         },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def network_only(args) -> None:
+    """Median seconds per ``Reenactor.reenact`` call (one slider change) on ``args.device``."""
+    import torch
+
+    from anirender.models.reenact import (
+        LEGACY_64_WEIGHTS,
+        POSE_SIZE,
+        FaceGenerator,
+        ReenactConfig,
+        Reenactor,
+    )
+
+    torch.set_num_threads(args.threads)
+    size = args.size
+    yy, xx = np.mgrid[:size, :size] / size
+    portrait = np.zeros((size, size, 4), np.uint8)
+    face = (yy - 0.55) ** 2 + (xx - 0.5) ** 2 < 0.35**2
+    portrait[..., 0] = (255 * xx).astype(np.uint8)
+    portrait[..., 1] = (255 * yy).astype(np.uint8)
+    portrait[..., 2] = 200
+    portrait[..., 3] = np.where(face, 255, 0)
+    shipped = Reenactor(device=args.device)
+    torch.manual_seed(0)
+    full_net = FaceGenerator(ReenactConfig(image_size=size, base=32))
+    contenders = {
+        "small": Reenactor(LEGACY_64_WEIGHTS, device=args.device),
+        "shipped": shipped,
+        "mirrored": Reenactor(model=shipped.model, device=args.device, mirror_average=True),
+        "full": Reenactor(model=full_net, device=args.device),
+    }
+    rng = np.random.default_rng(0)
+    poses = rng.uniform(0, 1, (args.poses + 1, POSE_SIZE)).astype(np.float32)
+    poses[:, 17:] = rng.uniform(-0.5, 0.5, (args.poses + 1, 3))
+    for reenactor in contenders.values():  # warm-up: first calls allocate
+        reenactor.reenact(portrait, poses[0])
+    times = {name: [] for name in contenders}
+    for pose in poses[1:]:
+        for name, reenactor in contenders.items():
+            start = time.perf_counter()
+            reenactor.reenact(portrait, pose)
+            times[name].append(time.perf_counter() - start)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    where = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{where}, torch {torch.__version__}",
+        "device": args.device,
+        "size": size,
+        "poses": args.poses,
+        "what": "network only: Reenactor.reenact, portrait array in, RGBA array out",
+        "median_s": median,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

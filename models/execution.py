@@ -366,11 +366,18 @@ def choose(
             best, spent, runs = float("inf"), 0.0, 0
             # the first run also pays for allocations and conversions; small networks get
             # more runs (about a second's worth) so that a busy machine misleads less
-            while runs < 2 or (spent < 1.0 and runs < 10):
-                start = time.perf_counter()
-                run(option.batch)
-                took = time.perf_counter() - start
-                best, spent, runs = min(best, took), spent + took, runs + 1
+            try:
+                while runs < 2 or (spent < 1.0 and runs < 10):
+                    start = time.perf_counter()
+                    run(option.batch)
+                    took = time.perf_counter() - start
+                    best, spent, runs = min(best, took), spent + took, runs + 1
+            except (RuntimeError, OSError) as exc:
+                if option == _normal(base, images_per_frame):
+                    raise  # the default itself fails: that is the job's error, not a choice's
+                # a candidate this machine cannot run (a graph capture, a compiler) loses
+                log.info("%s: %s failed and is not used: %s", name, option.describe(), exc)
+                best = float("inf")
             timings[option] = best / option.batch
             log.debug("%s: %.3f s per frame as %s", name, timings[option], option.describe())
         return timings[option]

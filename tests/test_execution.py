@@ -112,6 +112,30 @@ def test_choose_keeps_the_fastest_and_never_the_slower(tmp_path, monkeypatch):
     assert choose("test", Execution(), axes, lambda e: None, lambda f: None, key="k") == chosen
 
 
+def test_a_candidate_that_fails_is_passed_over_and_the_default_still_raises(
+    tmp_path, monkeypatch
+):
+    """A way to run that breaks on this machine (a CUDA graph capture, a compiler) loses
+    the timing instead of stopping the render; a failing default is the job's own error."""
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "c.json"))
+    state = {}
+
+    def run(frames):
+        if state["e"].batch == 2:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        time.sleep(0.01 * frames)
+
+    axes = [("batch", (1, 2))]
+    chosen = choose("test", Execution(), axes, lambda e: state.update(e=e), run, key="k")
+    assert chosen.batch == 1 and state["e"] == chosen
+
+    def broken(frames):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        choose("test", Execution(), axes, lambda e: None, broken)
+
+
 @pytest.fixture(scope="module")
 def reference_frames():
     udp = udp_frames(3)
