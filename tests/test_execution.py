@@ -112,9 +112,7 @@ def test_choose_keeps_the_fastest_and_never_the_slower(tmp_path, monkeypatch):
     assert choose("test", Execution(), axes, lambda e: None, lambda f: None, key="k") == chosen
 
 
-def test_a_candidate_that_fails_is_passed_over_and_the_default_still_raises(
-    tmp_path, monkeypatch
-):
+def test_a_candidate_that_fails_is_passed_over_and_the_default_still_raises(tmp_path, monkeypatch):
     """A way to run that breaks on this machine (a CUDA graph capture, a compiler) loses
     the timing instead of stopping the render; a failing default is the job's own error."""
     monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "c.json"))
