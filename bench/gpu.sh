@@ -47,6 +47,10 @@ else
     echo "no .cache/official_conr: the side-by-side with the official code is skipped"
 fi
 
+# where a CoNR frame's time goes (network vs call, TF32, cudnn.benchmark, top kernels,
+# parity to exact fp32 and the reference loop GPU vs CPU), and the guided shader's profile
+section gpu_profile 90 "$PY" bench/gpu_profile.py --size 256 --views 4 --guided
+
 # reenactment: one slider change, the network alone, 256 px
 section reenact 40 "$PY" bench/reenact.py --device cuda --poses 20 --out "$RESULTS/reenact.json"
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from conr import sheet_images, udp_frames  # noqa: E402
 from conr_reference import ReferenceCoNR  # noqa: E402
 
+from anirender.models.conr.cinn import upsample2  # noqa: E402
 from anirender.models.conr.config import OFFICIAL_FILES  # noqa: E402
 from anirender.models.conr.model import CoNR, randomize_weights  # noqa: E402
 from anirender.models.execution import Execution  # noqa: E402
@@ -87,6 +88,19 @@ def main():
     reference.set_sheet(sheet)
     set_switches(tf32=False, benchmark=False)
     exact = np.stack([reference.render_frame(u) for u in udp])
+    # how close can two exact-fp32 runs of the same loop on two devices be?
+    on_cpu = ReferenceCoNR({n: {k: v.cpu() for k, v in p.items()} for n, p in parts.items()})
+    on_cpu.set_sheet(sheet)
+    cpu_frames = np.stack([on_cpu.render_frame(u) for u in udp])
+    gap = np.abs(cpu_frames - exact)
+    print(
+        f"reference loop, GPU (TF32 off) vs CPU: max diff {gap.max():.1e}, mean {gap.mean():.1e}, "
+        f"{(gap > 1e-4).mean() * 100:.2f}% of values over 1e-4"
+    )
+    x = torch.randn(8, 64, 32, 32, device="cuda")
+    plain = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear")
+    print(f"upsample2 (channels-last kernel) vs NCHW kernel: max diff "
+          f"{(upsample2(x) - plain).abs().max().item():.1e}")  # fmt: skip
 
     models = {"fp32": model}
     for precision in ("fp16", "bf16"):
@@ -104,10 +118,10 @@ def main():
                     network = cuda_ms(lambda: net._shade_frames_eager(encoding, frames))  # noqa: B023
                 got = net.render(encoding, udp)
                 whole = wall_ms(lambda: net.render(encoding, udp))  # noqa: B023
-                diff = float(np.abs(got - exact).max())
+                diff = np.abs(got - exact)
                 print(
                     f"| {precision} | {tf32} | {benchmark} | {network:.2f} | {whole:.2f} | "
-                    f"{diff:.1e} |",
+                    f"{diff.max():.1e} (mean {diff.mean():.1e}) |",
                     flush=True,
                 )
 

@@ -241,7 +241,7 @@ def find_candidates(sheet: GuidedSheet, udp: np.ndarray, k: int, window=None) ->
             "features": np.zeros((0, k, CANDIDATE_FEATURES), np.float32),
         }
     points = udp.reshape(-1, 4)[pixels, :3]
-    distance, index = sheet.tree.query(points, k=kk)
+    distance, index = sheet.tree.query(points, k=kk, workers=-1)  # every core; exact
     if kk == 1:
         distance, index = distance[:, None], index[:, None]
     if kk < k:  # a tiny sheet: repeat the farthest candidate
