@@ -51,6 +51,9 @@ fi
 # parity to exact fp32 and the reference loop GPU vs CPU), and the guided shader's profile
 section gpu_profile 90 "$PY" bench/gpu_profile.py --size 256 --views 4 --guided
 
+# fp32 parity: the reference loop and the project, each on the CPU and the GPU
+section device_parity 60 "$PY" bench/device_parity.py --size 256 --views 4
+
 # reenactment: one slider change, the network alone, 256 px
 section reenact 40 "$PY" bench/reenact.py --device cuda --poses 20 --out "$RESULTS/reenact.json"
 
