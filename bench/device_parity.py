@@ -2,8 +2,8 @@
 
 The official-size network with the bench's seeded weights, ``--size`` px, ``--views``
 views, two frames. Four exact-fp32 runs (TF32 off): the reference-style loop and the
-project's batched path, each on the CPU and on the GPU; plus the project on the GPU with
-TF32 allowed. Prints max and mean |difference| of every pair, so a gap can be placed: in
+project's batched path, each on the CPU and on the GPU; plus both on the GPU with TF32
+allowed (torch's default for fp32 convolutions, the project's ``tf32``). Prints max and mean |difference| of every pair, so a gap can be placed: in
 the network's numerics on the device (all GPU runs apart from all CPU runs) or in one
 implementation.
 
@@ -32,8 +32,8 @@ from anirender.models.execution import Execution  # noqa: E402
 
 
 def tf32(on: bool) -> None:
-    torch.backends.cudnn.allow_tf32 = on
-    torch.backends.cuda.matmul.allow_tf32 = on
+    """For the reference loop; the project's calls set TF32 themselves (gpu_numerics)."""
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"
 
 
 def main():
@@ -58,7 +58,10 @@ def main():
         runs[f"reference {device}"] = np.stack([reference.render_frame(u) for u in udp])
         runs[f"project {device}"] = model.render(model.encode_sheet(sheet), udp)
     tf32(True)
+    gpu_model.set_execution(Execution(device="cuda", batch=2, precision="tf32"))
     runs["project cuda, TF32"] = gpu_model.render(gpu_model.encode_sheet(sheet), udp)
+    reference.set_sheet(sheet)  # the GPU one, its sheet now in TF32 too
+    runs["reference cuda, TF32"] = np.stack([reference.render_frame(u) for u in udp])
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.size} px, "
           f"{args.views} views, 2 frames, exact fp32 unless TF32 is named")  # fmt: skip
     print("| run | against | max diff | mean diff |")

@@ -4,11 +4,10 @@ For the official-size network (seeded weights) at ``--size`` px with ``--views``
 views, two frames per call:
 
 - the network alone (``_shade_frames_eager`` on tensors already on the GPU, CUDA events)
-  and the whole ``CoNR.render`` call (numpy in, numpy out), for fp32 with TF32 allowed
-  (torch's default for convolutions) and not, fp16 and bf16, each with
-  ``cudnn.benchmark`` off and on;
-- max |difference| of each fp32 setting to the reference-style loop run with TF32 off
-  (exact fp32), the parity the tests ask for;
+  and the whole ``CoNR.render`` call (numpy in, numpy out), for exact fp32, TF32 (torch's
+  default for fp32 convolutions, which the project's fp32 turns off), fp16 and bf16, each
+  with ``cudnn.benchmark`` off and on;
+- max |difference| of each to the reference-style loop in exact fp32;
 - the profiler's top kernels for the fp32 network;
 - ``--guided``: the guided shader's render under cProfile (its correspondence search
   runs on the CPU).
@@ -38,7 +37,7 @@ from conr_reference import ReferenceCoNR  # noqa: E402
 from anirender.models.conr.cinn import upsample2  # noqa: E402
 from anirender.models.conr.config import OFFICIAL_FILES  # noqa: E402
 from anirender.models.conr.model import CoNR, randomize_weights  # noqa: E402
-from anirender.models.execution import Execution  # noqa: E402
+from anirender.models.execution import Execution, gpu_numerics  # noqa: E402
 
 
 def cuda_ms(fn, repeats=10):
@@ -66,8 +65,8 @@ def wall_ms(fn, repeats=10):
 
 
 def set_switches(tf32: bool, benchmark: bool) -> None:
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    """Outside the project's calls (which set TF32 themselves: ``gpu_numerics``)."""
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
     torch.backends.cudnn.benchmark = benchmark
 
 
@@ -82,11 +81,11 @@ def main():
 
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare("cuda")
     parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
+    set_switches(tf32=False, benchmark=False)
     reference = ReferenceCoNR(parts, device="cuda")
     sheet = sheet_images(args.views, args.size)
     udp = udp_frames(2, args.size)
     reference.set_sheet(sheet)
-    set_switches(tf32=False, benchmark=False)
     exact = np.stack([reference.render_frame(u) for u in udp])
     # how close can two exact-fp32 runs of the same loop on two devices be?
     on_cpu = ReferenceCoNR({n: {k: v.cpu() for k, v in p.items()} for n, p in parts.items()})
@@ -103,37 +102,37 @@ def main():
           f"{(upsample2(x) - plain).abs().max().item():.1e}")  # fmt: skip
 
     models = {"fp32": model}
-    for precision in ("fp16", "bf16"):
+    for precision in ("tf32", "fp16", "bf16"):
         models[precision] = copy.deepcopy(model)
-    print("| precision | TF32 | cudnn.benchmark | network ms | render ms per call | max diff |")
-    print("|---|---|---|---|---|---|")
+    print("| precision | cudnn.benchmark | network ms | render ms per call | max diff |")
+    print("|---|---|---|---|---|")
     for precision, net in models.items():
-        net.set_execution(Execution(device="cuda", precision=precision, batch=2))
+        execution = Execution(device="cuda", precision=precision, batch=2)
+        net.set_execution(execution)
         encoding = net.encode_sheet(sheet)
         frames = torch.from_numpy(udp).permute(0, 3, 1, 2).cuda()
-        for tf32 in (True, False) if precision == "fp32" else (True,):
-            for benchmark in (False, True):
-                set_switches(tf32, benchmark)
-                with torch.inference_mode():
-                    network = cuda_ms(lambda: net._shade_frames_eager(encoding, frames))  # noqa: B023
-                got = net.render(encoding, udp)
-                whole = wall_ms(lambda: net.render(encoding, udp))  # noqa: B023
-                diff = np.abs(got - exact)
-                print(
-                    f"| {precision} | {tf32} | {benchmark} | {network:.2f} | {whole:.2f} | "
-                    f"{diff.max():.1e} (mean {diff.mean():.1e}) |",
-                    flush=True,
-                )
+        for benchmark in (False, True):
+            torch.backends.cudnn.benchmark = benchmark
+            with torch.inference_mode(), gpu_numerics(execution):
+                network = cuda_ms(lambda: net._shade_frames_eager(encoding, frames))  # noqa: B023
+            got = net.render(encoding, udp)
+            whole = wall_ms(lambda: net.render(encoding, udp))  # noqa: B023
+            diff = np.abs(got - exact)
+            print(
+                f"| {precision} | {benchmark} | {network:.2f} | {whole:.2f} | "
+                f"{diff.max():.1e} (mean {diff.mean():.1e}) |",
+                flush=True,
+            )
 
-    set_switches(tf32=True, benchmark=True)
+    torch.backends.cudnn.benchmark = True
     encoding = model.encode_sheet(sheet)
     frames = torch.from_numpy(udp).permute(0, 3, 1, 2).cuda()
-    with torch.inference_mode():
+    with torch.inference_mode(), gpu_numerics(model.execution):
         model._shade_frames_eager(encoding, frames)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             model._shade_frames_eager(encoding, frames)
             torch.cuda.synchronize()
-    print("\n## top CUDA kernels, fp32 network (TF32 on, cudnn.benchmark on)")
+    print("\n## top CUDA kernels, exact fp32 network (cudnn.benchmark on)")
     print(
         prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70)
     )

@@ -58,9 +58,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--precision",
         default=None,
-        choices=("fp32", "fast", "bf16", "fp16"),
-        help="fp32 (default, exact); fast: bf16 on CPUs that have it natively, fp16 on a GPU, "
-        "where that times faster; or force bf16 / fp16",
+        choices=("fp32", "fast", "bf16", "fp16", "tf32"),
+        help="fp32 (default, exact); fast: bf16 on CPUs that have it natively, TF32 or fp16 "
+        "on a GPU, where that times faster; or force bf16 / fp16 / tf32",
     )
     p.add_argument(
         "--batch", type=int, default=None, help="frames per network call (default: timed)"

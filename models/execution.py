@@ -12,8 +12,9 @@ What the user allowed or forced comes from the command line (``--precision``,
 ``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2"``;
 ``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default.
 
-Precision: ``fp32`` (the default; exact), ``fast`` (allows bf16 on a CPU with native
-bf16 or fp16 on a GPU, taken only if it times faster), or a forced ``bf16`` / ``fp16``.
+Precision: ``fp32`` (the default; exact, also on a GPU, where torch would otherwise let
+cuDNN convolve in TF32), ``fast`` (allows bf16 on a CPU with native bf16, TF32 or fp16 on
+a GPU, taken only if it times faster), or a forced ``bf16`` / ``fp16`` / ``tf32``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,7 +39,9 @@ log = logging.getLogger("anirender.execution")
 
 ENV = "ANIRENDER_EXECUTION"
 CACHE_ENV = "ANIRENDER_EXECUTION_CACHE"
-PRECISIONS = ("fp32", "fast", "bf16", "fp16")
+PRECISIONS = ("fp32", "fast", "bf16", "fp16", "tf32")
+#: precisions that change the weights' type (tf32 keeps fp32 weights, TF32 maths)
+LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: torch.compile is only timed when asked for on a CPU: on the 2-core benchmark machine
 #: it compiled CoNR for over 7 minutes without finishing (BENCHMARKS.md)
 COMPILE_ON_CPU_BY_DEFAULT = False
@@ -210,6 +214,37 @@ def physical_cores() -> int | None:
     return len(cores) or None
 
 
+@contextmanager
+def gpu_numerics(execution: Execution | None) -> Iterator[None]:
+    """On a GPU, fp32 convolutions in IEEE fp32 unless the execution allows TF32.
+
+    torch lets cuDNN convolve fp32 in TF32 (a 10-bit mantissa) by default; on CoNR that
+    moves a frame up to 9e-3 from the exact one, while IEEE fp32 stays within 1.2e-5 of
+    the reference loop on CPU or GPU (``bench/device_parity.py``, H200). ``fp32`` here
+    means that exact answer; ``tf32`` (and reduced precisions) allow TF32. The switch is
+    process-wide, so it is set for the call and put back after it."""
+    if execution is None or execution.device != "cuda":
+        yield
+        return
+    exact = execution.precision == "fp32"
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    matmul = torch.backends.cuda.matmul
+    if conv is None or not hasattr(conv, "fp32_precision"):  # torch before 2.9
+        switches = [(torch.backends.cudnn, "allow_tf32"), (matmul, "allow_tf32")]
+        want = not exact
+    else:
+        switches = [(conv, "fp32_precision"), (matmul, "fp32_precision")]
+        want = "ieee" if exact else "tf32"
+    before = [getattr(owner, name) for owner, name in switches]
+    for owner, name in switches:
+        setattr(owner, name, want)
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(switches, before, strict=True):
+            setattr(owner, name, value)
+
+
 _threads_before: int | None = None
 
 
@@ -245,7 +280,7 @@ def plan(
     device = torch.device(device).type
     base = Execution(device=device, threads=request.threads or 0)
     forced = {
-        "precision": request.precision if request.precision in ("bf16", "fp16") else None,
+        "precision": request.precision if request.precision in ("bf16", "fp16", "tf32") else None,
         "channels_last": None if request.layout is None else request.layout == "channels_last",
         "batch": request.batch,
         "chunk": request.chunk,
@@ -272,7 +307,7 @@ def plan(
             if native_bf16() if bf16_native is None else bf16_native:
                 axes.append(("precision", ("fp32", "bf16")))
         elif device == "cuda" and "fp16" in supports:
-            axes.append(("precision", ("fp32", "fp16")))
+            axes.append(("precision", ("fp32", "tf32", "fp16")))
     if device == "cuda" and request.cuda_graphs is None and "cuda_graphs" in supports:
         axes.append(("cuda_graphs", (False, True)))
     if request.compile is None and "compile" in supports:
@@ -429,9 +464,15 @@ class TunedShader:
         return self
 
     def autocast(self):
+        """Reduced precision as chosen: autocast for bf16/fp16, the GPU's TF32 switch."""
         execution = self.execution or Execution()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(execution.precision)
-        return torch.autocast(execution.device, dtype=dtype, enabled=dtype is not None)
+        dtype = LOW_DTYPES.get(execution.precision)
+        stack = ExitStack()
+        stack.enter_context(gpu_numerics(execution))
+        stack.enter_context(
+            torch.autocast(execution.device, dtype=dtype, enabled=dtype is not None)
+        )
+        return stack
 
     @property
     def memory_format(self) -> torch.memory_format:

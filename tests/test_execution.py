@@ -17,6 +17,7 @@ from anirender.models.execution import (
     Execution,
     Request,
     choose,
+    gpu_numerics,
     parse_request,
     physical_cores,
     plan,
@@ -74,6 +75,29 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     )
     assert base == Execution(device="cuda")
     assert {"precision", "cuda_graphs", "compile"} <= set(dict(axes))
+    assert dict(axes)["precision"] == ("fp32", "tf32", "fp16")  # exact first, TF32 only if asked
+    assert "precision" not in dict(plan(Request(), "cuda", supports=("fp16",))[1])
+
+
+def test_fp32_on_a_gpu_means_ieee_convolutions_and_tf32_is_asked_for():
+    """torch lets cuDNN convolve fp32 in TF32 by default (9e-3 off on CoNR, H200); the
+    switch is process-wide, so it is set around a call and put back. The switch can be
+    read and set without a GPU, which is all this checks."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    with gpu_numerics(Execution(device="cuda")):
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    for allowed in ("tf32", "fp16", "bf16"):
+        with gpu_numerics(Execution(device="cuda", precision=allowed)):
+            assert conv.fp32_precision == "tf32"
+    with pytest.raises(ValueError), gpu_numerics(Execution(device="cuda")):
+        raise ValueError("a failing render")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before  # put back after errors too
+    with gpu_numerics(Execution()):  # the CPU: nothing touched
+        assert (conv.fp32_precision, matmul.fp32_precision) == before
+    assert parse_request("tf32").precision == "tf32"
+    assert plan(Request(precision="tf32"), "cuda")[0].precision == "tf32"  # forced
 
 
 def test_threads_are_timed_on_hyper_threads_and_put_back():
@@ -189,6 +213,10 @@ def test_forced_bf16_is_close_and_fp32_comes_back_exact(monkeypatch):
     model.set_execution(Execution(precision="fp32"))
     assert all((model.state_dict()[k] == v).all() for k, v in weights.items())
     assert np.abs(model.render(model.encode_sheet(sheet_images()), udp) - exact).max() < 1e-5
+    # tf32 keeps the fp32 weights (no copy kept, nothing rounded); on a CPU it is fp32
+    tf32 = small_model().set_execution(Execution(precision="tf32"))
+    assert tf32.compute_dtype == torch.float32 and tf32._master is None
+    assert np.abs(tf32.render(tf32.encode_sheet(sheet_images()), udp) - exact).max() < 1e-5
 
 
 def test_guided_and_anr_choices_keep_the_picture(monkeypatch, tmp_path):

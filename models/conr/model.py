@@ -27,9 +27,11 @@ from torch import nn
 from ...errors import AniRenderError
 from ..alpha import premultiply_official
 from ..execution import (
+    LOW_DTYPES,
     Execution,
     Request,
     choose,
+    gpu_numerics,
     machine_key,
     parse_request,
     plan,
@@ -182,7 +184,8 @@ class CoNR(nn.Module):
         return self
 
     def _set_precision(self, precision: str) -> None:
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        # tf32: fp32 weights; the GPU's TF32 switch is set around each call (gpu_numerics)
+        dtypes = {"fp32": torch.float32, "tf32": torch.float32, **LOW_DTYPES}
         if precision not in dtypes:
             raise AniRenderError(f"Unknown precision '{precision}'; use one of {sorted(dtypes)}.")
         dtype = dtypes[precision]
@@ -205,7 +208,7 @@ class CoNR(nn.Module):
         return self
 
     def _use_execution(self, execution: Execution) -> CoNR:
-        if execution.precision != "fp32" and self._master is None:
+        if execution.precision in LOW_DTYPES and self._master is None:
             if self.compute_dtype == torch.float32:  # keep the exact weights to come back
                 self._master = {k: v.detach().clone() for k, v in self.state_dict().items()}
         if execution.channels_last != self.channels_last:
@@ -263,6 +266,11 @@ class CoNR(nn.Module):
             self._master = None
         self._executions[shape] = chosen
         return chosen
+
+    @property
+    def _numerics(self) -> Execution:
+        """The execution whose maths the parser follows: the chosen one, exact before."""
+        return self.execution or Execution(device=self.device.type)
 
     @property
     def device(self) -> torch.device:
@@ -365,7 +373,7 @@ class CoNR(nn.Module):
         rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)
         alpha = torch.from_numpy(np.ascontiguousarray(images[..., 3:4])).permute(0, 3, 1, 2)
         sheet = (torch.cat([rgb, alpha], 1).float() / 255.0).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), gpu_numerics(self._numerics):
             feats, _ = self.parse_sheet(sheet[:, :3], with_udp=False)
             rgba = self.sheet_rgba_pyramid(sheet)
         return SheetEncoding(images.shape[1], images.shape[0], rgba, feats)
@@ -379,7 +387,7 @@ class CoNR(nn.Module):
 
     def _render_chunks(self, sheet: SheetEncoding, udp: np.ndarray, step: int) -> np.ndarray:
         out = np.empty(udp.shape, dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), gpu_numerics(self.execution):
             for start in range(0, len(udp), step):
                 chunk = torch.from_numpy(udp[start : start + step]).permute(0, 3, 1, 2)
                 chunk = chunk.to(self.device)
@@ -426,7 +434,7 @@ class CoNR(nn.Module):
     def detect_udp(self, images: np.ndarray) -> np.ndarray:
         """UDP estimate (B, H, W, 4) from uint8 RGB or RGBA images (B, H, W, 3|4)."""
         x = pose_image_batch(images)
-        with torch.inference_mode():
+        with torch.inference_mode(), gpu_numerics(self._numerics):
             _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
         return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
