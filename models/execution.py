@@ -10,7 +10,8 @@ is always a candidate, so no choice is slower than that on the probe.
 What the user allowed or forced comes from the command line (``--precision``,
 ``--batch``, ``--threads``) and the ``ANIRENDER_EXECUTION`` environment variable, e.g.
 ``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2"``;
-``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default.
+``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default;
+``reuse_memory=off`` stops the shaders keeping freed CPU memory (``models.cpu_memory``).
 
 Precision: ``fp32`` (the default; exact, also on a GPU, where torch would otherwise let
 cuDNN convolve in TF32), ``fast`` (allows bf16 on a CPU with native bf16, TF32 or fp16 on
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AniRenderError
+from .cpu_memory import keep_freed_memory
 
 log = logging.getLogger("anirender.execution")
 
@@ -90,6 +92,7 @@ class Request:
     threads: int | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
+    reuse_memory: bool | None = None  # None: on (``models.cpu_memory``)
     skip_timing: bool = False
 
 
@@ -166,6 +169,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "threads": _positive,
     "compile": _switch,
     "cuda_graphs": _switch,
+    "reuse_memory": _switch,
 }
 
 
@@ -482,6 +486,10 @@ class TunedShader:
 
     def tuned(self, name: str, shape: tuple, run: Callable[[int], None]) -> Execution:
         """The execution for inputs of ``shape``, timed with ``run(frames)`` the first time."""
+        request = self.request if self.request is not None else parse_request()
+        device = next(self.parameters()).device.type
+        if device == "cpu":
+            keep_freed_memory(request.reuse_memory)
         pinned = getattr(self, "_pinned", None)
         if pinned is not None:
             if pinned != self.execution:
@@ -492,8 +500,6 @@ class TunedShader:
             if chosen != self.execution:
                 self._use_execution(chosen)
             return chosen
-        request = self.request if self.request is not None else parse_request()
-        device = next(self.parameters()).device.type
         base, axes = plan(request, device, supports=("bf16", "fp16", "layout", "batch"))
         key = machine_key(name, getattr(self, "config", None), device, shape, request)
         chosen = choose(name, base, axes, self._use_execution, run, key=key)

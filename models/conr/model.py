@@ -26,6 +26,7 @@ from torch import nn
 
 from ...errors import AniRenderError
 from ..alpha import premultiply_official
+from ..cpu_memory import keep_freed_memory
 from ..execution import (
     LOW_DTYPES,
     Execution,
@@ -231,6 +232,9 @@ class CoNR(nn.Module):
         Times the candidates (see ``models.execution``) on ``probe_udp`` (frames of the
         job, float (B, H, W, 4)), or on a synthetic figure, once per machine.
         """
+        request = self.request if self.request is not None else parse_request()
+        if self.device.type == "cpu":
+            keep_freed_memory(request.reuse_memory)
         if self._pinned is not None:
             if self.execution != self._pinned:
                 self._use_execution(self._pinned)
@@ -240,7 +244,6 @@ class CoNR(nn.Module):
             if self.execution != self._executions[shape]:
                 self._use_execution(self._executions[shape])
             return self.execution
-        request = self.request if self.request is not None else parse_request()
         by_memory = self.pixels_per_batch // (sheet.views * sheet.size * sheet.size)
         base, axes = plan(
             request,
