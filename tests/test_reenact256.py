@@ -92,6 +92,15 @@ def test_eval_reenact_prints_one_json_object(small_dataset, tmp_path, capsys):
     )
 
 
+def test_eval_reenact_names_a_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    capsys.readouterr()
+    assert _cli(["eval", "reenact", "--data", str(missing), "--json"]) != 0
+    said = capsys.readouterr()
+    assert f"No dataset folder at {missing}" in said.err + said.out
+    assert "Traceback" not in said.err
+
+
 def test_scoring_reads_only_the_held_out_characters(small_dataset, monkeypatch):
     """Scoring a model decodes the held-out faces alone, the same pairs the full read
     holds out (on the 300-character set: peak memory 9.8 GB -> 1.2 GB)."""

@@ -395,6 +395,12 @@ def evaluate_reenact(model: FaceGenerator, data_dirs, split: str = "val") -> dic
 
     ``split`` "val": the characters ``characters.json`` marks val; "all": every pair.
     """
+    missing = [str(folder) for folder in data_dirs if not Path(folder).is_dir()]
+    if missing:
+        raise AniRenderError(
+            f"No dataset folder at {', '.join(missing)}; give the folder "
+            "`anirender dataset celeb --out DIR` wrote."
+        )
     if split == "val":
         if not all(read_splits(folder) for folder in data_dirs):
             raise AniRenderError(
