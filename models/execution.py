@@ -28,7 +28,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -467,16 +467,16 @@ class TunedShader:
         self.execution = execution
         return self
 
-    def autocast(self):
+    @contextmanager
+    def autocast(self) -> Iterator[None]:
         """Reduced precision as chosen: autocast for bf16/fp16, the GPU's TF32 switch."""
         execution = self.execution or Execution()
         dtype = LOW_DTYPES.get(execution.precision)
-        stack = ExitStack()
-        stack.enter_context(gpu_numerics(execution))
-        stack.enter_context(
-            torch.autocast(execution.device, dtype=dtype, enabled=dtype is not None)
-        )
-        return stack
+        with (
+            gpu_numerics(execution),
+            torch.autocast(execution.device, dtype=dtype, enabled=dtype is not None),
+        ):
+            yield
 
     @property
     def memory_format(self) -> torch.memory_format:
