@@ -65,10 +65,10 @@ def test_legacy_64px_model_beats_warp_only_on_an_unseen_toy(held_out_dataset, ar
     assert metrics["full"]["l1"] < metrics["identity"]["l1"]
     # a picture: source, target, warp-only, full (rotated rows)
     with torch.no_grad():
-        out = model(pairs.sources[pairs.source_index[:8]], pairs.poses[:8])
+        out = model(pairs.source_images(slice(8)), pairs.poses[:8])
     rows = [
-        pairs.sources[pairs.source_index[:8]],
-        pairs.targets[:8],
+        pairs.source_images(slice(8)),
+        pairs.target_images(slice(8)),
         out["warp_image"],
         out["fake_image"],
     ]

@@ -3,6 +3,7 @@ on unseen characters (fresh seed every run), portrait tuning (CLI and the panel 
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,30 @@ def test_eval_reenact_prints_one_json_object(small_dataset, tmp_path, capsys):
     assert result["warp_only"]["eyes"]["psnr"] == pytest.approx(
         result["identity"]["eyes"]["psnr"], abs=1e-3
     )
+
+
+def test_pairs_keep_the_decoded_pixels_and_give_the_same_rgb(small_dataset):
+    """Training and scoring pairs stay uint8 RGBA (a third of float RGB's memory) and are
+    composited per batch to exactly what ``rgba_to_tensor`` makes of the file."""
+    from PIL import Image
+
+    from anirender.models.reenact import rgba_to_tensor
+    from anirender.models.train.reenact import as_rgb, load_pairs
+
+    train, _, _ = load_pairs([small_dataset], 64, 0, 0.0)
+    assert train.sources.dtype == train.targets.dtype == torch.uint8
+    assert train.targets.shape[1:] == (4, 64, 64)
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)  # every alpha, 0 to 255
+    stored = torch.from_numpy(rgba).permute(2, 0, 1)[None]
+    assert torch.equal(as_rgb(stored), rgba_to_tensor(rgba, 64)[0])
+    png = sorted(Path(small_dataset).rglob("00001.png"))[0]
+    with Image.open(png) as im:
+        expected = rgba_to_tensor(np.asarray(im.convert("RGBA")), 64)[0]
+    assert any(torch.equal(as_rgb(t[None]), expected) for t in train.targets)
+    resized, _, _ = load_pairs([small_dataset], 32, 0, 0.0)  # resized at load: float RGB
+    assert resized.targets.dtype == torch.float32 and resized.targets.shape[1] == 3
+    assert resized.target_images(slice(2)).shape == (2, 3, 32, 32)
 
 
 def test_eval_reenact_names_a_missing_folder(tmp_path, capsys):
@@ -190,10 +215,15 @@ def test_shipped_model_beats_identity_and_its_warp_stage_on_unseen_characters(
     with torch.no_grad():
         for c in range(2):
             sl = slice(c * len(poses), c * len(poses) + n)
-            source = pairs.sources[pairs.source_index[sl]]
+            source = pairs.source_images(sl)
             result = model(source, pairs.poses[sl])
             mask = result["edit_mask"].expand(-1, 3, -1, -1) * 2 - 1  # white: edited
-            for images in (pairs.targets[sl], result["fake_image"], result["warp_image"], mask):
+            for images in (
+                pairs.target_images(sl),
+                result["fake_image"],
+                result["warp_image"],
+                mask,
+            ):
                 rows.append(torch.cat([source[0], *images], -1))
     grid = torch.cat(rows, -2)
     grid = torch.nn.functional.interpolate(grid[None], scale_factor=0.5, antialias=True,
@@ -213,7 +243,7 @@ def test_tuning_to_a_portrait_beats_the_generic_model_on_its_unseen_poses(unseen
     mine = torch.arange(len(poses))  # the first character's pairs
     own = dataclasses.replace(pairs, targets=pairs.targets[mine], poses=pairs.poses[mine],
                               source_index=pairs.source_index[mine], boxes=pairs.boxes[mine])  # fmt: skip
-    portrait = ((pairs.sources[own.source_index[0]] + 1) * 127.5).round().byte()
+    portrait = pairs.sources[own.source_index[0]]  # the neutral render as decoded (RGBA)
     tuner = PortraitTuner(reenact.load_reenact(), portrait.permute(1, 2, 0).numpy(), batch=4)
     generic = evaluate(reenact.load_reenact(), own)["full"]
     for _ in range(TUNING_STEPS):
