@@ -291,18 +291,21 @@ def normalise_pose(pose):
 # ------------------------------------------------------------------------- images
 
 
+def on_white(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """N x 4 (or 3) x H x W in [0, 1] -> (RGB composited on white, alpha), both in [0, 1]."""
+    if image.shape[1] == 4:
+        alpha = image[:, 3:4]
+        return image[:, :3] * alpha + (1 - alpha), alpha
+    return image, torch.ones_like(image[:, :1])
+
+
 def rgba_to_tensor(rgba: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 H x W x 4 (or 3) -> (1 x 3 x size x size RGB on white in [-1, 1], alpha)."""
     array = np.asarray(rgba)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise AniRenderError(f"A portrait must be H x W x 3 or 4; got shape {array.shape}.")
     image = torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    if image.shape[1] == 4:
-        alpha = image[:, 3:4]
-        rgb = image[:, :3] * alpha + (1 - alpha)
-    else:
-        alpha = torch.ones_like(image[:, :1])
-        rgb = image
+    rgb, alpha = on_white(image)
     if rgb.shape[-1] != size or rgb.shape[-2] != size:
         rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True)
         alpha = F.interpolate(alpha, size=(size, size), mode="bilinear", antialias=True)

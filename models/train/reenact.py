@@ -45,6 +45,7 @@ from ..reenact import (
     load_reenact,
     mirror_averaged,
     mirrored_inputs,
+    on_white,
     rgba_to_tensor,
     save_reenact,
 )
@@ -60,9 +61,7 @@ def as_rgb(images: torch.Tensor) -> torch.Tensor:
     are the same to the bit. Float images (resized at load) pass through."""
     if images.dtype != torch.uint8:
         return images
-    image = images.float() / 255.0
-    alpha = image[:, 3:4]
-    return (image[:, :3] * alpha + (1 - alpha)) * 2 - 1
+    return on_white(images.float() / 255.0)[0] * 2 - 1
 
 
 @dataclass
