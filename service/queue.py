@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +73,17 @@ class _Encode:
     images: np.ndarray
     future: Future
     udps: np.ndarray | None = None
+
+
+def _follow(done: Future, follower: Future, cached: bool) -> None:
+    """Give a caller's ``follower`` the outcome of the sheet's one encoding."""
+    try:
+        if done.exception() is not None:
+            follower.set_exception(done.exception())
+        else:
+            follower.set_result((done.result()[0], cached))
+    except InvalidStateError:  # the caller gave up (cancelled its future)
+        pass
 
 
 @dataclass
@@ -128,6 +139,9 @@ class ShadingQueue:
         self.run_id = uuid.uuid4().hex[:8]
         # client -> its waiting work, oldest first; served in turn (see module docstring)
         self._waiting: OrderedDict[str, deque] = OrderedDict()
+        #: sheet id -> the future of its encoding under way, so that requests arriving
+        #: together for a sheet this process lacks share one encoding
+        self._encoding: dict[str, Future] = {}
         self._lock = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -194,15 +208,30 @@ class ShadingQueue:
     def add_sheet(
         self, sheet_id: str, images: np.ndarray, client: str = "", udps: np.ndarray | None = None
     ) -> Future:
-        """Encode (once) and cache; the future gives ``(Sheet, was_cached)``."""
+        """Encode (once) and cache; the future gives ``(Sheet, was_cached)``.
+
+        A sheet already being encoded is not encoded again: the caller waits for that
+        encoding (and gets ``was_cached`` True). Each caller has its own future, so one
+        that gives up (a client hanging up) cancels nothing for the others."""
         future: Future = Future()
         with self._lock:
             cached = self._sheets.get(sheet_id)
             if cached is not None:
                 future.set_result((cached, True))
                 return future
-            self._put(_Encode(client, sheet_id, images, future, udps))
+            encoding = self._encoding.get(sheet_id)
+            first = encoding is None
+            if first:
+                encoding = self._encoding[sheet_id] = Future()
+                encoding.add_done_callback(lambda done: self._encoded(sheet_id, done))
+                self._put(_Encode(client, sheet_id, images, encoding, udps))
+            encoding.add_done_callback(lambda done: _follow(done, future, not first))
         return future
+
+    def _encoded(self, sheet_id: str, future: Future) -> None:
+        with self._lock:
+            if self._encoding.get(sheet_id) is future:
+                del self._encoding[sheet_id]
 
     # frames -----------------------------------------------------------------------------
     def shade(self, sheet_id: str, udp: np.ndarray, client: str = "", alive=None) -> Future:

@@ -250,6 +250,42 @@ def test_frames_from_concurrent_requests_are_batched(tiny_conr_weights, tiny_mod
         queue.stop()
 
 
+def test_a_sheet_asked_for_twice_at_once_is_encoded_once(tiny_model):
+    """Requests arriving together for a sheet this process lacks (a Ray replica that did
+    not take the upload) share one encoding; a caller that gives up spoils nothing."""
+    from anirender.service.queue import ShadingQueue
+
+    go = threading.Event()
+
+    class HeldModel:  # encoding waits for ``go``: the requests arrive while it runs
+        def __getattr__(self, name):
+            return getattr(tiny_model, name)
+
+        def encode_sheet(self, images):
+            assert go.wait(120)
+            return tiny_model.encode_sheet(images)
+
+    queue = ShadingQueue(HeldModel()).start()
+    images = sheet_images(seed=31)
+    try:
+        first, second, gives_up = (queue.add_sheet("s", images) for _ in range(3))
+        gives_up.cancel()
+        go.set()
+        sheet, cached = first.result(timeout=120)
+        again, cached_again = second.result(timeout=120)
+        assert again is sheet and (cached, cached_again) == (False, True)
+        assert queue.stats["sheets_encoded"] == 1
+        assert queue.add_sheet("s", images).result(timeout=5) == (sheet, True)
+        assert queue.stats["sheets_encoded"] == 1
+        with pytest.raises(Exception, match="[Ss]heet"):  # an encoding that fails: all told
+            bad = [queue.add_sheet("bad", np.zeros((2, 8, 8, 3), np.uint8)) for _ in range(2)]
+            for future in bad:
+                future.result(timeout=120)
+        assert not queue._encoding  # nothing left pending
+    finally:
+        queue.stop()
+
+
 def test_service_prints_its_port_and_stops_with_stdin(tiny_conr_weights):
     """The add-on's launcher relies on both: the port line, and exit when Blender goes."""
     service = start_service(tiny_conr_weights, "--exit-with-stdin", stdin=subprocess.PIPE)
