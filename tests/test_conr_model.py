@@ -207,3 +207,22 @@ def test_udp_of_another_size_is_refused(model, sheet):
 def test_config_must_divide_flow_groups():
     with pytest.raises(AniRenderError, match="flow_groups"):
         CoNR(CoNRConfig(width=0.125, shader_channels=16))
+
+
+@pytest.mark.parametrize("shape", [(4, 512, 8, 8), (2, 66, 16, 12), (1, 3, 1, 5), (1, 2, 4, 1)])
+def test_cpu_upsampling_equals_torch_bilinear(shape):
+    """The separable x2 upsampling the shader uses on a CPU is torch's bilinear one,
+    borders included; with gradients it is torch's own."""
+    import torch.nn.functional as F
+
+    from anirender.models.conr.cinn import upsample2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    want = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        got = upsample2(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert (got - want).abs().max() < 1e-6
+    leaf = x.clone().requires_grad_()
+    upsample2(leaf).sum().backward()
+    assert leaf.grad.shape == x.shape
