@@ -226,3 +226,25 @@ def test_cpu_upsampling_equals_torch_bilinear(shape):
     leaf = x.clone().requires_grad_()
     upsample2(leaf).sum().backward()
     assert leaf.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_channels_last_copy_is_torchs(dtype):
+    """The threaded 2-D-transpose copy the shader's first convolutions take their input
+    through is torch's channels-last copy, bit for bit, with one thread or several and
+    inside inference mode (thread-local) or not."""
+    from anirender.models.conr.cinn import channels_last
+
+    x = torch.randn(3, 70, 16, 12, generator=torch.Generator().manual_seed(0)).to(dtype)
+    want = x.contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                got = channels_last(x.clone())
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(got, want)
+            assert torch.equal(channels_last(x), want)
+    finally:
+        torch.set_num_threads(before)

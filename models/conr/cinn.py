@@ -9,11 +9,47 @@ keys and shapes are those of the released ``shader.pth`` and ``rgbadecodernet.pt
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import CoNRConfig
+
+_transposers: ThreadPoolExecutor | None = None
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last copy of NCHW ``x``; on a CPU image by image as 2-D transposes.
+
+    torch's general copy into channels-last runs 1.2-3x slower than its blocked 2-D
+    transpose on CoNR's block inputs (e.g. 4 x 1094 x 64 x 64: 43 ms against 12 ms on the
+    2-core AMD EPYC). That transpose is serial, so the images go to as many threads as
+    torch uses. On a GPU, torch's own copy."""
+    global _transposers
+    n, c, h, w = x.shape
+    if x.is_cuda or not x.is_contiguous() or h * w < 64 or c < 2:
+        return x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    rows, planes = out.permute(0, 2, 3, 1).view(n, h * w, c), x.view(n, c, h * w)
+    threads = min(n, torch.get_num_threads())
+    if threads < 2:
+        for i in range(n):
+            rows[i].copy_(planes[i].t())
+        return out
+    if _transposers is None or _transposers._max_workers < threads:
+        _transposers = ThreadPoolExecutor(threads, thread_name_prefix="anirender-transpose")
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode
+
+    def part(k: int) -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            for i in range(k, n, threads):
+                rows[i].copy_(planes[i].t())
+
+    for done in [_transposers.submit(part, k) for k in range(threads)]:
+        done.result()
+    return out
 
 
 def upsample2(x):
@@ -106,6 +142,15 @@ def _pieces(out: torch.Tensor, sizes: list[int], skip=()) -> list[torch.Tensor |
     return pieces
 
 
+def _input_layout(weight: torch.Tensor):
+    """How a first convolution's input is laid out: as its weights, for inference on a
+    CPU (the convolution would otherwise reorder it with torch's slower copy)."""
+    cl = weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last)
+    if cl and not weight.is_cuda and not (torch.is_grad_enabled() and weight.requires_grad):
+        return channels_last
+    return lambda x: x
+
+
 def _conv_prelu(cin, cout, stride):
     return [nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout)]
 
@@ -186,11 +231,12 @@ class ShaderBlock(nn.Module):
                 )
                 self._weight_cache = cache
             wv, wf = cache[1], cache[2]
-        xv = torch.cat(list(view_parts.values()), 1).to(w.dtype)
+        layout = _input_layout(w)
+        xv = layout(torch.cat(list(view_parts.values()), 1).to(w.dtype))
         yv = F.conv2d(xv, wv, conv.bias, 2, 1)
         if not frame_parts:
             return yv
-        xf = torch.cat(list(frame_parts.values()), 1).to(w.dtype)
+        xf = layout(torch.cat(list(frame_parts.values()), 1).to(w.dtype))
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
