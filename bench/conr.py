@@ -26,7 +26,10 @@ its inference does), with glibc's heap as a plain process has it and, in a secon
 kept as the project keeps it (``models/cpu_memory.py``); the project's ``CoNR.render`` with its timed execution choice, one
 and three frames per call, in fp32 and in reduced precision ("fast": bf16 on a CPU,
 timed where it is native and forced elsewhere; fp16 and CUDA graphs on a GPU). Reports seconds per frame, the speed-up over the official
-code, max |project fp32 - official| and the bf16 PSNR against project fp32.
+code, max |project fp32 - official| and the bf16 PSNR against project fp32. On a CPU, one
+more row times the official code in a fresh process of its own right after the rounds
+(``--alone``): in the bench's process glibc serves it from a heap the project's frames
+have grown, which a user's process of the official code does not have.
 """
 
 import argparse
@@ -137,11 +140,19 @@ def main():
         default="auto",
         help="--official: torch.compile as the project chooses (auto), never, or forced",
     )
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="--official: time only the official code, in this process (the bench runs this "
+        "itself, one size and view count, for its row of a process of its own)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = args.device
+    if args.official and args.alone:
+        return official_alone(args)
     if args.official:
         return against_official(args)
 
@@ -287,7 +298,71 @@ def against_official(args):
                     f"| {size} | {views} | {name} | {seconds:.4f} | {base / seconds:.2f}x "
                     f"| {peaks[name]:.0f} | {check} |"
                 )
+            if args.device == "cpu":
+                alone = official_in_own_process(args, size, views)
+                ratios = ", ".join(
+                    f"{name.removeprefix('project ')} {alone / seconds:.2f}x"
+                    for name, seconds in median.items()
+                    if name.startswith("project")
+                )
+                print(
+                    f"| {size} | {views} | official fp32, a process of its own | {alone:.4f} "
+                    f"| {base / alone:.2f}x | | against it: {ratios} |"
+                )
             sys.stdout.flush()
+
+
+def official_in_own_process(args, size: int, views: int) -> float:
+    """Median seconds per frame of the official code in a fresh process of its own.
+
+    In the bench's process the official code runs on a heap the project's frames have
+    already grown, which glibc serves it from; a user's process of the official code
+    starts without. This row is that process, run right after the interleaved rounds."""
+    import json
+    import subprocess
+
+    command = [
+        sys.executable,
+        __file__,
+        "--official",
+        str(args.official),
+        "--alone",
+        "--sizes",
+        str(size),
+        "--views",
+        str(views),
+        "--rounds",
+        str(max(args.rounds, 3)),
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_frame"]
+
+
+def official_alone(args):
+    """``--alone``: the official code only, glibc as a plain process has it; one JSON line."""
+    import gc
+    import json
+    import statistics
+
+    from official_conr import OfficialShader, load_official
+
+    model = randomize_weights(CoNR(), seed=0, gain=0.85)
+    parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
+    official = load_official(args.official, parts)
+    del model, parts
+    gc.collect()
+    size, views, many = args.sizes[0], args.views[0], 3
+    ref = OfficialShader(official, sheet_images(views, size))
+    udp = udp_frames(many, size)
+    ref.render_frame(udp[0])  # warm-up, as the interleaved rounds have had
+    times = []
+    for r in range(args.rounds):
+        start = time.perf_counter()
+        ref.render_frame(udp[r % many])
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"seconds_per_frame": statistics.median(times), "times": times}))
 
 
 def _official_paths(ref, model, low, enc32, enc16, udp, many):
