@@ -1,7 +1,8 @@
 """How a shader runs on this machine, chosen once by timing, logged, and forceable.
 
 An :class:`Execution` is one way to run a network: precision, memory layout, frames per
-call, images per convolution batch, threads, ``torch.compile`` and CUDA graphs. The
+call, images per convolution batch, threads, Winograd 3x3 convolutions (CPU fp32,
+``models.winograd``), ``torch.compile`` and CUDA graphs. The
 shaders (CoNR, guided, ANR) list the candidates they support; :func:`choose` times each
 on the job's own inputs, keeps the fastest per frame, logs the table and remembers the
 choice on disk for this machine, so the timing happens once. One frame per call in fp32
@@ -9,7 +10,7 @@ is always a candidate, so no choice is slower than that on the probe.
 
 What the user allowed or forced comes from the command line (``--precision``,
 ``--batch``, ``--threads``) and the ``ANIRENDER_EXECUTION`` environment variable, e.g.
-``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2"``;
+``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2,winograd=off"``;
 ``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default;
 ``reuse_memory=off`` stops the shaders keeping freed CPU memory (``models.cpu_memory``).
 
@@ -62,6 +63,7 @@ class Execution:
     batch: int = 1
     chunk: int = 0
     threads: int = 0
+    winograd: bool = False
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -74,6 +76,8 @@ class Execution:
         ]
         if self.device == "cpu":
             parts.append(f"{self.threads or torch.get_num_threads()} threads")
+        if self.winograd and self.device == "cpu" and self.precision == "fp32":
+            parts.append("Winograd 3x3")
         if self.compile:
             parts.append("torch.compile")
         if self.cuda_graphs:
@@ -90,6 +94,7 @@ class Request:
     chunk: int | None = None
     layout: str | None = None
     threads: int | None = None
+    winograd: bool | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
     reuse_memory: bool | None = None  # None: on (``models.cpu_memory``)
@@ -167,6 +172,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "chunk": _positive,
     "layout": _choice(("channels_last", "nchw")),
     "threads": _positive,
+    "winograd": _switch,
     "compile": _switch,
     "cuda_graphs": _switch,
     "reuse_memory": _switch,
@@ -288,6 +294,7 @@ def plan(
         "channels_last": None if request.layout is None else request.layout == "channels_last",
         "batch": request.batch,
         "chunk": request.chunk,
+        "winograd": request.winograd if device == "cpu" else None,
         "compile": request.compile,
         "cuda_graphs": request.cuda_graphs,
     }
@@ -301,6 +308,8 @@ def plan(
         axes.append(("batch", (1, max_batch)))
     if "chunk" in supports and request.chunk is None and images_per_frame > 1:
         axes.append(("chunk", (0, images_per_frame)))
+    if device == "cpu" and "winograd" in supports and request.winograd is None:
+        axes.append(("winograd", (False, True)))
     if device == "cpu" and request.threads is None:
         # one thread per physical core can beat torch's one per hyper-thread
         cores = physical_cores() if cores is None else cores
@@ -321,9 +330,12 @@ def plan(
 
 
 def _normal(option: Execution, images_per_frame: int) -> Execution:
-    """A chunk that covers a whole call is the same as no chunking."""
+    """A chunk that covers a whole call is the same as no chunking; Winograd is only for
+    fp32 on a CPU."""
     if option.chunk and option.chunk >= option.batch * images_per_frame:
-        return replace(option, chunk=0)
+        option = replace(option, chunk=0)
+    if option.winograd and (option.device != "cpu" or option.precision != "fp32"):
+        option = replace(option, winograd=False)
     return option
 
 

@@ -26,10 +26,10 @@ from anirender.models.execution import (
 
 
 def test_request_reads_the_environment_and_the_command_line_wins():
-    env = {ENV: "precision=fast, batch=2,layout=nchw,chunk=3,threads=1,compile=off"}
+    env = {ENV: "precision=fast, batch=2,layout=nchw,chunk=3,threads=1,compile=off,winograd=on"}
     request = parse_request(env=env)
     assert request == Request(
-        precision="fast", batch=2, layout="nchw", chunk=3, threads=1, compile=False
+        precision="fast", batch=2, layout="nchw", chunk=3, threads=1, compile=False, winograd=True
     )
     assert parse_request(precision="bf16", batch=1, env=env).precision == "bf16"
     assert parse_request(precision="bf16", batch=1, env=env).batch == 1
@@ -59,6 +59,11 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     )
     assert base == Execution()
     assert dict(axes) == {"channels_last": (True, False), "batch": (1, 2), "chunk": (0, 4)}
+    _, axes = plan(Request(), "cpu", supports=("layout", "winograd"), cores=threads)
+    assert dict(axes)["winograd"] == (False, True)  # timed where the shader offers it
+    base, axes = plan(Request(winograd=True), "cpu", supports=("winograd",), cores=threads)
+    assert base.winograd and "winograd" not in dict(axes)
+    assert "winograd" not in dict(plan(Request(), "cuda", supports=("winograd",))[1])
     for field_name, values in axes:  # the default's own value is timed first
         assert values[0] == getattr(base, field_name)
     _, fast = plan(Request(precision="fast"), "cpu", bf16_native=True)
@@ -169,16 +174,32 @@ def reference_frames():
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-@pytest.mark.parametrize("batch, chunk", [(1, 0), (3, 0), (3, 3), (2, 1)])
+@pytest.mark.parametrize(
+    "batch, chunk, winograd",
+    [
+        (1, 0, False),
+        (3, 0, False),
+        (3, 3, False),
+        (2, 1, False),
+        (1, 0, True),
+        (3, 3, True),
+        (2, 1, True),
+    ],
+)
 def test_every_fp32_execution_matches_the_reference_loop(
-    reference_frames, channels_last, batch, chunk
+    reference_frames, channels_last, batch, chunk, winograd
 ):
     udp, slow = reference_frames
     model = small_model()
-    model.set_execution(Execution(channels_last=channels_last, batch=batch, chunk=chunk))
+    model.set_execution(
+        Execution(channels_last=channels_last, batch=batch, chunk=chunk, winograd=winograd)
+    )
     fast = model.render(model.encode_sheet(sheet_images()), udp)
     assert slow.std() > 1e-3
     assert np.abs(fast - slow).max() < 1e-4
+    # the Winograd choice really convolves that way (the last block's 32 px stacks)
+    convs = [m for m in model.shader.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any("_winograd_filters" in conv.__dict__ for conv in convs) == winograd
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import winograd
 from .config import CoNRConfig
 
 _transposers: ThreadPoolExecutor | None = None
@@ -240,19 +241,27 @@ class ShaderBlock(nn.Module):
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0):
+    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, fast3x3=False):
         """``chunk``: run the convolutions after the first on this many images at a time
-        (0: all at once); each image is independent there, so only the speed changes."""
+        (0: all at once); each image is independent there, so only the speed changes.
+        ``fast3x3``: the residual stacks' convolutions by Winograd (``models.winograd``)
+        where it applies; inference only."""
         x = self.first_conv(view_parts, frame_parts, views)
         if chunk and x.shape[0] > chunk:
-            return torch.cat([self._convolve(part) for part in x.split(chunk)], 0)
-        return self._convolve(x)
+            return torch.cat([self._convolve(part, fast3x3) for part in x.split(chunk)], 0)
+        return self._convolve(x, fast3x3)
 
-    def _convolve(self, x):
+    def _convolve(self, x, fast3x3=False):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
         for stack in self.convblocks:
-            x = stack(x) + x
+            if fast3x3 and not torch.is_grad_enabled():
+                y = x
+                for conv, prelu in zip(stack[::2], stack[1::2]):
+                    y = prelu(winograd.convolve(conv, y))
+                x = y + x
+            else:
+                x = stack(x) + x
         return self.conv_last(x)
 
 
@@ -264,6 +273,8 @@ class CINN(nn.Module):
         self.config = config
         #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
         self.chunk = 0
+        #: 3x3 convolutions by Winograd where it applies (CPU fp32 inference)
+        self.fast3x3 = False
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -341,7 +352,7 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views, self.chunk)
+            out = block(view, frame, views, self.chunk, self.fast3x3)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]

@@ -218,6 +218,9 @@ class CoNR(nn.Module):
         self._set_precision(execution.precision)
         self.frames_per_batch = execution.batch
         self.shader.chunk = execution.chunk
+        self.shader.fast3x3 = (
+            execution.winograd and execution.device == "cpu" and execution.precision == "fp32"
+        )
         use_threads(execution)
         self._shade_frames = self._shade_frames_eager
         if execution.compile:
@@ -248,7 +251,16 @@ class CoNR(nn.Module):
         base, axes = plan(
             request,
             self.device.type,
-            supports=("bf16", "fp16", "layout", "batch", "chunk", "compile", "cuda_graphs"),
+            supports=(
+                "bf16",
+                "fp16",
+                "layout",
+                "batch",
+                "chunk",
+                "winograd",
+                "compile",
+                "cuda_graphs",
+            ),
             images_per_frame=sheet.views,
             max_batch=max(1, min(2, by_memory)),
         )

@@ -1,0 +1,69 @@
+"""Winograd 3x3 convolutions (``models/winograd.py``): torch's convolution up to rounding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anirender.models import winograd
+
+
+def _conv(cin, cout, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, 3, 1, 1, bias=bias).eval()
+
+
+@pytest.mark.parametrize(
+    "n, cin, cout, h, w, bias, layout",
+    [
+        (2, 24, 40, 32, 32, True, torch.channels_last),
+        (1, 7, 5, 36, 64, False, torch.contiguous_format),
+        (3, 16, 16, 64, 32, True, torch.contiguous_format),
+    ],
+)
+def test_equals_torchs_convolution(n, cin, cout, h, w, bias, layout):
+    conv = _conv(cin, cout, bias)
+    x = torch.randn(n, cin, h, w, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=layout)
+    with torch.inference_mode():
+        want = conv(x)
+        assert winograd.applies(conv, x)
+        got = winograd.convolve(conv, x)
+    assert got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    # rounding only: the transforms multiply by up to 25, so a few ulps of the output scale
+    assert (got - want).abs().max() < 2e-5 * want.abs().max()
+    # a real convolution, not a near-copy: shifting the input changes the answer
+    with torch.inference_mode():
+        moved = winograd.convolve(conv, x.roll(1, -1))
+    assert (moved - want).abs().max() > 0.1 * want.abs().max()
+
+
+def test_filters_follow_the_weights_and_other_cases_fall_back():
+    conv = _conv(8, 8)
+    x = torch.randn(1, 8, 32, 32)
+    with torch.inference_mode():
+        winograd.convolve(conv, x)
+        with torch.no_grad():
+            conv.weight.mul_(-2.0)  # in place: the kept filters must be redone
+        assert (winograd.convolve(conv, x) - conv(x)).abs().max() < 1e-4
+    assert not winograd.applies(conv, torch.randn(1, 8, 16, 16))  # too small to pay
+    assert not winograd.applies(conv, torch.randn(1, 8, 34, 32))  # not whole 4x4 tiles
+    assert not winograd.applies(conv, x.bfloat16())  # bf16 rounding is blown up
+    strided = nn.Conv2d(8, 8, 3, 2, 1)
+    assert not winograd.applies(strided, x)
+    with torch.inference_mode():
+        assert torch.equal(winograd.convolve(strided, x), strided(x))
+
+
+def test_filter_transform_is_exact_on_a_single_tap():
+    """A filter with one tap (the centre) is the identity: the transform round-trips it."""
+    conv = _conv(3, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(3):
+            conv.weight[c, c, 1, 1] = 1.0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert (winograd.convolve(conv, x) - x).abs().max() < 1e-5
+    assert F.conv2d(x, conv.weight, padding=1).sub(x).abs().max() < 1e-6
