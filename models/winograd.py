@@ -49,6 +49,25 @@ def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     )
 
 
+def applies_transposed(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
+    """Whether the transposed ``conv`` on ``x`` can and should go through
+    :func:`conv_transpose4x4`."""
+    return (
+        conv.kernel_size == (4, 4)
+        and conv.stride == (2, 2)
+        and conv.padding == (1, 1)
+        and conv.output_padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and x.shape[-2] % 4 == 0
+        and x.shape[-1] % 4 == 0
+        and min(x.shape[-2:]) >= MIN_SIDE
+    )
+
+
 def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     """(out, in, 3, 3) filters -> (36, in, out): G w G^T per channel pair, in float64."""
     g = torch.tensor(_G, dtype=torch.float64)
@@ -56,13 +75,14 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
-def transformed_filters(conv: nn.Conv2d) -> torch.Tensor:
+def transformed_filters(conv: nn.Conv2d | nn.ConvTranspose2d) -> torch.Tensor:
     """``conv``'s transformed filters, kept on the module until its weights change."""
     w = conv.weight
     stamp = (w.data_ptr(), w._version, w.dtype)
     kept = conv.__dict__.get("_winograd_filters")
     if kept is None or kept[0] != stamp:
-        kept = (stamp, filter_transform(w))
+        as_3x3 = transposed_as_3x3(w) if isinstance(conv, nn.ConvTranspose2d) else w
+        kept = (stamp, filter_transform(as_3x3))
         conv.__dict__["_winograd_filters"] = kept
     return kept[1]
 
@@ -89,38 +109,88 @@ def _output_transform(m, out) -> None:
     torch.add(d12, d34, alpha=8, out=out[3]).add_(m[5])
 
 
+#: images convolved together are capped so that their 36 products stay near this size:
+#: beyond it they leave the cache and whole images one at a time ran faster
+PRODUCTS_BYTES = 40 << 20
+
+
+def _winograd(x, filters, bias, phases: int) -> torch.Tensor:
+    """The 3x3 convolution of ``x`` with transformed ``filters`` (36, C, phases * out),
+    as a channels-last (N, H, W, phases * out) tensor laid out for :func:`conv3x3`
+    (``phases`` 1) or :func:`conv_transpose4x4` (``phases`` 4: each input pixel's 2x2
+    output pixels)."""
+    n, c, h, w = x.shape
+    wide = filters.shape[2]
+    out_channels = wide // phases
+    th, tw = h // 4, w // 4
+    side = 2 if phases == 4 else 1
+    y = torch.empty(n, th, 4, side, tw, 4, side, out_channels, dtype=x.dtype)
+    step = max(1, PRODUCTS_BYTES // (36 * th * tw * wide * x.element_size()))
+    for first in range(0, n, step):
+        part = x[first : first + step]
+        k = part.shape[0]
+        padded = F.pad(part.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (k, H+2, W+2, C)
+        rows = [torch.empty(k, th, w + 2, c, dtype=x.dtype) for _ in range(6)]
+        _input_transform([padded[:, i : i + h : 4] for i in range(6)], rows)
+        del padded
+        tiles = torch.empty(6, 6, k, th, tw, c, dtype=x.dtype)
+        for i, row in enumerate(rows):
+            _input_transform([row[:, :, j : j + w : 4] for j in range(6)], list(tiles[i]))
+        del rows
+        products = torch.bmm(tiles.view(36, -1, c), filters).view(6, 6, k, th, tw, wide)
+        del tiles
+        if bias is not None:
+            # A^T e1 is all ones, so a bias added at tile position (1, 1) reaches every pixel
+            products[1, 1] += bias.repeat(phases)
+        half = [torch.empty(6, k, th, tw, wide, dtype=x.dtype) for _ in range(4)]
+        _output_transform(list(products), half)
+        del products
+        into = y[first : first + k]
+        for p, rows_p in enumerate(half):
+            # output pixel (4 tile + p) * side + a, (4 tile + q) * side + b, channel co
+            outs = [into[:, :, p, :, :, q].permute(0, 1, 3, 2, 4, 5) for q in range(4)]
+            parts = [t.view(k, th, tw, side, side, out_channels) for t in rows_p]
+            _output_transform(parts, outs)
+    return y.view(n, h * side, w * side, out_channels)
+
+
 def conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.conv2d(x, w, bias, 1, 1)`` for ``filters = filter_transform(w)``.
 
     ``x`` is (N, C, H, W) with H and W multiples of 4, best channels-last; the result is
     channels-last. Not differentiable on purpose: inference only.
     """
-    n, c, h, w = x.shape
-    out_channels = filters.shape[2]
-    th, tw = h // 4, w // 4
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
-    rows = [torch.empty(n, th, w + 2, c, dtype=x.dtype) for _ in range(6)]
-    _input_transform([padded[:, k : k + h : 4] for k in range(6)], rows)
-    tiles = torch.empty(6, 6, n, th, tw, c, dtype=x.dtype)
-    for i, row in enumerate(rows):
-        _input_transform([row[:, :, k : k + w : 4] for k in range(6)], list(tiles[i]))
-    del rows
-    products = torch.bmm(tiles.view(36, -1, c), filters).view(6, 6, n, th, tw, out_channels)
-    del tiles
-    if bias is not None:
-        # A^T e1 is all ones, so a bias added at tile position (1, 1) reaches every pixel
-        products[1, 1] += bias
-    half = [torch.empty(6, n, th, tw, out_channels, dtype=x.dtype) for _ in range(4)]
-    _output_transform(list(products), half)
-    del products
-    y = torch.empty(n, th, 4, tw, 4, out_channels, dtype=x.dtype)
-    for a, part in enumerate(half):
-        _output_transform(list(part), [y[:, :, a, :, b] for b in range(4)])
-    return y.view(n, h, w, out_channels).permute(0, 3, 1, 2)
+    return _winograd(x, filters, bias, 1).permute(0, 3, 1, 2)
 
 
-def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``, by Winograd where :func:`applies` says so."""
-    if applies(conv, x):
+def transposed_as_3x3(weight: torch.Tensor) -> torch.Tensor:
+    """A stride-2, 4x4, padding-1 transposed convolution's (in, out, 4, 4) weights as a
+    3x3 convolution's (4 out, in, 3, 3) on its input: output pixel (2i + a, 2j + b) is
+    input pixels i-1..i+1, j-1..j+1 through taps 3, 1 (a = 0) or 2, 0 (a = 1)."""
+    taps = {0: (3, 1, None), 1: (None, 2, 0)}  # phase -> transposed tap per 3x3 row
+    w = weight.new_zeros(2, 2, weight.shape[1], weight.shape[0], 3, 3)
+    for a in (0, 1):
+        for b in (0, 1):
+            for u, ku in enumerate(taps[a]):
+                for v, kv in enumerate(taps[b]):
+                    if ku is not None and kv is not None:
+                        w[a, b, :, :, u, v] = weight[:, :, ku, kv].t()
+    return w.reshape(4 * weight.shape[1], weight.shape[0], 3, 3)
+
+
+def conv_transpose4x4(x, filters, bias, out_channels: int) -> torch.Tensor:
+    """``F.conv_transpose2d(x, w, bias, 2, 1)`` for 4x4 ``w`` and ``filters =
+    filter_transform(transposed_as_3x3(w))``; channels-last (N, out, 2H, 2W)."""
+    return _winograd(x, filters, bias, 4).permute(0, 3, 1, 2)
+
+
+def convolve(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, by Winograd where :func:`applies` (or :func:`applies_transposed`)
+    says so."""
+    if isinstance(conv, nn.ConvTranspose2d):
+        if applies_transposed(conv, x):
+            filters = transformed_filters(conv)
+            return conv_transpose4x4(x, filters, conv.bias, conv.out_channels)
+    elif applies(conv, x):
         return conv3x3(x, transformed_filters(conv), conv.bias)
     return conv(x)

@@ -67,3 +67,34 @@ def test_filter_transform_is_exact_on_a_single_tap():
     with torch.inference_mode():
         assert (winograd.convolve(conv, x) - x).abs().max() < 1e-5
     assert F.conv2d(x, conv.weight, padding=1).sub(x).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "n, cin, cout, h, w, bias", [(2, 12, 20, 32, 36, True), (1, 8, 5, 32, 32, False)]
+)
+def test_transposed_equals_torchs(n, cin, cout, h, w, bias):
+    """A stride-2 4x4 transposed convolution as one 3x3 Winograd convolution to the 2x2
+    output pixels of each input pixel: torch's own up to rounding, borders included."""
+    torch.manual_seed(2)
+    up = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias).eval()
+    x = torch.randn(n, cin, h, w).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = up(x)
+        assert winograd.applies_transposed(up, x)
+        got = winograd.convolve(up, x)
+    assert got.shape == want.shape == (n, cout, 2 * h, 2 * w)
+    assert (got - want).abs().max() < 2e-5 * want.abs().max()
+    assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 4, 2, 1, 1), x)
+    assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 3, 2, 1), x)
+
+
+def test_images_in_several_groups_come_out_the_same(monkeypatch):
+    """Large inputs are convolved a few images at a time; the result does not change."""
+    conv = _conv(16, 24)
+    x = torch.randn(3, 16, 32, 32)
+    with torch.inference_mode():
+        whole = winograd.convolve(conv, x)
+        monkeypatch.setattr(winograd, "PRODUCTS_BYTES", 1)
+        parts = winograd.convolve(conv, x)
+    # the same arithmetic; a matrix library may block other row counts differently
+    assert (parts - whole).abs().max() <= 1e-6 * whole.abs().max()

@@ -244,8 +244,8 @@ class ShaderBlock(nn.Module):
     def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, fast3x3=False):
         """``chunk``: run the convolutions after the first on this many images at a time
         (0: all at once); each image is independent there, so only the speed changes.
-        ``fast3x3``: the residual stacks' convolutions by Winograd (``models.winograd``)
-        where it applies; inference only."""
+        ``fast3x3``: the residual stacks' 3x3 and the last transposed convolutions by
+        Winograd (``models.winograd``) where it applies; inference only."""
         x = self.first_conv(view_parts, frame_parts, views)
         if chunk and x.shape[0] > chunk:
             return torch.cat([self._convolve(part, fast3x3) for part in x.split(chunk)], 0)
@@ -254,15 +254,17 @@ class ShaderBlock(nn.Module):
     def _convolve(self, x, fast3x3=False):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
-        for stack in self.convblocks:
-            if fast3x3 and not torch.is_grad_enabled():
-                y = x
-                for conv, prelu in zip(stack[::2], stack[1::2]):
-                    y = prelu(winograd.convolve(conv, y))
-                x = y + x
-            else:
+        if not fast3x3 or torch.is_grad_enabled():
+            for stack in self.convblocks:
                 x = stack(x) + x
-        return self.conv_last(x)
+            return self.conv_last(x)
+        for stack in self.convblocks:
+            y = x
+            for conv, prelu in zip(stack[::2], stack[1::2]):
+                y = prelu(winograd.convolve(conv, y))
+            x = y + x
+        up, prelu, last = self.conv_last
+        return winograd.convolve(last, prelu(winograd.convolve(up, x)))
 
 
 class CINN(nn.Module):
@@ -319,9 +321,20 @@ class CINN(nn.Module):
         def view_weights(mask):
             """mask * softmax_views(mask), as (numerator weights, per-frame denominator).
 
-            The mask is a sigmoid in (0, 1), so exp needs no max subtraction.
+            The mask is a sigmoid in (0, 1), so exp needs no max subtraction. On a CPU in
+            fp32 inference, exp(m) = sigmoid(m) / (1 - sigmoid(m)): torch's fp32 exp ran
+            2.2x slower than that there (4 x 66 x 256 x 256: 19 ms against 8.7; within
+            4e-7 relative).
             """
-            e = torch.exp(mask)
+            if (
+                mask.dtype == torch.float32
+                and mask.device.type == "cpu"
+                and not (torch.is_grad_enabled() and mask.requires_grad)
+            ):
+                e = torch.sigmoid(mask)
+                e = e.div_(torch.rsub(e, 1))
+            else:
+                e = torch.exp(mask)
             return (mask * e).unflatten(0, (frames, views)), e.unflatten(0, (frames, views)).sum(1)
 
         def mix(weights, values, channels):  # softmax-weighted sum over views
