@@ -197,9 +197,11 @@ def test_every_fp32_execution_matches_the_reference_loop(
     fast = model.render(model.encode_sheet(sheet_images()), udp)
     assert slow.std() > 1e-3
     assert np.abs(fast - slow).max() < 1e-4
-    # the Winograd choice really convolves that way (the last block's 32 px stacks)
-    convs = [m for m in model.shader.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert any("_winograd_filters" in conv.__dict__ for conv in convs) == winograd
+    # the Winograd choice really convolves that way (the last block's 32 px stacks and
+    # its 64 px -> 128 px transposed convolution)
+    for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
+        convs = [m for m in model.shader.modules() if isinstance(m, kind)]
+        assert any("_winograd_filters" in conv.__dict__ for conv in convs) == winograd
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):

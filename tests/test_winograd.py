@@ -70,7 +70,7 @@ def test_filter_transform_is_exact_on_a_single_tap():
 
 
 @pytest.mark.parametrize(
-    "n, cin, cout, h, w, bias", [(2, 12, 20, 32, 36, True), (1, 8, 5, 32, 32, False)]
+    "n, cin, cout, h, w, bias", [(2, 12, 20, 64, 68, True), (1, 8, 5, 64, 64, False)]
 )
 def test_transposed_equals_torchs(n, cin, cout, h, w, bias):
     """A stride-2 4x4 transposed convolution as one 3x3 Winograd convolution to the 2x2
