@@ -324,7 +324,7 @@ class CINN(nn.Module):
             The mask is a sigmoid in (0, 1), so exp needs no max subtraction. On a CPU in
             fp32 inference, exp(m) = sigmoid(m) / (1 - sigmoid(m)): torch's fp32 exp ran
             2.2x slower than that there (4 x 66 x 256 x 256: 19 ms against 8.7; within
-            4e-7 relative).
+            4e-7 relative; a 256 px, 4-view frame 2.75 -> 2.63 s, alternated).
             """
             if (
                 mask.dtype == torch.float32
