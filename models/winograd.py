@@ -90,6 +90,12 @@ def transformed_filters(conv: nn.Conv2d | nn.ConvTranspose2d) -> torch.Tensor:
     return kept[1]
 
 
+def forget_filters(module: nn.Module) -> None:
+    """Drop the transformed filters kept under ``module`` (when Winograd is turned off)."""
+    for m in module.modules():
+        m.__dict__.pop("_winograd_filters", None)
+
+
 def _input_transform(d, out) -> None:
     """B^T d for six equally shaped tensors ``d``, written into the six ``out``."""
     d42 = d[4] - d[2]

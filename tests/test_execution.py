@@ -197,11 +197,17 @@ def test_every_fp32_execution_matches_the_reference_loop(
     fast = model.render(model.encode_sheet(sheet_images()), udp)
     assert slow.std() > 1e-3
     assert np.abs(fast - slow).max() < 1e-4
+
     # the Winograd choice really convolves that way (the last block's 32 px stacks and
     # its 64 px -> 128 px transposed convolution)
-    for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
+    def kept(kind=torch.nn.modules.conv._ConvNd):
         convs = [m for m in model.shader.modules() if isinstance(m, kind)]
-        assert any("_winograd_filters" in conv.__dict__ for conv in convs) == winograd
+        return ["_winograd_filters" in conv.__dict__ for conv in convs]
+
+    for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
+        assert any(kept(kind)) == winograd
+    model.set_execution(Execution(channels_last=channels_last, batch=batch, chunk=chunk))
+    assert not any(kept())  # turned off, the transformed filters are let go
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import AniRenderError
+from .. import winograd
 from ..alpha import premultiply_official
 from ..cpu_memory import keep_freed_memory
 from ..execution import (
@@ -221,6 +222,8 @@ class CoNR(nn.Module):
         self.shader.fast3x3 = (
             execution.winograd and execution.device == "cpu" and execution.precision == "fp32"
         )
+        if not self.shader.fast3x3:
+            winograd.forget_filters(self.shader)  # ~210 MB at the released size
         use_threads(execution)
         self._shade_frames = self._shade_frames_eager
         if execution.compile:
