@@ -34,21 +34,25 @@ _G = (
 )
 
 
-def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether ``conv`` on ``x`` can and should go through :func:`conv3x3`."""
+def _whole_tiles_in_fp32_on_cpu(conv, x: torch.Tensor, min_side: int) -> bool:
     return (
-        conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.padding == (1, 1)
-        and conv.dilation == (1, 1)
+        conv.dilation == (1, 1)
         and conv.groups == 1
-        and conv.padding_mode == "zeros"
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and conv.weight.dtype == torch.float32
         and x.shape[-2] % 4 == 0
         and x.shape[-1] % 4 == 0
-        and min(x.shape[-2:]) >= MIN_SIDE
+        and min(x.shape[-2:]) >= min_side
+    )
+
+
+def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``conv`` on ``x`` can and should go through :func:`conv3x3`."""
+    return (
+        (conv.kernel_size, conv.stride, conv.padding) == ((3, 3), (1, 1), (1, 1))
+        and conv.padding_mode == "zeros"
+        and _whole_tiles_in_fp32_on_cpu(conv, x, MIN_SIDE)
     )
 
 
@@ -56,18 +60,9 @@ def applies_transposed(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
     """Whether the transposed ``conv`` on ``x`` can and should go through
     :func:`conv_transpose4x4`."""
     return (
-        conv.kernel_size == (4, 4)
-        and conv.stride == (2, 2)
-        and conv.padding == (1, 1)
+        (conv.kernel_size, conv.stride, conv.padding) == ((4, 4), (2, 2), (1, 1))
         and conv.output_padding == (0, 0)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and conv.weight.dtype == torch.float32
-        and x.shape[-2] % 4 == 0
-        and x.shape[-1] % 4 == 0
-        and min(x.shape[-2:]) >= MIN_SIDE_TRANSPOSED
+        and _whole_tiles_in_fp32_on_cpu(conv, x, MIN_SIDE_TRANSPOSED)
     )
 
 
