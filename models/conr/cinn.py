@@ -61,7 +61,7 @@ def upsample2(x):
     thirds of a 256 px frame on an H200, ``bench/gpu_profile.py``); the channels-last
     kernel spreads the channels over threads and computes the same weights. On a CPU,
     torch's kernel turns many-channel maps channels-last and back, so inference there
-    takes two separable passes instead (``_upsample2_rows``): 1.3-8x faster on CoNR's
+    takes two separable passes instead (``_double``): 1.3-8x faster on CoNR's
     shapes, the same numbers to rounding (5e-7)."""
     if x.is_cuda:
         y = F.interpolate(
@@ -241,20 +241,20 @@ class ShaderBlock(nn.Module):
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, fast3x3=False):
+    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, by_winograd=False):
         """``chunk``: run the convolutions after the first on this many images at a time
         (0: all at once); each image is independent there, so only the speed changes.
-        ``fast3x3``: the residual stacks' 3x3 and the last transposed convolutions by
+        ``by_winograd``: the residual stacks' 3x3 and the last transposed convolutions by
         Winograd (``models.winograd``) where it applies; inference only."""
         x = self.first_conv(view_parts, frame_parts, views)
         if chunk and x.shape[0] > chunk:
-            return torch.cat([self._convolve(part, fast3x3) for part in x.split(chunk)], 0)
-        return self._convolve(x, fast3x3)
+            return torch.cat([self._convolve(part, by_winograd) for part in x.split(chunk)], 0)
+        return self._convolve(x, by_winograd)
 
-    def _convolve(self, x, fast3x3=False):
+    def _convolve(self, x, by_winograd=False):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
-        if not fast3x3 or torch.is_grad_enabled():
+        if not by_winograd or torch.is_grad_enabled():
             for stack in self.convblocks:
                 x = stack(x) + x
             return self.conv_last(x)
@@ -276,7 +276,7 @@ class CINN(nn.Module):
         #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
         self.chunk = 0
         #: 3x3 convolutions by Winograd where it applies (CPU fp32 inference)
-        self.fast3x3 = False
+        self.by_winograd = False
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -365,7 +365,7 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views, self.chunk, self.fast3x3)
+            out = block(view, frame, views, self.chunk, self.by_winograd)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]

@@ -219,10 +219,10 @@ class CoNR(nn.Module):
         self._set_precision(execution.precision)
         self.frames_per_batch = execution.batch
         self.shader.chunk = execution.chunk
-        self.shader.fast3x3 = (
+        self.shader.by_winograd = (
             execution.winograd and execution.device == "cpu" and execution.precision == "fp32"
         )
-        if not self.shader.fast3x3:
+        if not self.shader.by_winograd:
             winograd.forget_filters(self.shader)  # ~210 MB at the released size
         use_threads(execution)
         self._shade_frames = self._shade_frames_eager
