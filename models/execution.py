@@ -1,7 +1,7 @@
 """How a shader runs on this machine, chosen once by timing, logged, and forceable.
 
 An :class:`Execution` is one way to run a network: precision, memory layout, frames per
-call, images per convolution batch, threads, Winograd 3x3 convolutions (CPU fp32,
+call, images per convolution batch, threads, Winograd convolutions (CPU fp32,
 ``models.winograd``), ``torch.compile`` and CUDA graphs. The
 shaders (CoNR, guided, ANR) list the candidates they support; :func:`choose` times each
 on the job's own inputs, keeps the fastest per frame, logs the table and remembers the
@@ -77,7 +77,7 @@ class Execution:
         if self.device == "cpu":
             parts.append(f"{self.threads or torch.get_num_threads()} threads")
         if self.winograd and self.device == "cpu" and self.precision == "fp32":
-            parts.append("Winograd 3x3")
+            parts.append("Winograd")
         if self.compile:
             parts.append("torch.compile")
         if self.cuda_graphs:
