@@ -1,4 +1,4 @@
-"""Winograd 3x3 convolutions (``models/winograd.py``): torch's convolution up to rounding."""
+"""Winograd convolutions (``models/winograd.py``): torch's own convolutions up to rounding."""
 
 import pytest
 import torch
