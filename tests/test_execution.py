@@ -45,6 +45,7 @@ def test_request_reads_the_environment_and_the_command_line_wins():
         ("batch=two", "whole number"),
         ("speed=max", "not understood"),
         ("compile=maybe", "on or off"),
+        ("winograd=sometimes", "on or off"),
     ],
 )
 def test_bad_settings_say_what_to_write(text, words):
