@@ -1,4 +1,5 @@
-"""3x3 stride-1 convolutions by Winograd's F(4x4, 3x3), for fp32 inference on a CPU.
+"""3x3 stride-1 convolutions (and stride-2 4x4 transposed ones, rewritten as 3x3) by
+Winograd's F(4x4, 3x3), for fp32 inference on a CPU.
 
 oneDNN already runs CoNR's 224-channel 3x3 convolutions near the CPU's peak, so only less
 arithmetic makes them faster. Winograd's minimal filtering draws each 4x4 tile of output
@@ -182,7 +183,7 @@ def transposed_as_3x3(weight: torch.Tensor) -> torch.Tensor:
     return w.reshape(4 * weight.shape[1], weight.shape[0], 3, 3)
 
 
-def conv_transpose4x4(x, filters, bias, out_channels: int) -> torch.Tensor:
+def conv_transpose4x4(x, filters, bias) -> torch.Tensor:
     """``F.conv_transpose2d(x, w, bias, 2, 1)`` for 4x4 ``w`` and ``filters =
     filter_transform(transposed_as_3x3(w))``; channels-last (N, out, 2H, 2W)."""
     return _winograd(x, filters, bias, 4).permute(0, 3, 1, 2)
@@ -193,8 +194,7 @@ def convolve(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Ten
     says so."""
     if isinstance(conv, nn.ConvTranspose2d):
         if applies_transposed(conv, x):
-            filters = transformed_filters(conv)
-            return conv_transpose4x4(x, filters, conv.bias, conv.out_channels)
+            return conv_transpose4x4(x, transformed_filters(conv), conv.bias)
     elif applies(conv, x):
         return conv3x3(x, transformed_filters(conv), conv.bias)
     return conv(x)
