@@ -2,7 +2,8 @@
 
 An :class:`Execution` is one way to run a network: precision, memory layout, frames per
 call, images per convolution batch, threads, Winograd convolutions (CPU fp32,
-``models.winograd``), ``torch.compile`` and CUDA graphs. The
+``models.winograd``; the 3x3 and the transposed ones chosen apart, as CPUs differ on
+them), ``torch.compile`` and CUDA graphs. The
 shaders (CoNR, guided, ANR) list the candidates they support; :func:`choose` times each
 on the job's own inputs, keeps the fastest per frame, logs the table and remembers the
 choice on disk for this machine, so the timing happens once. One frame per call in fp32
@@ -10,7 +11,9 @@ is always a candidate, so no choice is slower than that on the probe.
 
 What the user allowed or forced comes from the command line (``--precision``,
 ``--batch``, ``--threads``) and the ``ANIRENDER_EXECUTION`` environment variable, e.g.
-``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2,winograd=off"``;
+``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2,winograd=off"``
+(``winograd`` sets both kinds of Winograd convolution, ``winograd_transposed`` the
+transposed ones alone);
 ``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default;
 ``reuse_memory=off`` stops the shaders keeping freed CPU memory (``models.cpu_memory``).
 
@@ -51,6 +54,9 @@ COMPILE_ON_CPU_BY_DEFAULT = False
 #: a way to run replaces the one kept so far only if it times this much faster: timings
 #: on a shared machine wobble by a few per cent, and the default is the safe choice
 MARGIN = 0.03
+#: part of the on-disk key, raised when a remembered choice would mean something else
+#: (2: ``winograd`` no longer covers the transposed convolutions)
+CHOICES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Execution:
     chunk: int = 0
     threads: int = 0
     winograd: bool = False
+    winograd_transposed: bool = False
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -76,8 +83,11 @@ class Execution:
         ]
         if self.device == "cpu":
             parts.append(f"{self.threads or torch.get_num_threads()} threads")
-        if self.winograd and self.device == "cpu" and self.precision == "fp32":
-            parts.append("Winograd")
+        if self.device == "cpu" and self.precision == "fp32":
+            kinds = {"3x3": self.winograd, "transposed": self.winograd_transposed}
+            kinds = [kind for kind, on in kinds.items() if on]
+            if kinds:
+                parts.append(f"Winograd ({' and '.join(kinds)})")
         if self.compile:
             parts.append("torch.compile")
         if self.cuda_graphs:
@@ -95,6 +105,7 @@ class Request:
     layout: str | None = None
     threads: int | None = None
     winograd: bool | None = None
+    winograd_transposed: bool | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
     reuse_memory: bool | None = None  # None: on (``models.cpu_memory``)
@@ -132,6 +143,8 @@ def parse_request(
     if threads is not None:
         values["threads"] = str(threads)
     parsed = {key: _PARSERS[key](key, value) for key, value in values.items()}
+    if "winograd" in parsed:  # both kinds, unless the transposed ones are set apart
+        parsed.setdefault("winograd_transposed", parsed["winograd"])
     return Request(**parsed, skip_timing=skip)
 
 
@@ -173,6 +186,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "layout": _choice(("channels_last", "nchw")),
     "threads": _positive,
     "winograd": _switch,
+    "winograd_transposed": _switch,
     "compile": _switch,
     "cuda_graphs": _switch,
     "reuse_memory": _switch,
@@ -295,6 +309,7 @@ def plan(
         "batch": request.batch,
         "chunk": request.chunk,
         "winograd": request.winograd if device == "cpu" else None,
+        "winograd_transposed": request.winograd_transposed if device == "cpu" else None,
         "compile": request.compile,
         "cuda_graphs": request.cuda_graphs,
     }
@@ -308,8 +323,12 @@ def plan(
         axes.append(("batch", (1, max_batch)))
     if "chunk" in supports and request.chunk is None and images_per_frame > 1:
         axes.append(("chunk", (0, images_per_frame)))
-    if device == "cpu" and "winograd" in supports and request.winograd is None:
-        axes.append(("winograd", (False, True)))
+    if device == "cpu" and "winograd" in supports:
+        # apart: on the AMD EPYC both kinds won, on the Intel Xeon only the 3x3 ones
+        if request.winograd is None:
+            axes.append(("winograd", (False, True)))
+        if request.winograd_transposed is None:
+            axes.append(("winograd_transposed", (False, True)))
     if device == "cpu" and request.threads is None:
         # one thread per physical core can beat torch's one per hyper-thread
         cores = physical_cores() if cores is None else cores
@@ -334,8 +353,8 @@ def _normal(option: Execution, images_per_frame: int) -> Execution:
     fp32 on a CPU."""
     if option.chunk and option.chunk >= option.batch * images_per_frame:
         option = replace(option, chunk=0)
-    if option.winograd and (option.device != "cpu" or option.precision != "fp32"):
-        option = replace(option, winograd=False)
+    if option.device != "cpu" or option.precision != "fp32":
+        option = replace(option, winograd=False, winograd_transposed=False)
     return option
 
 
@@ -353,7 +372,14 @@ def cache_path() -> Path:
 def machine_key(*parts) -> str:
     """A key for the on-disk choice: this machine, this torch, and the job's shape."""
     text = json.dumps(
-        [cpu_name(), os.cpu_count(), torch.__version__, torch.get_num_threads(), *parts],
+        [
+            CHOICES_VERSION,
+            cpu_name(),
+            os.cpu_count(),
+            torch.__version__,
+            torch.get_num_threads(),
+            *parts,
+        ],
         default=str,
     )
     return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -86,10 +86,12 @@ def transformed_filters(conv: nn.Conv2d | nn.ConvTranspose2d) -> torch.Tensor:
     return kept[1]
 
 
-def forget_filters(module: nn.Module) -> None:
-    """Drop the transformed filters kept under ``module`` (when Winograd is turned off)."""
+def forget_filters(module: nn.Module, kind: type[nn.Module] = nn.Module) -> None:
+    """Drop the transformed filters kept under ``module`` (when Winograd is turned off),
+    only those of ``kind`` modules if given."""
     for m in module.modules():
-        m.__dict__.pop("_winograd_filters", None)
+        if isinstance(m, kind):
+            m.__dict__.pop("_winograd_filters", None)
 
 
 def _input_transform(d, out) -> None:

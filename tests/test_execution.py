@@ -29,8 +29,17 @@ def test_request_reads_the_environment_and_the_command_line_wins():
     env = {ENV: "precision=fast, batch=2,layout=nchw,chunk=3,threads=1,compile=off,winograd=on"}
     request = parse_request(env=env)
     assert request == Request(
-        precision="fast", batch=2, layout="nchw", chunk=3, threads=1, compile=False, winograd=True
+        precision="fast",
+        batch=2,
+        layout="nchw",
+        chunk=3,
+        threads=1,
+        compile=False,
+        winograd=True,
+        winograd_transposed=True,  # winograd sets both kinds...
     )
+    apart = parse_request(env={ENV: "winograd=on,winograd_transposed=off"})
+    assert apart.winograd and apart.winograd_transposed is False  # ...unless set apart
     assert parse_request(precision="bf16", batch=1, env=env).precision == "bf16"
     assert parse_request(precision="bf16", batch=1, env=env).batch == 1
     assert parse_request(env={ENV: "off"}).skip_timing
@@ -46,6 +55,7 @@ def test_request_reads_the_environment_and_the_command_line_wins():
         ("speed=max", "not understood"),
         ("compile=maybe", "on or off"),
         ("winograd=sometimes", "on or off"),
+        ("winograd_transposed=2", "on or off"),
     ],
 )
 def test_bad_settings_say_what_to_write(text, words):
@@ -61,10 +71,17 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     assert base == Execution()
     assert dict(axes) == {"channels_last": (True, False), "batch": (1, 2), "chunk": (0, 4)}
     _, axes = plan(Request(), "cpu", supports=("layout", "winograd"), cores=threads)
-    assert dict(axes)["winograd"] == (False, True)  # timed where the shader offers it
-    base, axes = plan(Request(winograd=True), "cpu", supports=("winograd",), cores=threads)
-    assert base.winograd and "winograd" not in dict(axes)
-    assert "winograd" not in dict(plan(Request(), "cuda", supports=("winograd",))[1])
+    # timed where the shader offers it, each kind apart
+    assert dict(axes)["winograd"] == dict(axes)["winograd_transposed"] == (False, True)
+    base, axes = plan(
+        parse_request(env={ENV: "winograd=on"}), "cpu", supports=("winograd",), cores=threads
+    )
+    assert base.winograd and base.winograd_transposed
+    assert not {"winograd", "winograd_transposed"} & set(dict(axes))
+    base, axes = plan(Request(winograd_transposed=False), "cpu", supports=("winograd",))
+    assert dict(axes)["winograd"] == (False, True) and "winograd_transposed" not in dict(axes)
+    cuda_axes = dict(plan(Request(), "cuda", supports=("winograd",))[1])
+    assert not {"winograd", "winograd_transposed"} & set(cuda_axes)
     for field_name, values in axes:  # the default's own value is timed first
         assert values[0] == getattr(base, field_name)
     _, fast = plan(Request(precision="fast"), "cpu", bf16_native=True)
@@ -176,39 +193,42 @@ def reference_frames():
 
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(
-    "batch, chunk, winograd",
+    "batch, chunk, winograd, transposed",
     [
-        (1, 0, False),
-        (3, 0, False),
-        (3, 3, False),
-        (2, 1, False),
-        (1, 0, True),
-        (3, 3, True),
-        (2, 1, True),
+        (1, 0, False, False),
+        (3, 0, False, False),
+        (3, 3, False, False),
+        (2, 1, False, False),
+        (1, 0, True, True),
+        (3, 3, True, True),
+        (2, 1, True, False),
+        (1, 0, False, True),
     ],
 )
 def test_every_fp32_execution_matches_the_reference_loop(
-    reference_frames, channels_last, batch, chunk, winograd
+    reference_frames, channels_last, batch, chunk, winograd, transposed
 ):
     udp, slow = reference_frames
     model = small_model()
-    model.set_execution(
-        Execution(channels_last=channels_last, batch=batch, chunk=chunk, winograd=winograd)
-    )
+    layout = {"channels_last": channels_last, "batch": batch, "chunk": chunk}
+    model.set_execution(Execution(**layout, winograd=winograd, winograd_transposed=transposed))
     fast = model.render(model.encode_sheet(sheet_images()), udp)
     assert slow.std() > 1e-3
     assert np.abs(fast - slow).max() < 1e-4
 
-    # the Winograd choice really convolves that way (the last block's 32 px stacks and
-    # its 64 px -> 128 px transposed convolution)
+    # each Winograd choice really convolves that way (the last block's 32 px stacks and
+    # its 64 px -> 128 px transposed convolution), and only that kind
     def kept(kind=torch.nn.modules.conv._ConvNd):
         convs = [m for m in model.shader.modules() if isinstance(m, kind)]
         return ["_winograd_filters" in conv.__dict__ for conv in convs]
 
-    for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d):
-        assert any(kept(kind)) == winograd
-    model.set_execution(Execution(channels_last=channels_last, batch=batch, chunk=chunk))
-    assert not any(kept())  # turned off, the transformed filters are let go
+    assert any(kept(torch.nn.Conv2d)) == winograd
+    assert any(kept(torch.nn.ConvTranspose2d)) == transposed
+    model.set_execution(Execution(**layout, winograd=winograd))
+    assert not any(kept(torch.nn.ConvTranspose2d))  # turned off, those filters are let go
+    assert any(kept(torch.nn.Conv2d)) == winograd
+    model.set_execution(Execution(**layout))
+    assert not any(kept())
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):

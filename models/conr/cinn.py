@@ -241,30 +241,35 @@ class ShaderBlock(nn.Module):
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, by_winograd=False):
+    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, winograd_on=()):
         """``chunk``: run the convolutions after the first on this many images at a time
         (0: all at once); each image is independent there, so only the speed changes.
-        ``by_winograd``: the residual stacks' 3x3 and the last transposed convolutions by
-        Winograd (``models.winograd``) where it applies; inference only."""
+        ``winograd_on``: the kinds of convolution (``nn.Conv2d`` for the residual stacks'
+        3x3, ``nn.ConvTranspose2d`` for the last two) run by Winograd
+        (``models.winograd``) where it applies; inference only."""
         x = self.first_conv(view_parts, frame_parts, views)
         if chunk and x.shape[0] > chunk:
-            return torch.cat([self._convolve(part, by_winograd) for part in x.split(chunk)], 0)
-        return self._convolve(x, by_winograd)
+            return torch.cat([self._convolve(part, winograd_on) for part in x.split(chunk)], 0)
+        return self._convolve(x, winograd_on)
 
-    def _convolve(self, x, by_winograd=False):
+    def _convolve(self, x, winograd_on=()):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
-        if not by_winograd or torch.is_grad_enabled():
+        if not winograd_on or torch.is_grad_enabled():
             for stack in self.convblocks:
                 x = stack(x) + x
             return self.conv_last(x)
+
+        def convolve(conv, x):
+            return winograd.convolve(conv, x) if type(conv) in winograd_on else conv(x)
+
         for stack in self.convblocks:
             y = x
             for conv, prelu in zip(stack[::2], stack[1::2]):
-                y = prelu(winograd.convolve(conv, y))
+                y = prelu(convolve(conv, y))
             x = y + x
         up, prelu, last = self.conv_last
-        return winograd.convolve(last, prelu(winograd.convolve(up, x)))
+        return convolve(last, prelu(convolve(up, x)))
 
 
 class CINN(nn.Module):
@@ -275,8 +280,10 @@ class CINN(nn.Module):
         self.config = config
         #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
         self.chunk = 0
-        #: 3x3 convolutions by Winograd where it applies (CPU fp32 inference)
+        #: 3x3 (and transposed) convolutions by Winograd where it applies (CPU fp32
+        #: inference); chosen apart, CPUs differ on them
         self.by_winograd = False
+        self.transposed_by_winograd = False
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -342,6 +349,14 @@ class CINN(nn.Module):
             v = values.unflatten(0, (frames, views))
             return (num[:, :, channels] * v).sum(1) / den[:, channels]
 
+        winograd_on = tuple(
+            kind
+            for kind, on in (
+                (nn.Conv2d, self.by_winograd),
+                (nn.ConvTranspose2d, self.transposed_by_winograd),
+            )
+            if on
+        )
         state = {}
         last = len(self.decoder_blocks) - 1
         for k, block in enumerate(self.decoder_blocks):
@@ -365,7 +380,7 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views, self.chunk, self.by_winograd)
+            out = block(view, frame, views, self.chunk, winograd_on)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]

@@ -219,11 +219,14 @@ class CoNR(nn.Module):
         self._set_precision(execution.precision)
         self.frames_per_batch = execution.batch
         self.shader.chunk = execution.chunk
-        self.shader.by_winograd = (
-            execution.winograd and execution.device == "cpu" and execution.precision == "fp32"
-        )
+        exact_on_cpu = execution.device == "cpu" and execution.precision == "fp32"
+        self.shader.by_winograd = execution.winograd and exact_on_cpu
+        self.shader.transposed_by_winograd = execution.winograd_transposed and exact_on_cpu
+        # the transformed filters: ~210 MB at the released size, most of them transposed
         if not self.shader.by_winograd:
-            winograd.forget_filters(self.shader)  # ~210 MB at the released size
+            winograd.forget_filters(self.shader, nn.Conv2d)
+        if not self.shader.transposed_by_winograd:
+            winograd.forget_filters(self.shader, nn.ConvTranspose2d)
         use_threads(execution)
         self._shade_frames = self._shade_frames_eager
         if execution.compile:
