@@ -11,6 +11,7 @@ from conr_reference import ReferenceCoNR
 from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
+from anirender.models.conr import cinn
 from anirender.models.conr.config import OFFICIAL_FILES
 from anirender.models.execution import (
     ENV,
@@ -229,6 +230,22 @@ def test_every_fp32_execution_matches_the_reference_loop(
     assert any(kept(torch.nn.Conv2d)) == winograd
     model.set_execution(Execution(**layout))
     assert not any(kept())
+
+
+@pytest.mark.parametrize("by_sigmoid", [True, False])
+def test_both_forms_of_the_view_weights_exp_match_the_reference_loop(
+    reference_frames, monkeypatch, by_sigmoid
+):
+    """exp of the view masks is taken as sigmoid / (1 - sigmoid) where that times faster
+    (``cinn.exp_by_sigmoid_pays``); either form stays within 1e-4 of the reference."""
+    monkeypatch.setattr(cinn, "_exp_by_sigmoid", None)
+    assert cinn.exp_by_sigmoid_pays() in (True, False)  # timed once, then kept
+    monkeypatch.setattr(cinn, "_exp_by_sigmoid", by_sigmoid)
+    udp, slow = reference_frames
+    model = small_model()
+    model.set_execution(Execution())
+    fast = model.render(model.encode_sheet(sheet_images()), udp)
+    assert np.abs(fast - slow).max() < 1e-4
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):
