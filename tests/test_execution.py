@@ -160,6 +160,23 @@ def test_choose_keeps_the_fastest_and_never_the_slower(tmp_path, monkeypatch):
     assert choose("test", Execution(), axes, lambda e: None, lambda f: None, key="k") == chosen
 
 
+def test_choose_is_not_fooled_by_a_machine_that_speeds_up(tmp_path, monkeypatch):
+    """The default is timed in a slow minute (its first ten runs at 3x), the slower
+    candidate after it: the default runs again beside the candidate and stays."""
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "c.json"))
+    state = {"runs": 0}
+
+    def run(frames):
+        state["runs"] += 1
+        slow = 3.0 if state["runs"] <= 10 else 1.0
+        per_frame = 1.3 if state["e"].batch == 2 else 1.0
+        time.sleep(0.01 * slow * per_frame * frames)
+
+    axes = [("batch", (1, 2))]
+    chosen = choose("test", Execution(), axes, lambda e: state.update(e=e), run)
+    assert chosen.batch == 1 and state["e"] == chosen
+
+
 def test_a_candidate_that_fails_is_passed_over_and_the_default_still_raises(tmp_path, monkeypatch):
     """A way to run that breaks on this machine (a CUDA graph capture, a compiler) loses
     the timing instead of stopping the render; a failing default is the job's own error."""
