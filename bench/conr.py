@@ -23,13 +23,15 @@ median per path:
 
 Paths there: the official ``model_step``, one frame per call (the sheet parsed once, as
 its inference does), with glibc's heap as a plain process has it and, in a second row,
-kept as the project keeps it (``models/cpu_memory.py``); the project's ``CoNR.render`` with its timed execution choice, one
-and three frames per call, in fp32 and in reduced precision ("fast": bf16 on a CPU,
-timed where it is native and forced elsewhere; fp16 and CUDA graphs on a GPU). Reports seconds per frame, the speed-up over the official
-code, max |project fp32 - official| and the bf16 PSNR against project fp32. On a CPU, one
-more row times the official code in a fresh process of its own right after the rounds
-(``--alone``): in the bench's process glibc serves it from a heap the project's frames
-have grown, which a user's process of the official code does not have.
+kept as the project keeps it (``models/cpu_memory.py``); the project's ``CoNR.render``
+with its execution choice (timed afresh, not read from the choices remembered on this
+machine), one and three frames per call, in fp32 and in reduced precision ("fast": bf16
+on a CPU, timed where it is native and forced elsewhere; fp16 and CUDA graphs on a GPU).
+Reports seconds per frame, the speed-up over the official code, max |project fp32 -
+official| and the bf16 PSNR against project fp32. On a CPU, one more row times the
+official code in a fresh process of its own right after the rounds (``--alone``): in the
+bench's process glibc serves it from a heap the project's frames have grown, which a
+user's process of the official code does not have.
 """
 
 import argparse
@@ -37,6 +39,7 @@ import copy
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -221,11 +224,15 @@ def against_official(args):
 
     from official_conr import OfficialShader, load_official
 
-    from anirender.models.execution import ENV, native_bf16, parse_request
+    from anirender.models.execution import CACHE_ENV, ENV, native_bf16, parse_request
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     logging.getLogger("anirender.execution").setLevel(logging.DEBUG)  # every way timed
     os.environ.pop(ENV, None)  # the project chooses its own execution, as a user's would
+    # ... timed afresh: a choice remembered from an earlier run (older code) would hide
+    # what this code would choose
+    fresh = tempfile.mkdtemp(prefix="anirender-bench-")
+    os.environ[CACHE_ENV] = str(Path(fresh) / "execution.json")
     model = randomize_weights(CoNR(), seed=0, gain=0.85).prepare(args.device)
     parts = {n: getattr(model, n).state_dict() for n in OFFICIAL_FILES}
     official = load_official(args.official, parts)  # on the GPU when there is one
