@@ -314,10 +314,9 @@ class CINN(nn.Module):
         self.config = config
         #: images per convolution batch inside each block (0: all); see ShaderBlock.forward
         self.chunk = 0
-        #: 3x3 (and transposed) convolutions by Winograd where it applies (CPU fp32
-        #: inference); chosen apart, CPUs differ on them
-        self.by_winograd = False
-        self.transposed_by_winograd = False
+        #: the kinds of convolution (``nn.Conv2d``, ``nn.ConvTranspose2d``) run by
+        #: Winograd where it applies (CPU fp32 inference); chosen apart, CPUs differ on them
+        self.winograd_kinds: tuple[type[nn.Module], ...] = ()
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -380,14 +379,6 @@ class CINN(nn.Module):
             v = values.unflatten(0, (frames, views))
             return (num[:, :, channels] * v).sum(1) / den[:, channels]
 
-        winograd_on = tuple(
-            kind
-            for kind, on in (
-                (nn.Conv2d, self.by_winograd),
-                (nn.ConvTranspose2d, self.transposed_by_winograd),
-            )
-            if on
-        )
         state = {}
         last = len(self.decoder_blocks) - 1
         for k, block in enumerate(self.decoder_blocks):
@@ -411,7 +402,7 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views, self.chunk, winograd_on)
+            out = block(view, frame, views, self.chunk, self.winograd_kinds)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]

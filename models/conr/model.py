@@ -220,13 +220,11 @@ class CoNR(nn.Module):
         self.frames_per_batch = execution.batch
         self.shader.chunk = execution.chunk
         exact_on_cpu = execution.device == "cpu" and execution.precision == "fp32"
-        self.shader.by_winograd = execution.winograd and exact_on_cpu
-        self.shader.transposed_by_winograd = execution.winograd_transposed and exact_on_cpu
-        # the transformed filters: ~210 MB at the released size, most of them transposed
-        if not self.shader.by_winograd:
-            winograd.forget_filters(self.shader, nn.Conv2d)
-        if not self.shader.transposed_by_winograd:
-            winograd.forget_filters(self.shader, nn.ConvTranspose2d)
+        kinds = {nn.Conv2d: execution.winograd, nn.ConvTranspose2d: execution.winograd_transposed}
+        self.shader.winograd_kinds = tuple(k for k, on in kinds.items() if on and exact_on_cpu)
+        for kind in kinds.keys() - set(self.shader.winograd_kinds):
+            # the transformed filters: ~210 MB at the released size, most of them transposed
+            winograd.forget_filters(self.shader, kind)
         use_threads(execution)
         self._shade_frames = self._shade_frames_eager
         if execution.compile:
