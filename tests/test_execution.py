@@ -265,6 +265,35 @@ def test_both_forms_of_the_view_weights_exp_match_the_reference_loop(
     assert np.abs(fast - slow).max() < 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_banded_piece_copies_and_one_pass_concatenation_change_no_number(
+    reference_frames, monkeypatch, dtype
+):
+    """A block's output is split into pieces in bands of rows where the map is large
+    (``cinn._pieces``), and block inputs are converted while concatenated
+    (``cinn._concatenate``): both give exactly what the plain copies give, and a render
+    banded down to one row at a time stays within 1e-4 of the reference loop."""
+    gen = torch.Generator().manual_seed(3)
+    out = torch.randn(2, 23, 9, 7, generator=gen).to(dtype)
+    out = out.contiguous(memory_format=torch.channels_last)
+    sizes, skip = [2, 5, 0, 6, 10], (3,)
+    plain = cinn._pieces(out, sizes, skip)
+    monkeypatch.setattr(cinn, "_BAND_BYTES", 1)  # one row per band
+    banded = cinn._pieces(out, sizes, skip)
+    assert [p is None for p in banded] == [False, False, True, True, False]
+    for a, b in zip(plain, banded):
+        if a is not None:
+            assert b.dtype == torch.float32 and b.is_contiguous() and torch.equal(a, b)
+    parts = [torch.randn(2, c, 9, 7, generator=gen) for c in (2, 4, 11)]
+    assert torch.equal(cinn._concatenate(parts, dtype), torch.cat(parts, 1).to(dtype))
+
+    udp, slow = reference_frames
+    model = small_model()
+    model.set_execution(Execution())
+    fast = model.render(model.encode_sheet(sheet_images()), udp)
+    assert np.abs(fast - slow).max() < 1e-4
+
+
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv(ENV, "precision=fast")
     monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "choices.json"))

@@ -145,13 +145,18 @@ def warp(image, flow, scale: float = 1.0):
     flow = flow.contiguous().view(n * groups, 2, h, w).float()
     xs = torch.linspace(-1.0, 1.0, w, device=flow.device).view(1, 1, w)
     ys = torch.linspace(-1.0, 1.0, h, device=flow.device).view(1, h, 1)
-    grid = torch.stack(
-        [
-            xs + flow[:, 0] * (scale / ((w - 1.0) / 2.0)),
-            ys + flow[:, 1] * (scale / ((h - 1.0) / 2.0)),
-        ],
-        dim=-1,
-    )
+    if torch.is_grad_enabled() and flow.requires_grad:
+        grid = torch.stack(
+            [
+                xs + flow[:, 0] * (scale / ((w - 1.0) / 2.0)),
+                ys + flow[:, 1] * (scale / ((h - 1.0) / 2.0)),
+            ],
+            dim=-1,
+        )
+    else:  # written in place: no temporaries, no stacking copy
+        grid = flow.new_empty(n * groups, h, w, 2)
+        torch.mul(flow[:, 0], scale / ((w - 1.0) / 2.0), out=grid[..., 0]).add_(xs)
+        torch.mul(flow[:, 1], scale / ((h - 1.0) / 2.0), out=grid[..., 1]).add_(ys)
     out = F.grid_sample(
         image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True
     )
@@ -165,16 +170,39 @@ def _pieces(out: torch.Tensor, sizes: list[int], skip=()) -> list[torch.Tensor |
 
     The block's output is channels-last; resampling and warping want each piece NCHW,
     and a channel slice of a batched NCHW tensor is not contiguous, so each piece is
-    copied once here, at the block's resolution, rather than again after upsampling."""
+    copied once here, at the block's resolution, rather than again after upsampling.
+    On a CPU, large maps are copied image by image in bands of rows (``_BAND_BYTES``
+    of the output each): plane by plane, a channel slice strides through the whole
+    image and leaves the cache for every plane (4 x 164 x 256 x 256 bf16: 113 -> 69 ms;
+    4 x 836 x 64 x 64 fp32: 39 -> 10 ms, Intel Xeon, 2 threads)."""
+    n, c, h, w = out.shape
+    rows = max(1, _BAND_BYTES // (w * c * out.element_size()))
+    banded = (
+        not out.is_cuda
+        and rows < h
+        and out.is_contiguous(memory_format=torch.channels_last)
+        and not (torch.is_grad_enabled() and out.requires_grad)
+    )
     pieces, start = [], 0
     for i, size in enumerate(sizes):
         piece = out[:, start : start + size]
-        keep = size and i not in skip
-        pieces.append(
-            piece.to(torch.float32, memory_format=torch.contiguous_format) if keep else None
-        )
         start += size
+        if not size or i in skip:
+            pieces.append(None)
+        elif banded:
+            copy = torch.empty(n, size, h, w, dtype=torch.float32, device=out.device)
+            for image in range(n):
+                for top in range(0, h, rows):
+                    copy[image, :, top : top + rows].copy_(piece[image, :, top : top + rows])
+            pieces.append(copy)
+        else:
+            pieces.append(piece.to(torch.float32, memory_format=torch.contiguous_format))
     return pieces
+
+
+#: how much of a channels-last map ``_pieces`` copies at a time: the band and its copies
+#: stay in a core's cache (about 2 MB on the CPUs measured)
+_BAND_BYTES = 1 << 21
 
 
 def _input_layout(weight: torch.Tensor):
@@ -184,6 +212,24 @@ def _input_layout(weight: torch.Tensor):
     if cl and not weight.is_cuda and not (torch.is_grad_enabled() and weight.requires_grad):
         return channels_last
     return lambda x: x
+
+
+def _concatenate(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.cat(parts, 1).to(dtype)`` in one pass: each part is converted as it is
+    copied in (bf16 block inputs: 30-40 % faster than concatenating in fp32 first)."""
+    if all(part.dtype == dtype for part in parts) or (
+        torch.is_grad_enabled() and any(part.requires_grad for part in parts)
+    ):
+        return torch.cat(parts, 1).to(dtype)
+    first = parts[0]
+    out = first.new_empty(
+        (first.shape[0], sum(part.shape[1] for part in parts), *first.shape[2:]), dtype=dtype
+    )
+    start = 0
+    for part in parts:
+        out[:, start : start + part.shape[1]].copy_(part)
+        start += part.shape[1]
+    return out
 
 
 def _conv_prelu(cin, cout, stride):
@@ -267,11 +313,11 @@ class ShaderBlock(nn.Module):
                 self._weight_cache = cache
             wv, wf = cache[1], cache[2]
         layout = _input_layout(w)
-        xv = layout(torch.cat(list(view_parts.values()), 1).to(w.dtype))
+        xv = layout(_concatenate(list(view_parts.values()), w.dtype))
         yv = F.conv2d(xv, wv, conv.bias, 2, 1)
         if not frame_parts:
             return yv
-        xf = layout(torch.cat(list(frame_parts.values()), 1).to(w.dtype))
+        xf = layout(_concatenate(list(frame_parts.values()), w.dtype))
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
