@@ -3,7 +3,8 @@
 An :class:`Execution` is one way to run a network: precision, memory layout, frames per
 call, images per convolution batch, threads, Winograd convolutions (CPU fp32,
 ``models.winograd``; the 3x3 and the transposed ones chosen apart, as CPUs differ on
-them), ``torch.compile`` and CUDA graphs. The
+them), C kernels built on this machine (CPU, ``models.native``), ``torch.compile`` and
+CUDA graphs. The
 shaders (CoNR, guided, ANR) list the candidates they support; :func:`choose` times each
 on the job's own inputs, keeps the fastest per frame, logs the table and remembers the
 choice on disk for this machine, so the timing happens once. One frame per call in fp32
@@ -13,7 +14,7 @@ What the user allowed or forced comes from the command line (``--precision``,
 ``--batch``, ``--threads``) and the ``ANIRENDER_EXECUTION`` environment variable, e.g.
 ``ANIRENDER_EXECUTION="precision=bf16,batch=1,layout=nchw,chunk=4,threads=2,winograd=off"``
 (``winograd`` sets both kinds of Winograd convolution, ``winograd_transposed`` the
-transposed ones alone);
+transposed ones alone; ``native=on|off`` the C kernels);
 ``ANIRENDER_EXECUTION=off`` skips the timing and runs the plain fp32 default;
 ``reuse_memory=off`` stops the shaders keeping freed CPU memory (``models.cpu_memory``).
 
@@ -55,8 +56,8 @@ COMPILE_ON_CPU_BY_DEFAULT = False
 #: on a shared machine wobble by a few per cent, and the default is the safe choice
 MARGIN = 0.03
 #: part of the on-disk key, raised when a remembered choice would mean something else
-#: (2: ``winograd`` no longer covers the transposed convolutions)
-CHOICES_VERSION = 2
+#: (2: ``winograd`` no longer covers the transposed convolutions; 3: ``native`` added)
+CHOICES_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Execution:
     threads: int = 0
     winograd: bool = False
     winograd_transposed: bool = False
+    native: bool = False
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -88,6 +90,8 @@ class Execution:
             kinds = [kind for kind, on in kinds.items() if on]
             if kinds:
                 parts.append(f"Winograd ({' and '.join(kinds)})")
+        if self.native:
+            parts.append("C kernels")
         if self.compile:
             parts.append("torch.compile")
         if self.cuda_graphs:
@@ -106,6 +110,7 @@ class Request:
     threads: int | None = None
     winograd: bool | None = None
     winograd_transposed: bool | None = None
+    native: bool | None = None
     compile: bool | None = None
     cuda_graphs: bool | None = None
     reuse_memory: bool | None = None  # None: on (``models.cpu_memory``)
@@ -187,6 +192,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "threads": _positive,
     "winograd": _switch,
     "winograd_transposed": _switch,
+    "native": _switch,
     "compile": _switch,
     "cuda_graphs": _switch,
     "reuse_memory": _switch,
@@ -310,6 +316,7 @@ def plan(
         "chunk": request.chunk,
         "winograd": request.winograd if device == "cpu" else None,
         "winograd_transposed": request.winograd_transposed if device == "cpu" else None,
+        "native": request.native if device == "cpu" else None,
         "compile": request.compile,
         "cuda_graphs": request.cuda_graphs,
     }
@@ -329,6 +336,8 @@ def plan(
             axes.append(("winograd", (False, True)))
         if request.winograd_transposed is None:
             axes.append(("winograd_transposed", (False, True)))
+    if device == "cpu" and "native" in supports and request.native is None:
+        axes.append(("native", (False, True)))
     if device == "cpu" and request.threads is None:
         # one thread per physical core can beat torch's one per hyper-thread
         cores = physical_cores() if cores is None else cores
@@ -355,6 +364,8 @@ def _normal(option: Execution, images_per_frame: int) -> Execution:
         option = replace(option, chunk=0)
     if option.device != "cpu" or option.precision != "fp32":
         option = replace(option, winograd=False, winograd_transposed=False)
+    if option.device != "cpu":
+        option = replace(option, native=False)
     return option
 
 

@@ -11,7 +11,8 @@ from conr_reference import ReferenceCoNR
 from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
-from anirender.models.conr import cinn
+from anirender.models import native
+from anirender.models.conr import cinn, last_level
 from anirender.models.conr.config import OFFICIAL_FILES
 from anirender.models.execution import (
     ENV,
@@ -45,6 +46,7 @@ def test_request_reads_the_environment_and_the_command_line_wins():
     assert parse_request(precision="bf16", batch=1, env=env).batch == 1
     assert parse_request(env={ENV: "off"}).skip_timing
     assert parse_request(env={}) == Request()
+    assert parse_request(env={ENV: "native=off"}).native is False
 
 
 @pytest.mark.parametrize(
@@ -292,6 +294,66 @@ def test_banded_piece_copies_and_one_pass_concatenation_change_no_number(
     model.set_execution(Execution())
     fast = model.render(model.encode_sheet(sheet_images()), udp)
     assert np.abs(fast - slow).max() < 1e-4
+
+
+def test_the_last_level_in_c_matches_the_reference_loop_and_the_torch_path(
+    reference_frames, monkeypatch, tmp_path
+):
+    """The C kernel for the last level (``last_level.c``, built here by the system
+    compiler) is used when chosen, stays within 1e-4 of the reference loop in fp32, and
+    agrees with the torch path in bf16; the tests' machines have a C compiler."""
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "native"))
+    monkeypatch.setattr(native, "_built", {})
+    assert native.compiler() is not None, "the test machine needs a C compiler (cc)"
+    assert last_level.library() is not None
+    assert list((tmp_path / "native").glob("last_level-*.so"))  # built once, kept
+    used = []
+
+    def spy(out, split, views):
+        mixed = mix(out, split, views)
+        used.append(mixed is not None)
+        return mixed
+
+    mix = last_level.mix
+    monkeypatch.setattr(last_level, "mix", spy)
+    udp, slow = reference_frames
+    model = small_model()
+    sheet = model.encode_sheet(sheet_images())
+    for batch in (1, 3):
+        model.set_execution(Execution(native=True, batch=batch))
+        fast = model.render(sheet, udp)
+        assert used and all(used)
+        assert np.abs(fast - slow).max() < 1e-4
+    used.clear()
+    model.set_execution(Execution(native=True, channels_last=False))  # NCHW: torch path
+    assert np.abs(model.render(sheet, udp) - slow).max() < 1e-4
+    assert used and not any(used)
+
+    low = small_model().set_execution(Execution(precision="bf16"))
+    low_sheet = low.encode_sheet(sheet_images())
+    by_torch = low.render(low_sheet, udp)
+    low.set_execution(Execution(precision="bf16", native=True))
+    by_c = low.render(low_sheet, udp)
+    assert used[-1] is True
+    psnr = 10 * np.log10(1.0 / max(float(np.mean((by_c - by_torch) ** 2)), 1e-20))
+    assert psnr > 50, psnr
+
+
+def test_without_a_compiler_the_c_kernel_is_not_offered_and_the_torch_path_runs(
+    monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "native"))
+    monkeypatch.setattr(native, "_built", {})
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    caplog.set_level(logging.INFO, logger="anirender.execution")
+    assert last_level.library() is None
+    assert "last_level.c not built" in caplog.text and "torch path runs" in caplog.text
+    model = small_model().set_execution(Execution(native=True))
+    assert np.isfinite(model.render(model.encode_sheet(sheet_images()), udp_frames(1))).all()
+    _, axes = plan(Request(), "cpu", supports=("native",))
+    assert ("native", (False, True)) in axes
+    _, axes = plan(Request(native=False), "cpu", supports=("native",))
+    assert all(name != "native" for name, _ in axes)
 
 
 def test_first_render_times_the_choices_logs_and_remembers_them(monkeypatch, caplog, tmp_path):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import winograd
+from . import last_level
 from .config import CoNRConfig
 
 _transposers: ThreadPoolExecutor | None = None
@@ -363,6 +364,8 @@ class CINN(nn.Module):
         #: the kinds of convolution (``nn.Conv2d``, ``nn.ConvTranspose2d``) run by
         #: Winograd where it applies (CPU fp32 inference); chosen apart, CPUs differ on them
         self.winograd_kinds: tuple[type[nn.Module], ...] = ()
+        #: the last level's warp and mix by the C kernel where it applies (``last_level``)
+        self.native_last_level = False
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -451,6 +454,10 @@ class CINN(nn.Module):
             out = block(view, frame, views, self.chunk, self.winograd_kinds)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
+                if self.native_last_level:
+                    mixed = last_level.mix(out, block.split, views)
+                    if mixed is not None:
+                        return mixed
                 sizes = [*block.split[:-1], 2, block.split[-1] - 2]
                 _, o_msg, o_msg_flow, _, _, _, o_mask = _pieces(out, sizes, skip=(0, 3, 4, 5))
                 msg = warp(o_msg, o_msg_flow)
