@@ -12,7 +12,7 @@ from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
 from anirender.models import native
-from anirender.models.conr import cinn, last_level
+from anirender.models.conr import cinn, last_level, level_step
 from anirender.models.conr.config import OFFICIAL_FILES
 from anirender.models.execution import (
     ENV,
@@ -296,38 +296,46 @@ def test_banded_piece_copies_and_one_pass_concatenation_change_no_number(
     assert np.abs(fast - slow).max() < 1e-4
 
 
-def test_the_last_level_in_c_matches_the_reference_loop_and_the_torch_path(
+def test_the_shader_levels_in_c_match_the_reference_loop_and_the_torch_path(
     reference_frames, monkeypatch, tmp_path
 ):
-    """The C kernel for the last level (``last_level.c``, built here by the system
-    compiler) is used when chosen, stays within 1e-4 of the reference loop in fp32, and
-    agrees with the torch path in bf16; the tests' machines have a C compiler."""
+    """The C loops between levels and for the last level (``level_step.c``,
+    ``last_level.c``, built here by the system compiler) are used when chosen, stay
+    within 1e-4 of the reference loop in fp32, and agree with the torch path in bf16;
+    the tests' machines have a C compiler."""
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "native"))
     monkeypatch.setattr(native, "_built", {})
     assert native.compiler() is not None, "the test machine needs a C compiler (cc)"
-    assert last_level.library() is not None
+    assert last_level.library() is not None and level_step.library() is not None
     assert list((tmp_path / "native").glob("last_level-*.so"))  # built once, kept
-    used = []
+    assert list((tmp_path / "native").glob("level_step-*.so"))
+    used, stepped = [], []
 
     def spy(out, split, views):
         mixed = mix(out, split, views)
         used.append(mixed is not None)
         return mixed
 
-    mix = last_level.mix
+    def step_spy(out, *args):
+        result = step(out, *args)
+        stepped.append(result is not None)
+        return result
+
+    mix, step = last_level.mix, level_step.step
     monkeypatch.setattr(last_level, "mix", spy)
+    monkeypatch.setattr(level_step, "step", step_spy)
     udp, slow = reference_frames
     model = small_model()
     sheet = model.encode_sheet(sheet_images())
     for batch in (1, 3):
         model.set_execution(Execution(native=True, batch=batch))
         fast = model.render(sheet, udp)
-        assert used and all(used)
+        assert used and all(used) and len(stepped) == 5 * len(used) and all(stepped)
         assert np.abs(fast - slow).max() < 1e-4
-    used.clear()
+        used.clear(), stepped.clear()
     model.set_execution(Execution(native=True, channels_last=False))  # NCHW: torch path
     assert np.abs(model.render(sheet, udp) - slow).max() < 1e-4
-    assert used and not any(used)
+    assert used and not any(used) and stepped and not any(stepped)
 
     low = small_model().set_execution(Execution(precision="bf16"))
     low_sheet = low.encode_sheet(sheet_images())

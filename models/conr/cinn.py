@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import winograd
-from . import last_level
+from . import last_level, level_step
 from .config import CoNRConfig
 
 _transposers: ThreadPoolExecutor | None = None
@@ -282,18 +282,22 @@ class ShaderBlock(nn.Module):
         w = self.conv0[0].weight
         return torch.cat([w[:, slice(*self.ranges[n])] for n in names], 1)
 
-    def first_conv(self, view_parts, frame_parts, views: int):
+    def first_conv(self, view_parts, frame_parts, views: int, prepared=None):
         """conv0[0] over the concatenation of per-view and per-frame inputs.
 
         ``view_parts``/``frame_parts`` map input names to tensors (None = zero, skipped).
         Per-view tensors have a batch of frames*views, or of views alone when they are the
         same for every frame; per-frame tensors a batch of frames (frame-major order).
-        Returns (frames*views, c, h/2, w/2).
+        ``prepared``: the inputs already concatenated (``level_step.NextLevel``); the
+        parts are then ignored. Returns (frames*views, c, h/2, w/2).
         """
-        view_parts = {k: v for k, v in view_parts.items() if v is not None}
-        frame_parts = {k: v for k, v in frame_parts.items() if v is not None}
+        if prepared is not None:
+            key = (prepared.view_names, prepared.frame_names)
+        else:
+            view_parts = {k: v for k, v in view_parts.items() if v is not None}
+            frame_parts = {k: v for k, v in frame_parts.items() if v is not None}
+            key = (tuple(view_parts), tuple(frame_parts))
         conv = self.conv0[0]
-        key = (tuple(view_parts), tuple(frame_parts))
         w = conv.weight
         if torch.is_grad_enabled() and w.requires_grad:
             wv, wf = self._weights(key[0]), self._weights(key[1])
@@ -314,21 +318,29 @@ class ShaderBlock(nn.Module):
                 self._weight_cache = cache
             wv, wf = cache[1], cache[2]
         layout = _input_layout(w)
-        xv = layout(_concatenate(list(view_parts.values()), w.dtype))
+        if prepared is not None:
+            xv = prepared.view_input
+        else:
+            xv = layout(_concatenate(list(view_parts.values()), w.dtype))
         yv = F.conv2d(xv, wv, conv.bias, 2, 1)
-        if not frame_parts:
+        if not key[1]:
             return yv
-        xf = layout(_concatenate(list(frame_parts.values()), w.dtype))
+        if prepared is not None:
+            xf = prepared.frame_input
+        else:
+            xf = layout(_concatenate(list(frame_parts.values()), w.dtype))
         yf = F.conv2d(xf, wf, None, 2, 1)
         return (yv.unflatten(0, (-1, views)) + yf.unsqueeze(1)).flatten(0, 1)
 
-    def forward(self, view_parts, frame_parts, views: int, chunk: int = 0, winograd_on=()):
+    def forward(
+        self, view_parts, frame_parts, views: int, chunk: int = 0, winograd_on=(), prepared=None
+    ):
         """``chunk``: run the convolutions after the first on this many images at a time
         (0: all at once); each image is independent there, so only the speed changes.
         ``winograd_on``: the kinds of convolution (``nn.Conv2d`` for the residual stacks'
         3x3, ``nn.ConvTranspose2d`` for the last two) run by Winograd
         (``models.winograd``) where it applies; inference only."""
-        x = self.first_conv(view_parts, frame_parts, views)
+        x = self.first_conv(view_parts, frame_parts, views, prepared)
         if chunk and x.shape[0] > chunk:
             return torch.cat([self._convolve(part, winograd_on) for part in x.split(chunk)], 0)
         return self._convolve(x, winograd_on)
@@ -364,8 +376,9 @@ class CINN(nn.Module):
         #: the kinds of convolution (``nn.Conv2d``, ``nn.ConvTranspose2d``) run by
         #: Winograd where it applies (CPU fp32 inference); chosen apart, CPUs differ on them
         self.winograd_kinds: tuple[type[nn.Module], ...] = ()
-        #: the last level's warp and mix by the C kernel where it applies (``last_level``)
-        self.native_last_level = False
+        #: the steps between levels and the last level's warp and mix by the C loops where
+        #: they apply (``level_step``, ``last_level``)
+        self.native = False
         target = [*config.pose_features, 0]
         feature = [*config.parser_features, 0]
         msgs, locs = config.messages, config.local_messages
@@ -428,10 +441,12 @@ class CINN(nn.Module):
             v = values.unflatten(0, (frames, views))
             return (num[:, :, channels] * v).sum(1) / den[:, channels]
 
-        state = {}
+        state, prepared = {}, None
         last = len(self.decoder_blocks) - 1
         for k, block in enumerate(self.decoder_blocks):
-            if k == 0:
+            if prepared is not None:  # the C loops made this block's inputs
+                view = frame = {}
+            elif k == 0:
                 view = {
                     "rgba": sheet_rgba[0],
                     "feature": sheet_features[0],
@@ -451,10 +466,10 @@ class CINN(nn.Module):
                     "mixed_rgba": state["mixed_rgba"],
                     "mixed_message": state["mixed_message"],
                 }
-            out = block(view, frame, views, self.chunk, self.winograd_kinds)
+            out = block(view, frame, views, self.chunk, self.winograd_kinds, prepared)
             n_msg, n_msg_flow, n_loc, n_loc_flow, _ = block.split[1:]
             if k == last:  # only the combined message leaves the shader
-                if self.native_last_level:
+                if self.native:
                     mixed = last_level.mix(out, block.split, views)
                     if mixed is not None:
                         return mixed
@@ -463,6 +478,21 @@ class CINN(nn.Module):
                 msg = warp(o_msg, o_msg_flow)
                 weights = view_weights(torch.sigmoid(o_mask))
                 return mix(weights, msg, slice(None))
+            prepared = None
+            if self.native and trace is None:
+                prepared = level_step.step(
+                    out,
+                    block.split,
+                    views,
+                    state.get("flow"),
+                    sheet_rgba[k + 1],
+                    sheet_features[k + 1] if k + 1 < len(sheet_features) else None,
+                    target_features[k + 1] if k + 1 < len(target_features) else None,
+                    self.decoder_blocks[k + 1].ranges,
+                )
+                if prepared is not None:
+                    state = {"flow": prepared.flow}
+                    continue
             o_flow, o_msg, o_msg_flow, o_loc, o_loc_flow, o_mask = _pieces(out, block.split)
             flow = o_flow if k == 0 else o_flow + state["flow"]
             # everything moves to the next level's resolution; flows scale with it

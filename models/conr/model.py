@@ -40,7 +40,7 @@ from ..execution import (
     use_threads,
 )
 from ..udp import check_udp, quantise_udp_mask
-from . import last_level
+from . import last_level, level_step
 from .checkpoints import read_conr_safetensors, read_official_checkpoints, write_conr_safetensors
 from .cinn import CINN, RGBADecoder, ShaderBlock
 from .config import (
@@ -223,7 +223,7 @@ class CoNR(nn.Module):
         exact_on_cpu = execution.device == "cpu" and execution.precision == "fp32"
         kinds = {nn.Conv2d: execution.winograd, nn.ConvTranspose2d: execution.winograd_transposed}
         self.shader.winograd_kinds = tuple(k for k, on in kinds.items() if on and exact_on_cpu)
-        self.shader.native_last_level = execution.native and execution.device == "cpu"
+        self.shader.native = execution.native and execution.device == "cpu"
         for kind in kinds.keys() - set(self.shader.winograd_kinds):
             # the transformed filters: ~210 MB at the released size, most of them transposed
             winograd.forget_filters(self.shader, kind)
@@ -266,7 +266,7 @@ class CoNR(nn.Module):
                 "winograd",
                 "compile",
                 "cuda_graphs",
-                *(("native",) if self.device.type == "cpu" and last_level.library() else ()),
+                *(("native",) if self.device.type == "cpu" and native_built() else ()),
             ),
             images_per_frame=sheet.views,
             max_batch=max(1, min(2, by_memory)),
@@ -459,6 +459,11 @@ class CoNR(nn.Module):
         with torch.inference_mode(), gpu_numerics(self._numerics):
             _, udp = self.parse_sheet(x.to(self.device), with_udp=True)
         return udp.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def native_built() -> bool:
+    """Whether this machine built the shader's C loops (``models.native``)."""
+    return last_level.library() is not None and level_step.library() is not None
 
 
 def _probe_udp(size: int) -> np.ndarray:
