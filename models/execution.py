@@ -324,6 +324,14 @@ def plan(
     if request.skip_timing:
         return base, []
     axes: list[tuple[str, tuple]] = []
+    # precision first: the other settings are then timed in the precision that runs (the
+    # C kernels gain 5-10 % of an fp32 frame and 25-35 % of a bf16 one on the Intel Xeon)
+    if request.precision == "fast":
+        if device == "cpu" and "bf16" in supports:
+            if native_bf16() if bf16_native is None else bf16_native:
+                axes.append(("precision", ("fp32", "bf16")))
+        elif device == "cuda" and "fp16" in supports:
+            axes.append(("precision", ("fp32", "tf32", "fp16")))
     if "layout" in supports and request.layout is None:
         axes.append(("channels_last", (True, False)))
     if "batch" in supports and request.batch is None and max_batch > 1:
@@ -343,12 +351,6 @@ def plan(
         cores = physical_cores() if cores is None else cores
         if cores and cores < torch.get_num_threads():
             axes.append(("threads", (0, cores)))
-    if request.precision == "fast":
-        if device == "cpu" and "bf16" in supports:
-            if native_bf16() if bf16_native is None else bf16_native:
-                axes.append(("precision", ("fp32", "bf16")))
-        elif device == "cuda" and "fp16" in supports:
-            axes.append(("precision", ("fp32", "tf32", "fp16")))
     if device == "cuda" and request.cuda_graphs is None and "cuda_graphs" in supports:
         axes.append(("cuda_graphs", (False, True)))
     if request.compile is None and "compile" in supports:

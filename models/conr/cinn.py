@@ -4,8 +4,10 @@ Each block predicts flows that warp the sheet onto the pose, with messages passe
 the sheet views; the views are combined per pixel by a softmax over their mask logits.
 Unlike the reference, every view of every frame goes through a block in one batch, and
 the parts of a block's input that are the same for all views of a frame (target
-features, view-combined flow/RGBA/messages) are convolved once per frame. State-dict
-keys and shapes are those of the released ``shader.pth`` and ``rgbadecodernet.pth``."""
+features, view-combined flow/RGBA/messages) are convolved once per frame. Where the
+execution says ``native``, the glue between blocks runs as C loops on the CPU
+(``level_step``, ``last_level``) instead of torch passes. State-dict keys and shapes are
+those of the released ``shader.pth`` and ``rgbadecodernet.pth``."""
 
 from __future__ import annotations
 
