@@ -450,11 +450,12 @@ def choose(
     timings: dict[Execution, float] = {}
 
     def per_frame(option: Execution, again: bool = False) -> float:
-        """Seconds per frame, the fastest run so far; ``again`` times it once more now."""
+        """Seconds per frame, the fastest run so far; ``again`` times it once more now and
+        returns that time alone (a run in a fast minute long ago proves nothing now)."""
         option = _normal(option, images_per_frame)
         if option not in timings or again:
             apply(option)
-            best, spent, runs = timings.get(option, float("inf")) * option.batch, 0.0, 0
+            best, spent, runs = float("inf"), 0.0, 0
             # the first run also pays for allocations and conversions; small networks get
             # more runs (about a second's worth) so that a busy machine misleads less
             try:
@@ -469,8 +470,10 @@ def choose(
                 # a candidate this machine cannot run (a graph capture, a compiler) loses
                 log.info("%s: %s failed and is not used: %s", name, option.describe(), exc)
                 best = float("inf")
-            timings[option] = best / option.batch
-            log.debug("%s: %.3f s per frame as %s", name, timings[option], option.describe())
+            now = best / option.batch
+            timings[option] = min(timings.get(option, float("inf")), now)
+            log.debug("%s: %.3f s per frame as %s", name, now, option.describe())
+            return now
         return timings[option]
 
     best = base
@@ -481,9 +484,9 @@ def choose(
                 per_frame(best)
                 continue
             candidate = per_frame(option)
-            # the one kept so far runs again right after: a machine whose speed drifts
-            # while the candidates are timed (other jobs, clocks) must not crown a
-            # candidate for running in a faster minute
+            # the one kept so far runs again right after, and only that time counts: on a
+            # machine whose speed drifts (other jobs, clocks), a candidate must not win
+            # for running in a faster minute, nor lose to one run of the kept way in one
             if candidate < per_frame(best, again=True) * (1 - MARGIN):
                 best = option
     best = _normal(best, images_per_frame)
