@@ -368,6 +368,57 @@ def test_files_are_written_in_the_background_and_a_failed_write_is_explained(
     assert not [s for s in bpy.data.scenes if "temporary" in s.name]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "cycles"])
+def test_no_file_is_written_while_blender_evaluates_or_renders(
+    toy_character, tmp_path, monkeypatch, fast
+):
+    """Blender changes frames and renders with the GIL released, and a Python thread
+    running then can crash it (a CI run died in ``np.savez_compressed``): the writer
+    waits for every such section, and still writes frame N while N + 1 is drawn."""
+    import threading
+    import time
+    from contextlib import contextmanager
+
+    import bpy
+
+    from anirender.addon.core.frame_writer import BackgroundWriter
+    from anirender.addon.passes import renderer as passes
+    from anirender.addon.passes.renderer import render_udp_passes
+    from anirender.addon.passes.request import PassRequest
+
+    busy, writes, main = [], [], threading.get_ident()
+    original_busy, original_npz = BackgroundWriter.blender_busy, passes._npz_writer
+
+    @contextmanager
+    def timed_busy(self):
+        with original_busy(self):
+            start = time.perf_counter()
+            yield
+            busy.append((start, time.perf_counter()))
+
+    def slow_npz(path, pixels):
+        assert threading.get_ident() != main
+        start = time.perf_counter()
+        time.sleep(0.05)  # a slow disk: long enough to overlap anything that runs beside
+        original_npz(path, pixels)
+        writes.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(BackgroundWriter, "blender_busy", timed_busy)
+    monkeypatch.setattr(passes, "_npz_writer", slow_npz)
+    request = PassRequest(tmp_path, [1, 2, 3, 4], ("udp",), ("npz",), fast, (48, 40))
+    renderer, steps = render_udp_passes(bpy.context.scene, toy_character, request)
+    with renderer:
+        for frame in renderer.todo:
+            renderer.render_and_write(frame)
+        flushed_at = time.perf_counter()
+    steps.close()
+    assert len(writes) == 4 and all(request.path("udp", f, "npz").is_file() for f in range(1, 5))
+    assert len(busy) >= 4
+    for start, end in writes:
+        assert all(end <= a or start >= b for a, b in busy), "a write ran inside Blender"
+    assert min(start for start, _ in writes) < busy[-1][0] < flushed_at  # not left to the end
+
+
 def test_fast_images_are_the_rasteriser_pieces_put_together(toy_character, tmp_path):
     """The fast backend projects per vertex, interpolates only at covered pixels and
     scatters into the images; over a frame range that gives, bit for bit, the plain

@@ -31,6 +31,10 @@ class CyclesBackend:
         self._exr_written = set()
 
     def render(self, frame: int) -> dict[str, np.ndarray]:
+        with self.renderer.blender_busy():
+            return self._render(frame)
+
+    def _render(self, frame: int) -> dict[str, np.ndarray]:
         renderer = self.renderer
         temp = renderer.temp
         depsgraph = renderer.set_frame(frame)

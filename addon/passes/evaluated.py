@@ -13,6 +13,7 @@ background 0, the fourth channel the occupancy.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -45,6 +46,9 @@ class _EvaluatedView:
 
     def set_frame(self, frame: int):
         return self.depsgraph  # already at the frame the engine renders
+
+    def blender_busy(self):
+        return nullcontext()  # no file writer here
 
     def camera_matrices(self, depsgraph):
         if self.matrices is not None:

@@ -42,11 +42,13 @@ class FastBackend:
 
     def render(self, frame: int) -> dict[str, np.ndarray]:
         renderer = self.renderer
-        depsgraph = renderer.set_frame(frame)
-        to_clip, to_world = renderer.camera_matrices(depsgraph)
         passes = renderer.request.passes
         height, width = renderer.height, renderer.width
-        surface = _gather(depsgraph, renderer.visible_meshes(), passes, self._static)
+        with renderer.blender_busy():  # Blender's part: the rest is numpy and torch
+            depsgraph = renderer.set_frame(frame)
+            to_clip, to_world = renderer.camera_matrices(depsgraph)
+            surface = _gather(depsgraph, renderer.visible_meshes(), passes, self._static)
+            orthographic = "normal" in passes and renderer.camera.data.type == "ORTHO"
         if surface is None:
             return {name: np.zeros((height, width, 4), np.float32) for name in passes}
 
@@ -87,10 +89,9 @@ class FastBackend:
                 covered[:, :2] = values[:, columns["uv"]]
                 covered[:, 2] = 0.0
             elif name == "normal":
-                ortho = renderer.camera.data.type == "ORTHO"
                 covered[:, :3] = _facing_normals(
                     values[:, columns["normal"]], values[:, columns["position"]],
-                    tri, surface["face"], rotation, ortho,
+                    tri, surface["face"], rotation, orthographic,
                 )  # fmt: skip
             elif name == "depth":
                 covered[:, :3] = 0.0 - values[:, columns["position"]][:, 2:3]

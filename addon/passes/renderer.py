@@ -176,8 +176,14 @@ class PassRenderer:
         return camera_matrices(self.camera, depsgraph, self.width, self.height, aspect)
 
     def set_frame(self, frame: int):
-        self.temp.frame_set(frame)
+        with self.blender_busy():
+            self.temp.frame_set(frame)
         return self.temp.view_layers[0].depsgraph
+
+    def blender_busy(self):
+        """Around Blender's own evaluation or rendering: the file writer waits (see
+        ``core.frame_writer``)."""
+        return self._writer.blender_busy()
 
     def visible_meshes(self):
         return [m for m in self.meshes if not m.hide_render]
