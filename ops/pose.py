@@ -13,6 +13,7 @@ import numpy as np
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from ..addon.characters.finding import character_from_context
+from ..addon.core.blender_section import blender_section
 from ..addon.core.jobs import Job, ModalJobOperator
 from ..addon.core.prefs import preferences
 from ..addon.core.settings import morph_settings
@@ -340,7 +341,8 @@ def pose_animation_job(context, guard, owner, output_dir, batch=8, overwrite=Fal
     height, width = portrait.shape[:2]
 
     def read_pose(frame):
-        scene.frame_set(frame)
+        with blender_section():  # the reenactment worker may run meanwhile
+            scene.frame_set(frame)
         return slider_pose(owner)
 
     return sequence.job(

@@ -419,6 +419,31 @@ def test_no_file_is_written_while_blender_evaluates_or_renders(
     assert min(start for start, _ in writes) < busy[-1][0] < flushed_at  # not left to the end
 
 
+def test_the_garbage_collector_waits_while_blender_evaluates(toy_character, tmp_path):
+    """A collection started by a worker thread could free ``bpy`` objects while Blender
+    changes frames with the GIL released: the collector is off there, and back after."""
+    import gc
+
+    import bpy
+
+    from anirender.addon.passes.renderer import PassRenderer
+    from anirender.addon.passes.request import PassRequest
+
+    assert gc.isenabled()
+    request = PassRequest(tmp_path, [1, 2], ("udp",), ("npz",), True, (48, 40))
+    with PassRenderer(bpy.context.scene, toy_character, request) as renderer:
+        with renderer.blender_busy():
+            assert not gc.isenabled()
+            with renderer.blender_busy():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError):
+            with renderer.blender_busy():
+                raise RuntimeError("a failed render")
+        assert gc.isenabled()
+
+
 def test_fast_images_are_the_rasteriser_pieces_put_together(toy_character, tmp_path):
     """The fast backend projects per vertex, interpolates only at covered pixels and
     scatters into the images; over a frame range that gives, bit for bit, the plain

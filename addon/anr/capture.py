@@ -138,9 +138,10 @@ def capture_training_frames(scene, armature, request: CaptureRequest):
             target_dir.mkdir(parents=True, exist_ok=True)
             for frame in request.frames:
                 passes.write(frame)
-                scene.frame_set(frame)
-                scene.render.filepath = str(target_dir / f"target_{frame:04d}.png")
-                bpy.ops.render.render(write_still=True, scene=scene.name)
+                with passes.renderer.blender_busy():  # the pass files wait meanwhile
+                    scene.frame_set(frame)
+                    scene.render.filepath = str(target_dir / f"target_{frame:04d}.png")
+                    bpy.ops.render.render(write_still=True, scene=scene.name)
                 yield f"frame {frame}"
             _write_record(request, passes.renderer.armature, passes.coarse, "cycles")
 

@@ -38,6 +38,7 @@ Cycles path renders into Blender's "Render Result" image (removed again if it ma
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import numpy as np
 
 from ...errors import AniRenderError
 from ..characters.finding import find_character, require_camera
+from ..core.blender_section import blender_section
 from ..core.frame_writer import BackgroundWriter
 from . import canonical
 from .camera import camera_matrices
@@ -180,10 +182,12 @@ class PassRenderer:
             self.temp.frame_set(frame)
         return self.temp.view_layers[0].depsgraph
 
+    @contextmanager
     def blender_busy(self):
-        """Around Blender's own evaluation or rendering: the file writer waits (see
-        ``core.frame_writer``)."""
-        return self._writer.blender_busy()
+        """Around Blender's own evaluation or rendering: the file writer waits and the
+        garbage collector is held off (``core.frame_writer``, ``core.blender_section``)."""
+        with self._writer.blender_busy(), blender_section():
+            yield
 
     def visible_meshes(self):
         return [m for m in self.meshes if not m.hide_render]
