@@ -16,6 +16,7 @@ between Python threads (``run_in_parts``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -43,10 +44,15 @@ _pool: ThreadPoolExecutor | None = None
 
 def compiler() -> str | None:
     """The C compiler to use: ``CC``, else cc, gcc or clang on the PATH."""
-    wanted = os.environ.get("CC")
+    return _find_compiler(os.environ.get("CC"), os.environ.get("PATH"))
+
+
+@functools.cache
+def _find_compiler(wanted: str | None, search: str | None) -> str | None:
     if wanted:
-        return shutil.which(wanted)
-    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+        return shutil.which(wanted, path=search)
+    names = ("cc", "gcc", "clang")
+    return next((path for name in names if (path := shutil.which(name, path=search))), None)
 
 
 def cache_dir() -> Path:
@@ -66,18 +72,24 @@ def _cpu_flags() -> str:
     return ""
 
 
+@functools.cache
+def _key(source: Path, cc: str) -> str:
+    """The build's name: a hash of the source, the compiler, the flags and the CPU (read
+    once per process: kernels are looked up on every convolution)."""
+    text = source.read_bytes()
+    return hashlib.sha1(
+        b"\0".join([text, cc.encode(), " ".join(FLAGS).encode(), cpu_name().encode()])
+        + _cpu_flags().encode()
+    ).hexdigest()[:16]
+
+
 def load(source: Path) -> ctypes.CDLL | None:
     """The library built from the C file ``source`` for this CPU, built now if need be;
     None when there is no compiler or it fails (said once in the log)."""
     cc = compiler()
     if cc is None:
         return None
-    text = source.read_bytes()
-    key = hashlib.sha1(
-        b"\0".join([text, cc.encode(), " ".join(FLAGS).encode(), cpu_name().encode()])
-        + _cpu_flags().encode()
-    ).hexdigest()[:16]
-    target = cache_dir() / f"{source.stem}-{key}.so"
+    target = cache_dir() / f"{source.stem}-{_key(source, cc)}.so"
     if target in _built:
         return _built[target]
     library = None

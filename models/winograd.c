@@ -131,3 +131,126 @@ int winograd_output(const float *restrict m, int h, int w, int out, int side,
     }
     return 0;
 }
+
+/* ---- F(4x4, 2x2): the four 2x2 convolutions, one per output phase, of a stride-2 4x4
+ * transposed convolution (models/winograd.py, conv_transpose4x4): 25 products per 4x4
+ * positions against the 36 of F(4x4, 3x3) on the phases embedded in a 3x3 convolution.
+ * Interpolation points 0, 1, -1, 2 and infinity. Sample (i, j) of tile (ty, tx) is input
+ * pixel (4 ty + i - 1, 4 tx + j - 1); position (u, v) = (4 ty + p, 4 tx + q).
+ */
+
+/* B^T d for five rows of `n` values */
+static inline void input_rows5(const float *restrict d0, const float *restrict d1,
+                               const float *restrict d2, const float *restrict d3,
+                               const float *restrict d4, int n, float *restrict t0,
+                               float *restrict t1, float *restrict t2, float *restrict t3,
+                               float *restrict t4) {
+    for (int i = 0; i < n; i++) {
+        float a = d3[i] - d1[i];
+        t0[i] = 2.0f * (d0[i] - d2[i]) + a;
+        t1[i] = d3[i] - d2[i] - 2.0f * d1[i];
+        t2[i] = d3[i] - 3.0f * d2[i] + 2.0f * d1[i];
+        t3[i] = a;
+        t4[i] = d4[i] - d2[i] + 2.0f * (d1[i] - d3[i]);
+    }
+}
+
+/* The input transform of tiles [lo, hi) of the chunk from tile `first` over a grid of
+ * th x tw tiles per image: x (images, h, w, c) -> v (25, count, c). */
+int winograd2_input(const float *restrict x, int h, int w, int c, long th, long tw,
+                    long first, long count, long lo, long hi, float *restrict v) {
+    if (c > MAX_CHANNELS)
+        return 1;
+    const long plane = count * (long)c;
+    float rows[5][5][BLOCK];
+    for (long t = lo; t < hi; t++) {
+        long tile = first + t, image = tile / (th * tw), rest = tile % (th * tw);
+        long y0 = (rest / tw) * 4 - 1, x0 = (rest % tw) * 4 - 1;
+        const float *s[5][5];
+        for (int i = 0; i < 5; i++)
+            for (int j = 0; j < 5; j++) {
+                long y = y0 + i, xx = x0 + j;
+                s[i][j] = (y < 0 || y >= h || xx < 0 || xx >= w)
+                              ? zeros
+                              : x + ((image * h + y) * w + xx) * c;
+            }
+        for (int c0 = 0; c0 < c; c0 += BLOCK) {
+            int n = c - c0 < BLOCK ? c - c0 : BLOCK;
+            for (int j = 0; j < 5; j++)
+                input_rows5(s[0][j] + c0, s[1][j] + c0, s[2][j] + c0, s[3][j] + c0,
+                            s[4][j] + c0, n, rows[0][j], rows[1][j], rows[2][j], rows[3][j],
+                            rows[4][j]);
+            float *out = v + t * c + c0;
+            for (int i = 0; i < 5; i++)
+                input_rows5(rows[i][0], rows[i][1], rows[i][2], rows[i][3], rows[i][4], n,
+                            out + (5 * i) * plane, out + (5 * i + 1) * plane,
+                            out + (5 * i + 2) * plane, out + (5 * i + 3) * plane,
+                            out + (5 * i + 4) * plane);
+        }
+    }
+    return 0;
+}
+
+/* A^T m for five rows of `n` values */
+static inline void output_rows5(const float *restrict m0, const float *restrict m1,
+                                const float *restrict m2, const float *restrict m3,
+                                const float *restrict m4, int n, float *restrict o0,
+                                float *restrict o1, float *restrict o2, float *restrict o3) {
+    for (int i = 0; i < n; i++) {
+        float s12 = m1[i] + m2[i], d12 = m1[i] - m2[i];
+        o0[i] = m0[i] + s12 + m3[i];
+        o1[i] = d12 + 2.0f * m3[i];
+        o2[i] = s12 + 4.0f * m3[i];
+        o3[i] = d12 + 8.0f * m3[i] + m4[i];
+    }
+}
+
+/* The output transform of tiles [lo, hi): m (25, count, 4 out) -> y (images, 2 h, 2 w,
+ * out), plus bias (or NULL). Position (u, v) of phase (a, b) (product channels
+ * (2 a + b) out ..) is pixel (2 (u - a) + a, 2 (v - b) + b), kept where 0 <= u - a < h
+ * and 0 <= v - b < w: the tiles cover positions 0 .. h, one more than the input. */
+int winograd2_output(const float *restrict m, int out, long h, long w, long th, long tw,
+                     const float *restrict bias, long first, long count, long lo, long hi,
+                     float *restrict y) {
+    const int side = 2;
+    const long wide = 4L * out, plane = count * wide, width = 2 * w;
+    const long height = 2 * h;
+    float cols[5][4][BLOCK], pixels[4][4][BLOCK];
+    for (long t = lo; t < hi; t++) {
+        long tile = first + t, image = tile / (th * tw), rest = tile % (th * tw);
+        long u0 = (rest / tw) * 4, v0 = (rest % tw) * 4;
+        for (int a = 0; a < side; a++)
+            for (int b = 0; b < side; b++)
+                for (int o0 = 0; o0 < out; o0 += BLOCK) {
+                    int n = out - o0 < BLOCK ? out - o0 : BLOCK;
+                    const float *in = m + t * wide + (a * side + b) * (long)out + o0;
+                    for (int i = 0; i < 5; i++)
+                        output_rows5(in + (5 * i) * plane, in + (5 * i + 1) * plane,
+                                     in + (5 * i + 2) * plane, in + (5 * i + 3) * plane,
+                                     in + (5 * i + 4) * plane, n, cols[i][0], cols[i][1],
+                                     cols[i][2], cols[i][3]);
+                    for (int q = 0; q < 4; q++)
+                        output_rows5(cols[0][q], cols[1][q], cols[2][q], cols[3][q],
+                                     cols[4][q], n, pixels[0][q], pixels[1][q],
+                                     pixels[2][q], pixels[3][q]);
+                    for (int p = 0; p < 4; p++) {
+                        long row = u0 + p - a;
+                        if (row < 0 || row >= h)
+                            continue;
+                        for (int q = 0; q < 4; q++) {
+                            long col = v0 + q - b;
+                            if (col < 0 || col >= w)
+                                continue;
+                            float *to = y + ((image * height + side * row + a) * width +
+                                             side * col + b) * out + o0;
+                            if (bias)
+                                for (int i = 0; i < n; i++)
+                                    to[i] = pixels[p][q][i] + bias[o0 + i];
+                            else
+                                memcpy(to, pixels[p][q], n * sizeof(float));
+                        }
+                    }
+                }
+    }
+    return 0;
+}

@@ -28,10 +28,16 @@ from . import native
 SOURCE = Path(__file__).with_name("winograd.c")
 
 #: below this side (in output pixels) oneDNN's direct convolution was as fast or faster
+#: than the torch transforms; the C transforms win from 8 px on (Intel Xeon, 224 -> 224,
+#: 4 images: 16 px 1.8 against 4.0 ms, 8 px 0.9 against 1.4)
 MIN_SIDE = 32
-#: the same for transposed convolutions, in input pixels: at 32 px Winograd gained 1-3 %
-#: for filters 9x the size of the weights (108 MB for one of CoNR's)
+MIN_SIDE_C = 8
+#: the same for transposed convolutions, in input pixels: at 32 px the torch transforms
+#: gained 1-3 % for filters 9x the size of the weights (108 MB for one of CoNR's), the C
+#: ones 12 % (224 -> 836 channels: 123 against 140 ms); smaller sides would keep filters
+#: of 200-800 MB for ~10 %
 MIN_SIDE_TRANSPOSED = 64
+MIN_SIDE_TRANSPOSED_C = 32
 
 # G (6x3): the filter transform of F(4x4, 3x3) with interpolation points 0, +-1, +-2
 _G = (
@@ -44,7 +50,9 @@ _G = (
 )
 
 
-def _whole_tiles_in_fp32_on_cpu(conv, x: torch.Tensor, min_side: int) -> bool:
+def _whole_tiles_in_fp32_on_cpu(conv, x: torch.Tensor, sides: tuple[int, int]) -> bool:
+    """``sides``: the smallest side that pays by the torch and by the C transforms."""
+    min_side = sides[1] if library() is not None else sides[0]
     return (
         conv.dilation == (1, 1)
         and conv.groups == 1
@@ -62,7 +70,7 @@ def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     return (
         (conv.kernel_size, conv.stride, conv.padding) == ((3, 3), (1, 1), (1, 1))
         and conv.padding_mode == "zeros"
-        and _whole_tiles_in_fp32_on_cpu(conv, x, MIN_SIDE)
+        and _whole_tiles_in_fp32_on_cpu(conv, x, (MIN_SIDE, MIN_SIDE_C))
     )
 
 
@@ -72,7 +80,7 @@ def applies_transposed(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
     return (
         (conv.kernel_size, conv.stride, conv.padding) == ((4, 4), (2, 2), (1, 1))
         and conv.output_padding == (0, 0)
-        and _whole_tiles_in_fp32_on_cpu(conv, x, MIN_SIDE_TRANSPOSED)
+        and _whole_tiles_in_fp32_on_cpu(conv, x, (MIN_SIDE_TRANSPOSED, MIN_SIDE_TRANSPOSED_C))
     )
 
 
@@ -86,11 +94,17 @@ def filter_transform(weight: torch.Tensor) -> torch.Tensor:
 def transformed_filters(conv: nn.Conv2d | nn.ConvTranspose2d) -> torch.Tensor:
     """``conv``'s transformed filters, kept on the module until its weights change."""
     w = conv.weight
-    stamp = (w.data_ptr(), w._version, w.dtype)
+    by_phase = isinstance(conv, nn.ConvTranspose2d) and library() is not None
+    stamp = (w.data_ptr(), w._version, w.dtype, by_phase)
     kept = conv.__dict__.get("_winograd_filters")
     if kept is None or kept[0] != stamp:
-        as_3x3 = transposed_as_3x3(w) if isinstance(conv, nn.ConvTranspose2d) else w
-        kept = (stamp, filter_transform(as_3x3))
+        if by_phase:
+            filters = filter_transform2(transposed_as_2x2(w))
+        elif isinstance(conv, nn.ConvTranspose2d):
+            filters = filter_transform(transposed_as_3x3(w))
+        else:
+            filters = filter_transform(w)
+        kept = (stamp, filters)
         conv.__dict__["_winograd_filters"] = kept
     return kept[1]
 
@@ -185,7 +199,17 @@ def library() -> ctypes.CDLL | None:
         pointer, whole, count = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
         lib.winograd_input.argtypes = [pointer, *[whole] * 3, *[count] * 4, pointer]
         lib.winograd_output.argtypes = [pointer, *[whole] * 4, pointer, *[count] * 4, pointer]
-        lib.winograd_input.restype = lib.winograd_output.restype = ctypes.c_int
+        lib.winograd2_input.argtypes = [pointer, *[whole] * 3, *[count] * 6, pointer]
+        lib.winograd2_output.argtypes = [
+            pointer,
+            whole,
+            *[count] * 4,
+            pointer,
+            *[count] * 4,
+            pointer,
+        ]
+        for fn in ("winograd_input", "winograd_output", "winograd2_input", "winograd2_output"):
+            getattr(lib, fn).restype = ctypes.c_int
         lib._anirender_typed = True
     return lib
 
@@ -232,6 +256,73 @@ def _winograd_native(lib, x, filters, bias, phases: int) -> torch.Tensor | None:
     return y
 
 
+# G (5x2): the filter transform of F(4x4, 2x2) with interpolation points 0, 1, -1, 2
+_G2 = ((1 / 2, 0), (-1 / 2, -1 / 2), (-1 / 6, 1 / 6), (1 / 6, 1 / 3), (0, 1))
+
+
+def filter_transform2(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 2, 2) filters -> (25, in, out): G w G^T per channel pair, in float64."""
+    g = torch.tensor(_G2, dtype=torch.float64)
+    u = torch.einsum("ai,ocij,bj->abco", g, weight.detach().double(), g)
+    return u.reshape(25, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def transposed_as_2x2(weight: torch.Tensor) -> torch.Tensor:
+    """A stride-2, 4x4, padding-1 transposed convolution's (in, out, 4, 4) weights as one
+    2x2 convolution per output phase, (4 out, in, 2, 2): phase (a, b), pixel (2 i + a,
+    2 j + b), is input pixels i - 1 + a .. i + a through taps 3, 1 (a = 0) or 2, 0."""
+    taps = {0: (3, 1), 1: (2, 0)}
+    cin, out = weight.shape[:2]
+    w = weight.new_zeros(2, 2, out, cin, 2, 2)
+    for a in (0, 1):
+        for b in (0, 1):
+            for u, ku in enumerate(taps[a]):
+                for v, kv in enumerate(taps[b]):
+                    w[a, b, :, :, u, v] = weight[:, :, ku, kv].t()
+    return w.reshape(4 * out, cin, 2, 2)
+
+
+def _transposed_native(lib, x, filters, bias) -> torch.Tensor:
+    """A stride-2 4x4 transposed convolution by F(4x4, 2x2) in the C transforms, one 2x2
+    convolution per output phase (``filters`` from :func:`transposed_as_2x2`): 25
+    products per 4x4 input pixels against 36 for the phases as one 3x3 convolution
+    (Intel Xeon, 224 -> 164 channels at 128 px, 4 images: 243 against 333 ms, oneDNN 366).
+    Returns channels-last (N, 2H, 2W, out)."""
+    n, c, h, w = x.shape
+    wide = filters.shape[2]
+    out_channels = wide // 4
+    th, tw = h // 4 + 1, w // 4 + 1  # positions 0 .. h: the odd phases reach one further
+    x = x.contiguous(memory_format=torch.channels_last)
+    if bias is not None:
+        bias = bias.detach().float().contiguous()
+    y = torch.empty(n, 2 * h, 2 * w, out_channels, dtype=torch.float32)
+    total = n * th * tw
+    chunk = min(total, CHUNK_TILES)
+    tiles = torch.empty(25 * chunk * c, dtype=torch.float32)
+    products = torch.empty(25 * chunk * wide, dtype=torch.float32)
+    source, target = x.data_ptr(), y.data_ptr()
+    bias_at = bias.data_ptr() if bias is not None else None
+    for first in range(0, total, chunk):
+        count = min(chunk, total - first)
+        v = tiles[: 25 * count * c].view(25, count, c)
+        m = products[: 25 * count * wide].view(25, count, wide)
+        into, products_at = v.data_ptr(), m.data_ptr()
+
+        def transform_in(lo, hi, first=first, count=count, into=into):
+            lib.winograd2_input(source, h, w, c, th, tw, first, count, lo, hi, into)
+
+        native.run_in_parts(transform_in, count)
+        torch.bmm(v, filters, out=m)
+
+        def transform_out(lo, hi, first=first, count=count, products=products_at):
+            lib.winograd2_output(
+                products, out_channels, h, w, th, tw, bias_at, first, count, lo, hi, target
+            )
+
+        native.run_in_parts(transform_out, count)
+    return y
+
+
 def _run(x, filters, bias, phases: int) -> torch.Tensor:
     """By the C transforms where they are built, else by torch passes."""
     lib = library()
@@ -267,8 +358,14 @@ def transposed_as_3x3(weight: torch.Tensor) -> torch.Tensor:
 
 
 def conv_transpose4x4(x, filters, bias) -> torch.Tensor:
-    """``F.conv_transpose2d(x, w, bias, 2, 1)`` for 4x4 ``w`` and ``filters =
-    filter_transform(transposed_as_3x3(w))``; channels-last (N, out, 2H, 2W)."""
+    """``F.conv_transpose2d(x, w, bias, 2, 1)`` for 4x4 ``w``; channels-last (N, out, 2H,
+    2W). ``filters``: ``filter_transform2(transposed_as_2x2(w))`` (25 rows) for the C
+    transforms, ``filter_transform(transposed_as_3x3(w))`` (36 rows) for the torch ones."""
+    lib = library()
+    if filters.shape[0] == 25:
+        if lib is None:
+            raise RuntimeError("F(4x4, 2x2) filters need the C transforms (winograd.c)")
+        return _transposed_native(lib, x, filters, bias).permute(0, 3, 1, 2)
     return _run(x, filters, bias, 4).permute(0, 3, 1, 2)
 
 

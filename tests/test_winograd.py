@@ -59,7 +59,9 @@ def test_filters_follow_the_weights_and_other_cases_fall_back(transforms):
         with torch.no_grad():
             conv.weight.mul_(-2.0)  # in place: the kept filters must be redone
         assert (winograd.convolve(conv, x) - conv(x)).abs().max() < 1e-4
-    assert not winograd.applies(conv, torch.randn(1, 8, 16, 16))  # too small to pay
+    small = 4 if transforms == "C transforms" else 16  # too small to pay
+    assert not winograd.applies(conv, torch.randn(1, 8, small, small))
+    assert winograd.applies(conv, torch.randn(1, 8, 2 * small, 2 * small))
     assert not winograd.applies(conv, torch.randn(1, 8, 34, 32))  # not whole 4x4 tiles
     assert not winograd.applies(conv, x.bfloat16())  # bf16 rounding is blown up
     strided = nn.Conv2d(8, 8, 3, 2, 1)
@@ -95,6 +97,9 @@ def test_transposed_equals_torchs(transforms, n, cin, cout, h, w, bias):
         assert winograd.applies_transposed(up, x)
         got = winograd.convolve(up, x)
     assert got.shape == want.shape == (n, cout, 2 * h, 2 * w)
+    # the C transforms run one 2x2 convolution per output phase by F(4x4, 2x2)
+    rows = 25 if transforms == "C transforms" else 36
+    assert winograd.transformed_filters(up).shape == (rows, cin, 4 * cout)
     assert (got - want).abs().max() < 2e-5 * want.abs().max()
     assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 4, 2, 1, 1), x)
     assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 3, 2, 1), x)
