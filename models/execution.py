@@ -56,8 +56,9 @@ COMPILE_ON_CPU_BY_DEFAULT = False
 #: on a shared machine wobble by a few per cent, and the default is the safe choice
 MARGIN = 0.03
 #: part of the on-disk key, raised when a remembered choice would mean something else
-#: (2: ``winograd`` no longer covers the transposed convolutions; 3: ``native`` added)
-CHOICES_VERSION = 3
+#: (2: ``winograd`` no longer covers the transposed convolutions; 3: ``native`` added; 4:
+#: Winograd by C transforms, which changed what it wins)
+CHOICES_VERSION = 4
 
 
 @dataclass(frozen=True)
