@@ -4,7 +4,8 @@
  * output transform (each 6x6 tile of products to A^T m A, 4x4 pixels) took about twice
  * as long as the 36 matrix products between them: a dozen passes over maps larger than
  * the cache. Here each is one pass over a chunk of tiles small enough to stay in cache
- * between the transform and the products, which torch multiplies (torch.bmm).
+ * between the transform and the products, which torch multiplies (torch.bmm). F(4x4,
+ * 3x3) runs the 3x3 convolutions, F(4x4, 2x2) below the transposed ones.
  *
  * Maps are channels-last (pixel-major). Tiles are numbered over (image, tile row, tile
  * column); a chunk of `count` tiles from tile `first` is laid out as (36, count,
@@ -90,44 +91,38 @@ static inline void output_rows(const float *restrict m0, const float *restrict m
 }
 
 /* The output transform of tiles [lo, hi) of the chunk starting at tile `first`:
- * m (36, count, phases * out) -> y (images, h * side, w * side, out), where h and w are
- * the input's size, side is 1 (phases 1) or 2 (phases 4: product channel
- * (a * 2 + b) * out + o is pixel (2 y + a, 2 x + b)), plus bias (or NULL). */
-int winograd_output(const float *restrict m, int h, int w, int out, int side,
+ * m (36, count, out) -> y (images, h, w, out), plus bias (or NULL). */
+int winograd_output(const float *restrict m, int h, int w, int out,
                     const float *restrict bias, long first, long count, long lo, long hi,
                     float *restrict y) {
-    const long tw = w / 4, th = h / 4, wide = (long)side * side * out, plane = count * wide;
-    const long height = (long)h * side, width = (long)w * side;
+    const long tw = w / 4, th = h / 4, plane = count * (long)out;
     float cols[6][4][BLOCK], pixels[4][4][BLOCK];
     for (long t = lo; t < hi; t++) {
         long tile = first + t, image = tile / (th * tw), rest = tile % (th * tw);
         long y0 = (rest / tw) * 4, x0 = (rest % tw) * 4;
-        for (int a = 0; a < side; a++)
-            for (int b = 0; b < side; b++)
-                for (int o0 = 0; o0 < out; o0 += BLOCK) {
-                    int n = out - o0 < BLOCK ? out - o0 : BLOCK;
-                    const float *in = m + t * wide + (a * side + b) * (long)out + o0;
-                    /* along each row of products: cols[i][q] = (m A)[i][q] */
-                    for (int i = 0; i < 6; i++)
-                        output_rows(in + (6 * i) * plane, in + (6 * i + 1) * plane,
-                                    in + (6 * i + 2) * plane, in + (6 * i + 3) * plane,
-                                    in + (6 * i + 4) * plane, in + (6 * i + 5) * plane, n,
-                                    cols[i][0], cols[i][1], cols[i][2], cols[i][3]);
-                    for (int q = 0; q < 4; q++)
-                        output_rows(cols[0][q], cols[1][q], cols[2][q], cols[3][q],
-                                    cols[4][q], cols[5][q], n, pixels[0][q], pixels[1][q],
-                                    pixels[2][q], pixels[3][q]);
-                    for (int p = 0; p < 4; p++)
-                        for (int q = 0; q < 4; q++) {
-                            float *to = y + ((image * height + (y0 + p) * side + a) * width +
-                                             (x0 + q) * side + b) * out + o0;
-                            if (bias)
-                                for (int i = 0; i < n; i++)
-                                    to[i] = pixels[p][q][i] + bias[o0 + i];
-                            else
-                                memcpy(to, pixels[p][q], n * sizeof(float));
-                        }
+        for (int o0 = 0; o0 < out; o0 += BLOCK) {
+            int n = out - o0 < BLOCK ? out - o0 : BLOCK;
+            const float *in = m + t * out + o0;
+            /* along each row of products: cols[i][q] = (m A)[i][q] */
+            for (int i = 0; i < 6; i++)
+                output_rows(in + (6 * i) * plane, in + (6 * i + 1) * plane,
+                            in + (6 * i + 2) * plane, in + (6 * i + 3) * plane,
+                            in + (6 * i + 4) * plane, in + (6 * i + 5) * plane, n, cols[i][0],
+                            cols[i][1], cols[i][2], cols[i][3]);
+            for (int q = 0; q < 4; q++)
+                output_rows(cols[0][q], cols[1][q], cols[2][q], cols[3][q], cols[4][q],
+                            cols[5][q], n, pixels[0][q], pixels[1][q], pixels[2][q],
+                            pixels[3][q]);
+            for (int p = 0; p < 4; p++)
+                for (int q = 0; q < 4; q++) {
+                    float *to = y + ((image * h + y0 + p) * (long)w + x0 + q) * out + o0;
+                    if (bias)
+                        for (int i = 0; i < n; i++)
+                            to[i] = pixels[p][q][i] + bias[o0 + i];
+                    else
+                        memcpy(to, pixels[p][q], n * sizeof(float));
                 }
+        }
     }
     return 0;
 }

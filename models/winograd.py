@@ -198,7 +198,7 @@ def library() -> ctypes.CDLL | None:
     if lib is not None and not getattr(lib, "_anirender_typed", False):
         pointer, whole, count = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
         lib.winograd_input.argtypes = [pointer, *[whole] * 3, *[count] * 4, pointer]
-        lib.winograd_output.argtypes = [pointer, *[whole] * 4, pointer, *[count] * 4, pointer]
+        lib.winograd_output.argtypes = [pointer, *[whole] * 3, pointer, *[count] * 4, pointer]
         lib.winograd2_input.argtypes = [pointer, *[whole] * 3, *[count] * 6, pointer]
         lib.winograd2_output.argtypes = [
             pointer,
@@ -214,46 +214,64 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
-def _winograd_native(lib, x, filters, bias, phases: int) -> torch.Tensor | None:
-    """:func:`_winograd` with each transform one C pass over chunks of tiles that stay
-    in cache; None where the kernel does not take ``x``."""
-    n, c, h, w = x.shape
-    wide = filters.shape[2]
-    out_channels = wide // phases
-    side = 2 if phases == 4 else 1
-    x = x.contiguous(memory_format=torch.channels_last)
-    if bias is not None:
-        bias = bias.detach().float().contiguous()
-    y = torch.empty(n, h * side, w * side, out_channels, dtype=torch.float32)
-    total = n * (h // 4) * (w // 4)
-    chunk = min(total, CHUNK_TILES)
-    tiles = torch.empty(36 * chunk * c, dtype=torch.float32)
-    products = torch.empty(36 * chunk * wide, dtype=torch.float32)
-    source, target = x.data_ptr(), y.data_ptr()
-    bias_at = bias.data_ptr() if bias is not None else None
-    failed = []
-    for first in range(0, total, chunk):
-        count = min(chunk, total - first)
-        v = tiles[: 36 * count * c].view(36, count, c)
-        m = products[: 36 * count * wide].view(36, count, wide)
-        into, products_at = v.data_ptr(), m.data_ptr()
+def _in_chunks(filters, tiles: int, transform_in, transform_out) -> bool:
+    """Convolve chunk by chunk of ``CHUNK_TILES`` tiles: ``transform_in(first, count,
+    lo, hi, into)`` writes tiles [lo, hi) of the chunk into (positions, count, C),
+    torch multiplies them by ``filters`` (positions, C, wide), and ``transform_out(first,
+    count, lo, hi, products)`` writes their pixels out. The transforms are split
+    between threads. False when the input transform refused the input."""
+    positions, c, wide = filters.shape
+    chunk = min(tiles, CHUNK_TILES)
+    ins = torch.empty(positions * chunk * c, dtype=torch.float32)
+    outs = torch.empty(positions * chunk * wide, dtype=torch.float32)
+    refused = []
+    for first in range(0, tiles, chunk):
+        count = min(chunk, tiles - first)
+        v = ins[: positions * count * c].view(positions, count, c)
+        m = outs[: positions * count * wide].view(positions, count, wide)
+        into, products = v.data_ptr(), m.data_ptr()
 
-        def transform_in(lo, hi, first=first, count=count, into=into):
-            if lib.winograd_input(source, h, w, c, first, count, lo, hi, into):
-                failed.append(c)
+        def part_in(lo, hi, first=first, count=count, into=into):
+            if transform_in(first, count, lo, hi, into):
+                refused.append(lo)
 
-        native.run_in_parts(transform_in, count)
-        if failed:
-            return None
+        native.run_in_parts(part_in, count)
+        if refused:
+            return False
         torch.bmm(v, filters, out=m)
+        native.run_in_parts(
+            lambda lo, hi, first=first, count=count, products=products: transform_out(
+                first, count, lo, hi, products
+            ),
+            count,
+        )
+    return True
 
-        def transform_out(lo, hi, first=first, count=count, products=products_at):
-            lib.winograd_output(
-                products, h, w, out_channels, side, bias_at, first, count, lo, hi, target
-            )
 
-        native.run_in_parts(transform_out, count)
-    return y
+def _prepared(x, bias):
+    """``x`` channels-last and the bias as contiguous fp32 (or None) for the C loops."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    bias = None if bias is None else bias.detach().float().contiguous()
+    return x, bias, (bias.data_ptr() if bias is not None else None)
+
+
+def _conv3x3_native(lib, x, filters, bias) -> torch.Tensor | None:
+    """:func:`_winograd` for a 3x3 convolution, each transform one C pass over chunks of
+    tiles that stay in cache; None where the kernel does not take ``x``."""
+    n, c, h, w = x.shape
+    out = filters.shape[2]
+    x, bias, bias_at = _prepared(x, bias)
+    y = torch.empty(n, h, w, out, dtype=torch.float32)
+    source, target = x.data_ptr(), y.data_ptr()
+
+    def transform_in(first, count, lo, hi, into):
+        return lib.winograd_input(source, h, w, c, first, count, lo, hi, into)
+
+    def transform_out(first, count, lo, hi, products):
+        lib.winograd_output(products, h, w, out, bias_at, first, count, lo, hi, target)
+
+    tiles = n * (h // 4) * (w // 4)
+    return y if _in_chunks(filters, tiles, transform_in, transform_out) else None
 
 
 # G (5x2): the filter transform of F(4x4, 2x2) with interpolation points 0, 1, -1, 2
@@ -282,55 +300,26 @@ def transposed_as_2x2(weight: torch.Tensor) -> torch.Tensor:
     return w.reshape(4 * out, cin, 2, 2)
 
 
-def _transposed_native(lib, x, filters, bias) -> torch.Tensor:
+def _transposed_native(lib, x, filters, bias) -> torch.Tensor | None:
     """A stride-2 4x4 transposed convolution by F(4x4, 2x2) in the C transforms, one 2x2
     convolution per output phase (``filters`` from :func:`transposed_as_2x2`): 25
     products per 4x4 input pixels against 36 for the phases as one 3x3 convolution
     (Intel Xeon, 224 -> 164 channels at 128 px, 4 images: 243 against 333 ms, oneDNN 366).
     Returns channels-last (N, 2H, 2W, out)."""
     n, c, h, w = x.shape
-    wide = filters.shape[2]
-    out_channels = wide // 4
+    out = filters.shape[2] // 4
     th, tw = h // 4 + 1, w // 4 + 1  # positions 0 .. h: the odd phases reach one further
-    x = x.contiguous(memory_format=torch.channels_last)
-    if bias is not None:
-        bias = bias.detach().float().contiguous()
-    y = torch.empty(n, 2 * h, 2 * w, out_channels, dtype=torch.float32)
-    total = n * th * tw
-    chunk = min(total, CHUNK_TILES)
-    tiles = torch.empty(25 * chunk * c, dtype=torch.float32)
-    products = torch.empty(25 * chunk * wide, dtype=torch.float32)
+    x, bias, bias_at = _prepared(x, bias)
+    y = torch.empty(n, 2 * h, 2 * w, out, dtype=torch.float32)
     source, target = x.data_ptr(), y.data_ptr()
-    bias_at = bias.data_ptr() if bias is not None else None
-    for first in range(0, total, chunk):
-        count = min(chunk, total - first)
-        v = tiles[: 25 * count * c].view(25, count, c)
-        m = products[: 25 * count * wide].view(25, count, wide)
-        into, products_at = v.data_ptr(), m.data_ptr()
 
-        def transform_in(lo, hi, first=first, count=count, into=into):
-            lib.winograd2_input(source, h, w, c, th, tw, first, count, lo, hi, into)
+    def transform_in(first, count, lo, hi, into):
+        return lib.winograd2_input(source, h, w, c, th, tw, first, count, lo, hi, into)
 
-        native.run_in_parts(transform_in, count)
-        torch.bmm(v, filters, out=m)
+    def transform_out(first, count, lo, hi, products):
+        lib.winograd2_output(products, out, h, w, th, tw, bias_at, first, count, lo, hi, target)
 
-        def transform_out(lo, hi, first=first, count=count, products=products_at):
-            lib.winograd2_output(
-                products, out_channels, h, w, th, tw, bias_at, first, count, lo, hi, target
-            )
-
-        native.run_in_parts(transform_out, count)
-    return y
-
-
-def _run(x, filters, bias, phases: int) -> torch.Tensor:
-    """By the C transforms where they are built, else by torch passes."""
-    lib = library()
-    if lib is not None:
-        y = _winograd_native(lib, x, filters, bias, phases)
-        if y is not None:
-            return y
-    return _winograd(x, filters, bias, phases)
+    return y if _in_chunks(filters, n * th * tw, transform_in, transform_out) else None
 
 
 def conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -339,7 +328,11 @@ def conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -
     ``x`` is (N, C, H, W) with H and W multiples of 4, best channels-last; the result is
     channels-last. Not differentiable on purpose: inference only.
     """
-    return _run(x, filters, bias, 1).permute(0, 3, 1, 2)
+    lib = library()
+    y = _conv3x3_native(lib, x, filters, bias) if lib is not None else None
+    if y is None:
+        y = _winograd(x, filters, bias, 1)
+    return y.permute(0, 3, 1, 2)
 
 
 def transposed_as_3x3(weight: torch.Tensor) -> torch.Tensor:
@@ -361,12 +354,13 @@ def conv_transpose4x4(x, filters, bias) -> torch.Tensor:
     """``F.conv_transpose2d(x, w, bias, 2, 1)`` for 4x4 ``w``; channels-last (N, out, 2H,
     2W). ``filters``: ``filter_transform2(transposed_as_2x2(w))`` (25 rows) for the C
     transforms, ``filter_transform(transposed_as_3x3(w))`` (36 rows) for the torch ones."""
+    if filters.shape[0] == 36:
+        return _winograd(x, filters, bias, 4).permute(0, 3, 1, 2)
     lib = library()
-    if filters.shape[0] == 25:
-        if lib is None:
-            raise RuntimeError("F(4x4, 2x2) filters need the C transforms (winograd.c)")
-        return _transposed_native(lib, x, filters, bias).permute(0, 3, 1, 2)
-    return _run(x, filters, bias, 4).permute(0, 3, 1, 2)
+    y = _transposed_native(lib, x, filters, bias) if lib is not None else None
+    if y is None:
+        raise RuntimeError("F(4x4, 2x2) filters need the C transforms (winograd.c)")
+    return y.permute(0, 3, 1, 2)
 
 
 def convolve(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:

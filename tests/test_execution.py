@@ -90,6 +90,10 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     _, fast = plan(Request(precision="fast"), "cpu", bf16_native=True)
     assert ("precision", ("fp32", "bf16")) in fast  # reduced precision only when allowed
     assert fast[0][0] == "precision"  # and first: the rest is timed in the precision chosen
+    _, every = plan(Request(precision="fast"), "cpu", ("bf16", "layout", "winograd", "native"))
+    order = [name for name, _ in every]
+    # what needs channels-last is timed before NCHW is: NCHW must face the C kernels
+    assert order.index("channels_last") > max(order.index("native"), order.index("winograd"))
     _, plain = plan(Request(precision="fast"), "cpu", bf16_native=False)
     assert "precision" not in dict(plain)  # and only where the CPU has it natively
     base, axes = plan(Request(precision="bf16", batch=1, layout="nchw"), "cpu")
