@@ -455,8 +455,11 @@ def choose(
     timings: dict[Execution, float] = {}
 
     def per_frame(option: Execution, again: bool = False) -> float:
-        """Seconds per frame, the fastest run so far; ``again`` times it once more now and
-        returns that time alone (a run in a fast minute long ago proves nothing now)."""
+        """Seconds per frame, the fastest run so far; ``again`` times it afresh now and
+        returns that time alone (a run in a fast minute long ago proves nothing now), with
+        as many runs as a candidate gets: one run against a candidate's best of two let
+        candidates win by a burst of slowness (bf16 channels-last, 0.78 s a frame when
+        first timed, lost to NCHW at 1.38 on one run of 1.43)."""
         option = _normal(option, images_per_frame)
         if option not in timings or again:
             apply(option)
@@ -464,7 +467,7 @@ def choose(
             # the first run also pays for allocations and conversions; small networks get
             # more runs (about a second's worth) so that a busy machine misleads less
             try:
-                while runs < (1 if again else 2) or (spent < 1.0 and runs < 10):
+                while runs < 2 or (spent < 1.0 and runs < 10):
                     start = time.perf_counter()
                     run(option.batch)
                     took = time.perf_counter() - start

@@ -3,6 +3,7 @@
 import logging
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conr_reference import ReferenceCoNR
 from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
+from anirender.models import execution as execution_module
 from anirender.models import native
 from anirender.models.conr import cinn, last_level, level_step
 from anirender.models.conr.config import OFFICIAL_FILES
@@ -200,6 +202,27 @@ def test_choose_is_not_fooled_by_one_lucky_run_of_the_way_kept(tmp_path, monkeyp
     axes = [("batch", (1, 2))]
     chosen = choose("test", Execution(), axes, lambda e: state.update(e=e), run)
     assert chosen.batch == 2 and state["e"] == chosen
+
+
+def test_choose_is_not_fooled_by_one_slow_run_of_the_way_kept(tmp_path, monkeypatch):
+    """The way kept so far is timed again beside a candidate with as many runs as the
+    candidate got: a burst of slowness during one of them must not hand the choice to a
+    way that is truly 20 % slower."""
+    monkeypatch.setenv("ANIRENDER_EXECUTION_CACHE", str(tmp_path / "c.json"))
+    clock = {"now": 0.0}
+    monkeypatch.setattr(
+        execution_module, "time", SimpleNamespace(perf_counter=lambda: clock["now"])
+    )
+    runs, state = [], {}
+
+    def run(frames):
+        runs.append(state["e"].batch)
+        burst = 2.0 if len(runs) == 5 else 1.0  # the kept way's first run beside batch 2
+        clock["now"] += (1.0 if state["e"].batch == 1 else 1.2) * frames * burst
+
+    chosen = choose("test", Execution(), [("batch", (1, 2))], lambda e: state.update(e=e), run)
+    assert runs[:5] == [1, 1, 2, 2, 1]
+    assert chosen.batch == 1 and state["e"] == chosen
 
 
 def test_a_candidate_that_fails_is_passed_over_and_the_default_still_raises(tmp_path, monkeypatch):
