@@ -13,7 +13,7 @@ from test_conr_model import SMALL, sheet_images, small_model, udp_frames
 
 from anirender.errors import AniRenderError
 from anirender.models import execution as execution_module
-from anirender.models import native
+from anirender.models import native, transposed
 from anirender.models.conr import cinn, last_level, level_step
 from anirender.models.conr.config import OFFICIAL_FILES
 from anirender.models.execution import (
@@ -379,9 +379,17 @@ def test_the_shader_levels_in_c_match_the_reference_loop_and_the_torch_path(
         assert used and all(used) and len(stepped) == 5 * len(used) and all(stepped)
         assert np.abs(fast - slow).max() < 1e-4
         used.clear(), stepped.clear()
-    model.set_execution(Execution(native=True, channels_last=False))  # NCHW: torch path
+    model.set_execution(Execution(native=True, channels_last=False))  # NCHW: torch path...
+    small_maps = transposed.MAX_SIDE
+    monkeypatch.setattr(transposed, "MAX_SIDE", 0)  # ...(small maps' products: channels-last)
     assert np.abs(model.render(sheet, udp) - slow).max() < 1e-4
     assert used and not any(used) and stepped and not any(stepped)
+    used.clear(), stepped.clear()
+    # this small network's levels all end on maps of at most 8 px: with the products
+    # their outputs come channels-last and take the C loops between levels
+    monkeypatch.setattr(transposed, "MAX_SIDE", small_maps)
+    assert np.abs(model.render(sheet, udp) - slow).max() < 1e-4
+    assert stepped and all(stepped)
 
     low = small_model().set_execution(Execution(precision="bf16"))
     low_sheet = low.encode_sheet(sheet_images())

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import winograd
+from .. import transposed, winograd
 from . import last_level, level_step
 from .config import CoNRConfig
 
@@ -350,13 +350,18 @@ class ShaderBlock(nn.Module):
     def _convolve(self, x, winograd_on=()):
         x = self.conv0[1](x)
         x = self.conv0[3](self.conv0[2](x))
-        if not winograd_on or torch.is_grad_enabled():
+        if torch.is_grad_enabled():
             for stack in self.convblocks:
                 x = stack(x) + x
             return self.conv_last(x)
 
         def convolve(conv, x):
-            return winograd.convolve(conv, x) if type(conv) in winograd_on else conv(x)
+            if type(conv) in winograd_on:
+                if winograd.applies(conv, x) or winograd.applies_transposed(conv, x):
+                    return winograd.convolve(conv, x)
+            if transposed.applies(conv, x):  # the coarse levels' wide transposed ones
+                return transposed.convolve(conv, x)
+            return conv(x)
 
         for stack in self.convblocks:
             y = x
