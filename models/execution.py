@@ -333,18 +333,20 @@ def plan(
                 axes.append(("precision", ("fp32", "bf16")))
         elif device == "cuda" and "fp16" in supports:
             axes.append(("precision", ("fp32", "tf32", "fp16")))
-    # then what needs channels-last (Winograd's and the glue's C loops), before the layout
+    # then what needs channels-last (the glue's C loops, then Winograd), before the layout
     # is timed against NCHW: timed after it, NCHW won by noise in bf16 (1.76 against 1.84
     # s), and the C loops, which NCHW block outputs cannot take, were never used (forced
-    # beside it: channels-last with them 1.60-1.77 s a frame, NCHW 1.93-2.10)
+    # beside it: channels-last with them 1.60-1.77 s a frame, NCHW 1.93-2.10). The C loops
+    # first: Winograd's gain showed beside them (fp32 frames 2.23 -> 1.81 s) and was lost
+    # in the noise without them
+    if device == "cpu" and "native" in supports and request.native is None:
+        axes.append(("native", (False, True)))
     if device == "cpu" and "winograd" in supports:
         # apart: on the AMD EPYC both kinds won, on the Intel Xeon only the 3x3 ones
         if request.winograd is None:
             axes.append(("winograd", (False, True)))
         if request.winograd_transposed is None:
             axes.append(("winograd_transposed", (False, True)))
-    if device == "cpu" and "native" in supports and request.native is None:
-        axes.append(("native", (False, True)))
     if "layout" in supports and request.layout is None:
         axes.append(("channels_last", (True, False)))
     if "batch" in supports and request.batch is None and max_batch > 1:

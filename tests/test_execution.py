@@ -96,6 +96,7 @@ def test_plan_starts_from_fp32_one_frame_and_respects_the_request():
     order = [name for name, _ in every]
     # what needs channels-last is timed before NCHW is: NCHW must face the C kernels
     assert order.index("channels_last") > max(order.index("native"), order.index("winograd"))
+    assert order.index("native") < order.index("winograd")  # Winograd gains beside the C loops
     _, plain = plan(Request(precision="fast"), "cpu", bf16_native=False)
     assert "precision" not in dict(plain)  # and only where the CPU has it natively
     base, axes = plan(Request(precision="bf16", batch=1, layout="nchw"), "cpu")
