@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define BLOCK 64          /* channels transformed together: 6 x 6 x 64 floats stay in L1 */
-#define MAX_CHANNELS 8192 /* the zero row read beyond the image's border */
+#define MAX_CHANNELS 8192 /* the zero row read beyond the image's border (winograd.py C_MAX_CHANNELS) */
 
 static const float zeros[MAX_CHANNELS];
 
@@ -74,6 +74,16 @@ int winograd_input(const float *restrict x, int h, int w, int c, long first, lon
     return 0;
 }
 
+/* one output pixel's `n` channels, plus their bias (or none) */
+static inline void store(float *restrict to, const float *restrict pixel,
+                         const float *restrict bias, int n) {
+    if (bias)
+        for (int i = 0; i < n; i++)
+            to[i] = pixel[i] + bias[i];
+    else
+        memcpy(to, pixel, n * sizeof(float));
+}
+
 /* A^T m for six rows m0..m5 of `n` values, into o0..o3 */
 static inline void output_rows(const float *restrict m0, const float *restrict m1,
                                const float *restrict m2, const float *restrict m3,
@@ -116,11 +126,7 @@ int winograd_output(const float *restrict m, int h, int w, int out,
             for (int p = 0; p < 4; p++)
                 for (int q = 0; q < 4; q++) {
                     float *to = y + ((image * h + y0 + p) * (long)w + x0 + q) * out + o0;
-                    if (bias)
-                        for (int i = 0; i < n; i++)
-                            to[i] = pixels[p][q][i] + bias[o0 + i];
-                    else
-                        memcpy(to, pixels[p][q], n * sizeof(float));
+                    store(to, pixels[p][q], bias ? bias + o0 : 0, n);
                 }
         }
     }
@@ -238,11 +244,7 @@ int winograd2_output(const float *restrict m, int out, long h, long w, long th, 
                                 continue;
                             float *to = y + ((image * height + side * row + a) * width +
                                              side * col + b) * out + o0;
-                            if (bias)
-                                for (int i = 0; i < n; i++)
-                                    to[i] = pixels[p][q][i] + bias[o0 + i];
-                            else
-                                memcpy(to, pixels[p][q], n * sizeof(float));
+                            store(to, pixels[p][q], bias ? bias + o0 : 0, n);
                         }
                     }
                 }

@@ -38,6 +38,9 @@ MIN_SIDE_C = 8
 #: of 200-800 MB for ~10 %
 MIN_SIDE_TRANSPOSED = 64
 MIN_SIDE_TRANSPOSED_C = 32
+#: the most input channels the C transforms take (``winograd.c``'s row of zeros beyond
+#: the border); wider inputs keep the torch transforms, or oneDNN for transposed ones
+C_MAX_CHANNELS = 8192
 
 # G (6x3): the filter transform of F(4x4, 3x3) with interpolation points 0, +-1, +-2
 _G = (
@@ -81,6 +84,7 @@ def applies_transposed(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
         (conv.kernel_size, conv.stride, conv.padding) == ((4, 4), (2, 2), (1, 1))
         and conv.output_padding == (0, 0)
         and _whole_tiles_in_fp32_on_cpu(conv, x, (MIN_SIDE_TRANSPOSED, MIN_SIDE_TRANSPOSED_C))
+        and (library() is None or x.shape[1] <= C_MAX_CHANNELS)
     )
 
 

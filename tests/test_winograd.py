@@ -102,6 +102,11 @@ def test_transposed_equals_torchs(transforms, n, cin, cout, h, w, bias):
     assert winograd.transformed_filters(up).shape == (rows, cin, 4 * cout)
     assert (got - want).abs().max() < 2e-5 * want.abs().max()
     assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 4, 2, 1, 1), x)
+    if transforms == "C transforms":  # wider than the C loops take: oneDNN's
+        wide = winograd.C_MAX_CHANNELS + 1
+        assert not winograd.applies_transposed(
+            nn.ConvTranspose2d(wide, 1, 4, 2, 1), torch.empty(1, wide, 32, 32)
+        )
     assert not winograd.applies_transposed(nn.ConvTranspose2d(cin, cout, 3, 2, 1), x)
 
 
