@@ -19,6 +19,14 @@
 
 static const float zeros[MAX_CHANNELS];
 
+/* input pixel (y, xx) of an image, or the row of zeros beyond its border */
+static inline const float *pixel(const float *x, long image, int h, int w, int c, long y,
+                                 long xx) {
+    if (y < 0 || y >= h || xx < 0 || xx >= w)
+        return zeros;
+    return x + ((image * h + y) * w + xx) * c;
+}
+
 /* B^T d for six rows d0..d5 of `n` values, into t0..t5 */
 static inline void input_rows(const float *restrict d0, const float *restrict d1,
                               const float *restrict d2, const float *restrict d3,
@@ -49,12 +57,8 @@ int winograd_input(const float *restrict x, int h, int w, int c, long first, lon
         int y0 = (int)(rest / tw) * 4 - 1, x0 = (int)(rest % tw) * 4 - 1;
         const float *p[6][6];
         for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) {
-                int y = y0 + i, xx = x0 + j;
-                p[i][j] = (y < 0 || y >= h || xx < 0 || xx >= w)
-                              ? zeros
-                              : x + ((image * h + y) * (long)w + xx) * c;
-            }
+            for (int j = 0; j < 6; j++)
+                p[i][j] = pixel(x, image, h, w, c, y0 + i, x0 + j);
         for (int c0 = 0; c0 < c; c0 += BLOCK) {
             int n = c - c0 < BLOCK ? c - c0 : BLOCK;
             /* down the columns: rows[i][j] = (B^T d)[i][j] */
@@ -169,12 +173,8 @@ int winograd2_input(const float *restrict x, int h, int w, int c, long th, long 
         long y0 = (rest / tw) * 4 - 1, x0 = (rest % tw) * 4 - 1;
         const float *s[5][5];
         for (int i = 0; i < 5; i++)
-            for (int j = 0; j < 5; j++) {
-                long y = y0 + i, xx = x0 + j;
-                s[i][j] = (y < 0 || y >= h || xx < 0 || xx >= w)
-                              ? zeros
-                              : x + ((image * h + y) * w + xx) * c;
-            }
+            for (int j = 0; j < 5; j++)
+                s[i][j] = pixel(x, image, h, w, c, y0 + i, x0 + j);
         for (int c0 = 0; c0 < c; c0 += BLOCK) {
             int n = c - c0 < BLOCK ? c - c0 : BLOCK;
             for (int j = 0; j < 5; j++)
